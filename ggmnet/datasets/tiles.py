@@ -1,0 +1,392 @@
+"""Tiles rendered on the fly from a prepared dataset (``grids.nc`` + ``manifest.json``).
+
+A window of any size is rendered at any tile size straight from the region's grids: continuous fields by
+bilinear interpolation, labels by nearest neighbour, never through tiles on disk (536 windows of 2048^2 px
+would be 16 MiB per float32 channel each). Tile pixel (0, 0) is the window's north-west corner: rows run
+north to south, columns west to east, as a map reads; the first and last pixel centres lie on the window's
+edges.
+
+Inputs (``channels``):
+
+* ``"pseudocolour"`` (the paper's input): the residual anomaly normalised to [0, 1] by the dataset's
+  2nd and 98th percentiles, then coloured with a 256-entry ``jet`` colour map -> 3 channels in [0, 1].
+* ``"physical"``: the residual and whatever derivative channels ``grids.nc`` has, each standardised by its
+  mean and standard deviation over the region.
+
+Training augmentation follows section 5.1.1 of the paper; see :class:`TileDataset`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from ggmnet.classes import COVER_INDEX, NUM_CLASSES
+from ggmnet.datasets.prepare import load_grids, read_manifest
+from ggmnet.datasets.windows import Window
+from ggmnet.errors import UserError
+
+#: Physical input channels, in this order, where ``grids.nc`` has them.
+PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
+CHANNEL_MODES = ("pseudocolour", "physical")
+
+#: Number of extra channels with ``geology_prior=True``: one-hot outcrop classes plus a known/unknown mask.
+PRIOR_CHANNELS = NUM_CLASSES + 1
+
+#: Section 5.1.1 of the paper: rotation range (degrees), contrast and brightness factors, noise sd as a share of
+#: the image's range. Translation is up to this share of the tile size in x and y.
+ROTATION_DEG = (0.0, 180.0)
+CONTRAST = (0.5, 1.5)
+BRIGHTNESS = (0.8, 1.2)
+NOISE_SHARE = (0.01, 0.10)
+TRANSLATE_SHARE = 0.1
+
+
+@functools.cache
+def colour_lut(name: str = "jet") -> np.ndarray:
+    """A (256, 3) float32 colour table in [0, 1], sampled once from matplotlib's colour map ``name``."""
+    import matplotlib
+
+    return np.asarray(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3], dtype=np.float32)
+
+
+@functools.cache
+def _channel_tables() -> np.ndarray:
+    """The colour table as three contiguous (256,) rows, for fast per-channel lookups."""
+    return np.ascontiguousarray(colour_lut().T)
+
+
+def input_channels_from_fields(fields: dict[str, np.ndarray], normalisation: dict[str, dict[str, float]],
+                               channels: str) -> np.ndarray:
+    """The network input from gridded fields: the transformation used for training tiles.
+
+    Parameters
+    ----------
+    fields
+        ``{name: array (H, W)}``: ``residual`` (mGal) and, for ``"physical"``, any of ``vertical_derivative``,
+        ``horizontal_gradient`` (mGal/km), ``tilt`` (radians). Extra entries are ignored.
+    normalisation
+        The manifest's ``normalisation``: ``{name: {"mean", "std", "p02", "p98"}}``.
+    channels
+        ``"pseudocolour"``: residual mapped linearly so that p02 -> 0 and p98 -> 1 (clipped), then through
+        the 256-entry ``jet`` table (:func:`colour_lut`), 3 channels in [0, 1]. ``"physical"``: each of
+        :data:`PHYSICAL_CHANNELS` present in ``fields``, as ``(x - mean) / std``.
+
+    Returns
+    -------
+    float32 array (C, H, W), in the orientation of the input arrays.
+    """
+    if channels == "pseudocolour":
+        stats = normalisation["residual"]
+        lo, hi = float(stats["p02"]), float(stats["p98"])
+        scaled = np.subtract(fields["residual"], lo, dtype=np.float32)
+        scaled *= np.float32(255.0 / max(hi - lo, 1e-12))
+        np.clip(scaled, 0.0, 255.0, out=scaled)
+        index = np.rint(scaled, out=scaled).astype(np.intp)
+        table = _channel_tables()
+        out = np.empty((3, *index.shape), dtype=np.float32)
+        for c in range(3):
+            np.take(table[c], index, out=out[c])
+        return out
+    if channels == "physical":
+        names = [n for n in PHYSICAL_CHANNELS if n in fields]
+        out = np.empty((len(names), *np.shape(fields[names[0]])), dtype=np.float32)
+        for c, name in enumerate(names):
+            stats = normalisation[name]
+            out[c] = (np.asarray(fields[name], dtype=np.float32) - stats["mean"]) / max(stats["std"], 1e-12)
+        return out
+    raise UserError(f"--channels {channels}: expected one of {', '.join(CHANNEL_MODES)}")
+
+
+def tile_coordinates(window: Window, tile_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates of ``window`` rendered at ``tile_size`` px: ``lon`` west to east and ``lat``
+    north to south, each (tile_size,) degrees, first and last on the window's edges."""
+    return (np.linspace(window.west, window.east, tile_size),
+            np.linspace(window.north, window.south, tile_size))
+
+
+def _fractional_index(nodes: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Positions of ``coords`` in the regular ascending ``nodes`` in units of node spacing, clipped to the grid.
+    Positions within 1e-6 of a node snap onto it, so tiles on the grid's nodes reproduce it exactly."""
+    step = (nodes[-1] - nodes[0]) / max(nodes.size - 1, 1)
+    pos = (coords - nodes[0]) / step if nodes.size > 1 else np.zeros_like(coords)
+    snapped = np.rint(pos)
+    pos = np.where(np.abs(pos - snapped) < 1e-6, snapped, pos)
+    return np.clip(pos, 0.0, nodes.size - 1)
+
+
+def sample_bilinear(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+                    lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of ``values`` (ny, nx) on nodes ``lon`` (nx,), ``lat`` (ny,) onto the tensor
+    grid ``lat_t`` (H,) x ``lon_t`` (W,); returns float32 (H, W). Separable: columns first, then rows."""
+    fx = _fractional_index(lon, lon_t)
+    fy = _fractional_index(lat, lat_t)
+    ix = np.minimum(np.floor(fx).astype(np.intp), max(lon.size - 2, 0))
+    iy = np.minimum(np.floor(fy).astype(np.intp), max(lat.size - 2, 0))
+    wx = (fx - ix).astype(np.float32)
+    wy = (fy - iy).astype(np.float32)[:, None]
+    rows = np.unique(np.concatenate([iy, np.minimum(iy + 1, lat.size - 1)]))
+    block = np.asarray(values, dtype=np.float32)[rows]
+    x1 = np.minimum(ix + 1, lon.size - 1)
+    across = block[:, ix] * (1.0 - wx) + block[:, x1] * wx
+    local = np.searchsorted(rows, iy)
+    local1 = np.searchsorted(rows, np.minimum(iy + 1, lat.size - 1))
+    return across[local] * (1.0 - wy) + across[local1] * wy
+
+
+def sample_nearest(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+                   lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+    """Nearest-node sampling of ``values`` (ny, nx) onto ``lat_t`` (H,) x ``lon_t`` (W,); keeps the dtype."""
+    ix = np.rint(_fractional_index(lon, lon_t)).astype(np.intp)
+    iy = np.rint(_fractional_index(lat, lat_t)).astype(np.intp)
+    return np.asarray(values)[:, ix][iy]  # columns, then whole rows: several times faster than np.ix_
+
+
+def cover_distances_deg(labels: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Distance (degrees, as tiles measure it) from each cover node to the nearest outcrop node, sorted.
+
+    Blobs of outcrop hidden for the geology prior draw their radii from this distribution, so that some
+    reach as far from known outcrop as the real cover does. Empty when there is no cover or no outcrop.
+    """
+    from scipy import ndimage
+
+    cover = labels == COVER_INDEX
+    if cover.all() or not cover.any():
+        return np.zeros(0)
+    spacing = (abs(lat[1] - lat[0]) if lat.size > 1 else 1.0, abs(lon[1] - lon[0]) if lon.size > 1 else 1.0)
+    return np.sort(ndimage.distance_transform_edt(cover, sampling=spacing)[cover])
+
+
+def augment_photometric(image: torch.Tensor, rng: np.random.Generator, *, pseudocolour: bool) -> torch.Tensor:
+    """Brightness (0.8-1.2), contrast (0.5-1.5) and Gaussian noise (sd 1-10 % of the range) on ``image``
+    [C, H, W]. Pseudo-colour images use torchvision's brightness and contrast and stay in [0, 1]; physical
+    channels get the same factors as ``b * (m + c * (x - m))`` about each channel's tile mean ``m``."""
+    brightness = float(rng.uniform(*BRIGHTNESS))
+    contrast = float(rng.uniform(*CONTRAST))
+    noise_share = float(rng.uniform(*NOISE_SHARE))
+    noise = torch.from_numpy(rng.standard_normal(tuple(image.shape), dtype=np.float32))
+    if pseudocolour:
+        image = TF.adjust_contrast(TF.adjust_brightness(tv_tensors.Image(image), brightness), contrast)
+        image = image.as_subclass(torch.Tensor)
+        spread = float(image.max() - image.min())
+        return (image + noise * (noise_share * spread)).clamp_(0.0, 1.0)
+    mean = image.mean(dim=(1, 2), keepdim=True)
+    image = brightness * (mean + contrast * (image - mean))
+    spread = image.amax(dim=(1, 2), keepdim=True) - image.amin(dim=(1, 2), keepdim=True)
+    return image + noise * (noise_share * spread)
+
+
+def augment_geometry(image: torch.Tensor, masks: Sequence[torch.Tensor],
+                     rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Random horizontal and vertical flips (p = 0.5 each), rotation by 0-180 degrees and translation up to
+    10 % of the size, applied with the same parameters to ``image`` [C, H, W] (bilinear, exposed pixels 0)
+    and each of ``masks`` [1, H, W] uint8 (nearest, exposed pixels 255 so that they are ignored)."""
+    size = image.shape[-1]
+    hflip, vflip = rng.random(2) < 0.5
+    angle = float(rng.uniform(*ROTATION_DEG))
+    shift = [int(round(v)) for v in rng.uniform(-TRANSLATE_SHARE, TRANSLATE_SHARE, size=2) * size]
+    img = tv_tensors.Image(image)
+    out_masks = [tv_tensors.Mask(m) for m in masks]
+    if hflip:
+        img, out_masks = TF.horizontal_flip(img), [TF.horizontal_flip(m) for m in out_masks]
+    if vflip:
+        img, out_masks = TF.vertical_flip(img), [TF.vertical_flip(m) for m in out_masks]
+    img = TF.affine(img, angle=angle, translate=shift, scale=1.0, shear=[0.0, 0.0],
+                    interpolation=InterpolationMode.BILINEAR, fill=0.0)
+    out_masks = [TF.affine(m, angle=angle, translate=shift, scale=1.0, shear=[0.0, 0.0], fill=COVER_INDEX)
+                 for m in out_masks]
+    return img.as_subclass(torch.Tensor), [m.as_subclass(torch.Tensor) for m in out_masks]
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """Windows of a prepared dataset rendered as tiles.
+
+    Parameters
+    ----------
+    data_dir
+        Folder with ``grids.nc`` and ``manifest.json`` (``ggm-data prepare``).
+    split
+        ``"train"``, ``"val"``, ``"test"`` or a list of them.
+    tile_size
+        Pixels per side a window is rendered at (the paper: 2048).
+    crop_size
+        Pixels per side of the returned tile (the paper trains on random 1024 crops of 2048 tiles); a random
+        crop with ``augment``, else the central crop. None: the whole tile. Only the cropped pixels are
+        rendered, which gives the same pixels as rendering the tile and cropping it.
+    augment
+        Section 5.1.1: random crop, horizontal and vertical flips (p = 0.5 each), rotation by 0-180 degrees and
+        translation up to 10 % of the size (image exposed corners 0, mask corners 255 so they are ignored),
+        contrast 0.5-1.5 and brightness 0.8-1.2 (``ColorJitter``'s operations on pseudo-colour; on physical
+        channels the same multiplicative factors about the tile mean), Gaussian noise of sd 1-10 % of the
+        tile's range. Photometric changes come before the geometric ones so that exposed corners stay 0.
+        Parameters come from a generator seeded by (seed, epoch, index): a resumed run sees the same stream.
+    channels
+        ``"pseudocolour"`` or ``"physical"`` (see :func:`input_channels_from_fields`).
+    geology_prior
+        Append 11 channels: one-hot of the known outcrop class (10) and known/unknown (1). With ``augment``,
+        1-4 elliptic blobs of outcrop are hidden (one-hot and known set to 0), with radii drawn from the
+        distance-to-outcrop distribution of the region's cover nodes (:func:`cover_distances_deg`), and
+        ``mask`` is 255 everywhere except the hidden pixels. Without ``augment`` nothing is hidden and
+        ``mask`` is the label grid as usual: the cover is the unknown part and ``bedrock`` its answer.
+    seed
+        Seed of the augmentation stream.
+    return_bedrock
+        Add ``bedrock`` (int64 [H, W], true classes under the cover too) to each item; the dataset must have it.
+
+    Items are dicts: ``image`` float32 [C, H, W], ``mask`` int64 [H, W] (255 = ignore), optional ``bedrock``,
+    ``window`` (int id). Attributes: ``windows``, ``in_channels``, ``num_classes``, ``class_counts`` (int64
+    (10,): outcrop pixels of each class over the selected windows, at tile resolution, for class weights),
+    ``manifest``.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, split: str | Sequence[str], *, tile_size: int = 2048,
+                 crop_size: int | None = None, augment: bool = False, channels: str = "pseudocolour",
+                 geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False) -> None:
+        self.data_dir = Path(data_dir)
+        self.manifest = read_manifest(self.data_dir)
+        names = [split] if isinstance(split, str) else list(split)
+        known = {w["split"] for w in self.manifest["windows"]} | {"train", "val", "test"}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UserError(f"split {', '.join(bad)}: expected train, val or test")
+        if channels not in CHANNEL_MODES:
+            raise UserError(f"--channels {channels}: expected one of {', '.join(CHANNEL_MODES)}")
+        if tile_size < 2:
+            raise UserError(f"--tile-size {tile_size}: expected at least 2 pixels")
+        if crop_size is not None and not 1 <= crop_size <= tile_size:
+            raise UserError(f"--crop-size {crop_size}: expected 1 to the tile size ({tile_size}) pixels")
+        entries = [w for w in self.manifest["windows"] if w["split"] in names]
+        if not entries:
+            raise UserError(f"{self.data_dir / 'manifest.json'}: no windows in split {'+'.join(names)}")
+        self.windows = [Window(int(w["id"]), float(w["scale_deg"]), float(w["west"]), float(w["east"]),
+                               float(w["south"]), float(w["north"])) for w in entries]
+        variables = self.manifest["variables"]
+        if return_bedrock and "bedrock" not in variables:
+            raise UserError(f"{self.data_dir}: the dataset has no bedrock grid (only synthetic datasets do)")
+        self.split = names
+        self.tile_size = int(tile_size)
+        self.crop_size = int(crop_size) if crop_size is not None else None
+        self.augment = bool(augment)
+        self.channels = channels
+        self.geology_prior = bool(geology_prior)
+        self.seed = int(seed)
+        self.return_bedrock = bool(return_bedrock)
+        self.epoch = 0
+        self.normalisation = self.manifest["normalisation"]
+        self.fields = ["residual"] if channels == "pseudocolour" else [
+            n for n in PHYSICAL_CHANNELS if n in variables]
+        data_channels = 3 if channels == "pseudocolour" else len(self.fields)
+        self.in_channels = data_channels + (PRIOR_CHANNELS if self.geology_prior else 0)
+        self.num_classes = NUM_CLASSES
+        self.class_counts = self._class_counts(entries)
+        self._grids: dict[str, np.ndarray] | None = None
+        self._grids_pid: int | None = None
+        self._cover_distances: np.ndarray | None = None
+
+    def _class_counts(self, entries: list[dict[str, Any]]) -> np.ndarray:
+        """Outcrop pixels per class over the selected windows, each window's node counts scaled to its tile."""
+        total = np.zeros(NUM_CLASSES, dtype=np.float64)
+        for w in entries:
+            counts = np.asarray(w["class_counts"], dtype=np.float64)
+            total += counts * (self.tile_size ** 2 / max(int(w["nodes"]), 1))
+        return np.rint(total).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (call before each epoch, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def _load(self) -> dict[str, np.ndarray]:
+        """The grids this dataset needs, read once per process (so each DataLoader worker has its own)."""
+        if self._grids is None or self._grids_pid != os.getpid():
+            names = [*self.fields, "label"] + (["bedrock"] if self.return_bedrock else [])
+            self._grids = load_grids(self.data_dir, names)
+            self._grids_pid = os.getpid()
+            if self.geology_prior:
+                self._cover_distances = cover_distances_deg(self._grids["label"], self._grids["lon"],
+                                                            self._grids["lat"])
+        return self._grids
+
+    def render(self, index: int, rows: slice | None = None, cols: slice | None = None) -> dict[str, np.ndarray]:
+        """Render window ``index`` at ``tile_size`` (optionally only tile rows/cols ``rows``, ``cols``),
+        without augmentation: ``image`` (C, H, W) float32 data channels, ``label`` and optional ``bedrock``
+        (H, W) uint8."""
+        grids = self._load()
+        lon_t, lat_t = tile_coordinates(self.windows[index], self.tile_size)
+        lon_t = lon_t[cols] if cols is not None else lon_t
+        lat_t = lat_t[rows] if rows is not None else lat_t
+        lon, lat = grids["lon"], grids["lat"]
+        fields = {n: sample_bilinear(grids[n], lon, lat, lon_t, lat_t) for n in self.fields}
+        out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
+               "label": sample_nearest(grids["label"], lon, lat, lon_t, lat_t)}
+        if self.return_bedrock:
+            out["bedrock"] = sample_nearest(grids["bedrock"], lon, lat, lon_t, lat_t)
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        size = self.crop_size or self.tile_size
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)]) if self.augment else None
+        if rng is not None:
+            r0, c0 = (int(v) for v in rng.integers(0, self.tile_size - size + 1, size=2))
+        else:
+            r0 = c0 = (self.tile_size - size) // 2
+        tile = self.render(index, slice(r0, r0 + size), slice(c0, c0 + size))
+        image = torch.from_numpy(tile["image"])
+        masks = [torch.from_numpy(tile["label"])[None]]
+        if self.return_bedrock:
+            masks.append(torch.from_numpy(tile["bedrock"])[None])
+        if rng is not None:
+            image = augment_photometric(image, rng, pseudocolour=self.channels == "pseudocolour")
+            image, masks = augment_geometry(image, masks, rng)
+        label = masks[0][0].to(torch.int64)
+        item: dict[str, Any] = {"window": self.windows[index].id}
+        if self.geology_prior:
+            known = label != COVER_INDEX
+            hidden = self._hide_blobs(known.numpy(), self.windows[index], rng) if rng is not None else None
+            if hidden is not None:
+                hidden_t = torch.from_numpy(hidden)
+                known = known & ~hidden_t
+                label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
+            onehot = torch.nn.functional.one_hot(torch.where(known, masks[0][0].long(), 0), NUM_CLASSES)
+            prior = torch.cat([onehot.permute(2, 0, 1).float() * known, known[None].float()])
+            image = torch.cat([image, prior])
+        item["image"] = image.to(torch.float32).contiguous()
+        item["mask"] = label.contiguous()
+        if self.return_bedrock:
+            item["bedrock"] = masks[1][0].to(torch.int64).contiguous()
+        return item
+
+    def _hide_blobs(self, known: np.ndarray, window: Window, rng: np.random.Generator) -> np.ndarray:
+        """A (H, W) bool map of outcrop pixels to hide: the union of 1-4 random ellipses centred on outcrop."""
+        hidden = np.zeros_like(known)
+        where = np.flatnonzero(known)
+        if where.size == 0:
+            return hidden
+        distances = self._cover_distances
+        px_per_deg = self.tile_size / window.scale_deg
+        h, w = known.shape
+        yy, xx = np.ogrid[:h, :w]
+        for _ in range(int(rng.integers(1, 5))):
+            radius_deg = (float(rng.choice(distances)) if distances is not None and distances.size
+                          else 0.05 * window.scale_deg)
+            radius = max(radius_deg * px_per_deg, 2.0)
+            stretch = math.sqrt(float(rng.uniform(1.0, 2.0)))
+            theta = float(rng.uniform(0.0, math.pi))
+            cy, cx = divmod(int(rng.choice(where)), w)
+            dy, dx = yy - cy, xx - cx
+            u = (dx * math.cos(theta) + dy * math.sin(theta)) / (radius * stretch)
+            v = (-dx * math.sin(theta) + dy * math.cos(theta)) * stretch / radius
+            hidden |= (u * u + v * v) <= 1.0
+        return hidden & known

@@ -1,0 +1,216 @@
+"""Tiles: rendering against the grid and analytic fields, pseudo-colour, augmentation alignment, the prior."""
+
+from __future__ import annotations
+
+import json
+
+import netCDF4
+import numpy as np
+import pytest
+import torch
+
+from ggmnet.classes import COVER_INDEX
+from ggmnet.datasets.tiles import (
+    TileDataset,
+    augment_geometry,
+    colour_lut,
+    cover_distances_deg,
+    input_channels_from_fields,
+)
+from ggmnet.errors import UserError
+
+# A 0.1-degree grid over 0..3 E, 0..3 N (31 x 31 nodes).
+LON = np.round(np.linspace(0.0, 3.0, 31), 10)
+LAT = np.round(np.linspace(0.0, 3.0, 31), 10)
+
+
+def write_dataset(path, fields, label, windows, bedrock=None, normalisation=None):
+    """A prepared dataset written by hand: grids.nc on LON/LAT and a manifest with ``windows``."""
+    path.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path / "grids.nc", "w") as ds:
+        ds.createDimension("lat", LAT.size)
+        ds.createDimension("lon", LON.size)
+        ds.createVariable("lat", "f8", ("lat",))[:] = LAT
+        ds.createVariable("lon", "f8", ("lon",))[:] = LON
+        for name, values in fields.items():
+            ds.createVariable(name, "f4", ("lat", "lon"))[:] = values
+        ds.createVariable("label", "u1", ("lat", "lon"))[:] = label
+        if bedrock is not None:
+            ds.createVariable("bedrock", "u1", ("lat", "lon"))[:] = bedrock
+    entries = []
+    for i, (west, east, south, north, split) in enumerate(windows):
+        rows = (LAT >= south - 1e-9) & (LAT <= north + 1e-9)
+        cols = (LON >= west - 1e-9) & (LON <= east + 1e-9)
+        block = label[np.ix_(rows, cols)]
+        entries.append({"id": i, "scale_deg": east - west, "west": west, "east": east, "south": south,
+                        "north": north, "split": split, "outcrop_fraction": float(np.mean(block != 255)),
+                        "nodes": int(block.size),
+                        "class_counts": np.bincount(block.ravel(), minlength=256)[:10].tolist()})
+    stats = normalisation or {n: {"mean": 0.0, "std": 1.0, "p02": -1.0, "p98": 1.0} for n in fields}
+    manifest = {"format": "ggmnet-dataset", "version": 1, "normalisation": stats,
+                "variables": [*fields, "label", *(["bedrock"] if bedrock is not None else [])],
+                "windows": entries}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_nodes_on_grid_reproduce_the_grid_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    residual = rng.normal(size=(31, 31)).astype(np.float32)
+    label = rng.integers(0, 10, size=(31, 31)).astype(np.uint8)
+    data = write_dataset(tmp_path, {"residual": residual}, label, [(1.0, 2.0, 1.0, 2.0, "train")])
+    ds = TileDataset(data, "train", tile_size=11, channels="physical")
+    item = ds[0]
+    # Tile row 0 is the north edge (lat 2.0 = node 20), column 0 the west edge (lon 1.0 = node 10).
+    np.testing.assert_array_equal(item["image"][0].numpy(), residual[20:9:-1, 10:21])
+    np.testing.assert_array_equal(item["mask"].numpy(), label[20:9:-1, 10:21])
+    assert item["image"].dtype == torch.float32 and item["mask"].dtype == torch.int64
+    assert item["window"] == 0 and ds.in_channels == 1
+
+
+def test_linear_field_is_reproduced_by_bilinear_rendering(tmp_path):
+    lon2, lat2 = np.meshgrid(LON, LAT)
+    residual = (3.0 * lon2 - 2.0 * lat2 + 5.0).astype(np.float32)
+    label = np.zeros((31, 31), np.uint8)
+    stats = {"residual": {"mean": 5.0, "std": 2.0, "p02": 0.0, "p98": 1.0}}
+    data = write_dataset(tmp_path, {"residual": residual}, label, [(0.35, 2.85, 0.2, 2.7, "val")],
+                         normalisation=stats)
+    image = TileDataset(data, "val", tile_size=37, channels="physical")[0]["image"][0].numpy()
+    lon_t = np.linspace(0.35, 2.85, 37)
+    lat_t = np.linspace(2.7, 0.2, 37)
+    expected = ((3.0 * lon_t[None, :] - 2.0 * lat_t[:, None] + 5.0) - 5.0) / 2.0
+    np.testing.assert_allclose(image, expected, atol=2e-5)
+
+
+def test_labels_are_sampled_by_nearest_node(tmp_path):
+    label = np.where(LON[None, :] < 1.45, 3, 7).astype(np.uint8).repeat(31, axis=0)
+    data = write_dataset(tmp_path, {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(1.0, 2.0, 1.0, 2.0, "test")])
+    mask = TileDataset(data, "test", tile_size=40)[0]["mask"].numpy()
+    lon_t = np.linspace(1.0, 2.0, 40)
+    expected = np.where(lon_t < 1.45, 3, 7)
+    assert set(np.unique(mask)) == {3, 7}
+    np.testing.assert_array_equal(mask, np.broadcast_to(expected, (40, 40)))
+
+
+def test_pseudocolour_maps_p02_and_p98_to_the_ends_of_the_table():
+    stats = {"residual": {"mean": 0.0, "std": 1.0, "p02": -4.0, "p98": 6.0}}
+    residual = np.array([[-4.0, 6.0], [-100.0, 100.0]], dtype=np.float32)
+    image = input_channels_from_fields({"residual": residual}, stats, "pseudocolour")
+    lut = colour_lut()
+    assert image.shape == (3, 2, 2) and image.dtype == np.float32
+    np.testing.assert_array_equal(image[:, 0, 0], lut[0])
+    np.testing.assert_array_equal(image[:, 0, 1], lut[-1])
+    np.testing.assert_array_equal(image[:, 1, 0], lut[0])  # clipped below p02
+    np.testing.assert_array_equal(image[:, 1, 1], lut[-1])
+    mid = input_channels_from_fields({"residual": np.array([[1.0]])}, stats, "pseudocolour")
+    np.testing.assert_array_equal(mid[:, 0, 0], lut[128])  # (1 + 4) / 10 * 255 = 127.5 -> 128
+
+
+def test_physical_channels_are_standardised_in_order():
+    stats = {"residual": {"mean": 1.0, "std": 2.0}, "tilt": {"mean": 0.5, "std": 0.25}}
+    fields = {"tilt": np.full((2, 3), 1.0), "residual": np.full((2, 3), 5.0), "bouguer": np.zeros((2, 3))}
+    image = input_channels_from_fields(fields, stats, "physical")
+    assert image.shape == (2, 2, 3)
+    np.testing.assert_allclose(image[0], 2.0)
+    np.testing.assert_allclose(image[1], 2.0)
+
+
+def test_rotation_fills_corners_and_keeps_image_and_mask_aligned():
+    size = 64
+    classes = np.zeros((size, size), np.uint8)
+    classes[: size // 2, size // 2:] = 1
+    classes[size // 2:, : size // 2] = 2
+    classes[size // 2:, size // 2:] = 3
+    image = torch.from_numpy(classes.astype(np.float32))[None].repeat(2, 1, 1)  # the image encodes its label
+    masks = [torch.from_numpy(classes)[None]]
+    exposed_corners = 0
+    for seed in range(6):
+        out, (mask,) = augment_geometry(image, masks, np.random.default_rng(seed))
+        m = mask[0].numpy().astype(int)
+        img = out[0].numpy()
+        outside = m == COVER_INDEX
+        pad = np.pad(m, 2, constant_values=-1)  # pixels by the tile edge are not interior
+        interior = np.ones_like(outside)  # pixels whose 5 x 5 neighbourhood has one mask value
+        for dy in range(5):
+            for dx in range(5):
+                interior &= pad[dy:dy + size, dx:dx + size] == m
+        assert np.all(img[interior & outside] == 0.0)  # exposed image pixels are 0 where the mask is 255
+        interior &= ~outside
+        assert interior.sum() > 0.3 * size * size
+        np.testing.assert_allclose(img[interior], m[interior], atol=1e-4)
+        corners = [m[0, 0], m[0, -1], m[-1, 0], m[-1, -1]]
+        exposed_corners += sum(c == COVER_INDEX for c in corners)
+    assert exposed_corners >= 8  # rotations of 0-180 degrees expose most corners
+
+
+def test_augmentation_is_seeded_by_seed_epoch_and_index(tmp_path):
+    rng = np.random.default_rng(1)
+    data = write_dataset(tmp_path, {"residual": rng.normal(size=(31, 31)).astype(np.float32)},
+                         rng.integers(0, 10, size=(31, 31)).astype(np.uint8),
+                         [(0.0, 1.0, 0.0, 1.0, "train"), (1.0, 3.0, 1.0, 3.0, "train")])
+    a = TileDataset(data, "train", tile_size=48, crop_size=32, augment=True, seed=5)
+    b = TileDataset(data, "train", tile_size=48, crop_size=32, augment=True, seed=5)
+    first = a[1]
+    assert first["image"].shape == (3, 32, 32) and first["mask"].shape == (32, 32)
+    assert torch.equal(first["image"], b[1]["image"]) and torch.equal(first["mask"], b[1]["mask"])
+    b.set_epoch(1)
+    assert not torch.equal(first["image"], b[1]["image"])
+    plain = TileDataset(data, "train", tile_size=48, crop_size=32)[1]
+    assert torch.equal(plain["image"], TileDataset(data, "train", tile_size=48, crop_size=32)[1]["image"])
+
+
+def test_geology_prior_hides_outcrop_blobs_and_scores_only_them(tmp_path):
+    label = np.full((31, 31), COVER_INDEX, np.uint8)
+    label[:, :16] = np.arange(16)[None, :] % 10  # outcrop in the west half, cover in the east
+    bedrock = np.where(label == COVER_INDEX, 4, label).astype(np.uint8)
+    data = write_dataset(tmp_path, {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(0.0, 3.0, 0.0, 3.0, "train")], bedrock=bedrock)
+    distances = cover_distances_deg(label, LON, LAT)
+    np.testing.assert_allclose(distances[:31], 0.1)  # the column next to the outcrop
+    assert distances.max() == pytest.approx(1.5)
+
+    evaluation = TileDataset(data, "train", tile_size=31, geology_prior=True, return_bedrock=True)
+    item = evaluation[0]
+    assert evaluation.in_channels == 3 + 11 and item["image"].shape == (14, 31, 31)
+    expected = label[::-1]
+    np.testing.assert_array_equal(item["mask"].numpy(), expected)  # nothing hidden at evaluation
+    known = item["image"][13].numpy()
+    np.testing.assert_array_equal(known, expected != COVER_INDEX)
+    onehot = item["image"][3:13].numpy()
+    assert np.array_equal(onehot.argmax(0)[known == 1], expected[known == 1])
+    np.testing.assert_array_equal(item["bedrock"].numpy(), bedrock[::-1])
+
+    train = TileDataset(data, "train", tile_size=31, augment=True, geology_prior=True, seed=3)
+    hidden_total = 0
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        item = train[0]
+        mask = item["mask"].numpy()
+        known = item["image"][13].numpy()
+        hidden = mask != COVER_INDEX
+        hidden_total += hidden.sum()
+        assert not np.any(known[hidden])  # scored pixels are hidden from the prior
+        assert np.all(item["image"][3:13].numpy()[:, hidden] == 0)
+        assert set(np.unique(mask[hidden])) <= set(range(10))
+    assert hidden_total > 0
+
+
+def test_class_counts_and_errors(tmp_path):
+    label = np.full((31, 31), COVER_INDEX, np.uint8)
+    label[:11, :11] = 2  # 0..1 E, 0..1 N
+    data = write_dataset(tmp_path, {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(0.0, 1.0, 0.0, 1.0, "train"), (0.0, 2.0, 0.0, 2.0, "train"),
+                          (1.0, 2.0, 1.0, 2.0, "val")])
+    ds = TileDataset(data, "train", tile_size=10)
+    # Window 0 is all class 2 -> 100 px; window 1 has 121 of its 441 nodes class 2 -> 100 * 121 / 441.
+    assert ds.class_counts.tolist() == [0, 0, round(100 + 100 * 121 / 441), 0, 0, 0, 0, 0, 0, 0]
+    assert len(TileDataset(data, ["train", "val"], tile_size=10)) == 3
+    with pytest.raises(UserError, match="split"):
+        TileDataset(data, "bogus")
+    with pytest.raises(UserError, match="no windows"):
+        TileDataset(data, "test")
+    with pytest.raises(UserError, match="bedrock"):
+        TileDataset(data, "train", return_bedrock=True)
+    with pytest.raises(UserError, match="manifest.json"):
+        TileDataset(tmp_path / "nowhere", "train")
