@@ -1,0 +1,153 @@
+"""Cost of one supernet search step against a derived network's training step and a DARTS-style soft step.
+
+Times forward + backward (cross-entropy on the three heads) for a batch of ``--batch`` images of ``--size``
+pixels, and measures the peak resident memory the step adds, for
+
+* ``sample``: ``Supernet(depth)`` in ``mode="sample"`` (straight-through Gumbel, one sampled network),
+* ``derived``: ``GenotypeNetwork(supernet.derive())`` (the architecture the same logits give),
+* ``soft``: the supernet in ``mode="soft"`` (every candidate computed and mixed),
+
+each in its own process (so that peak memories do not mix), after one warm-up step, median of ``--repeats``.
+Architecture logits are perturbed (seeded N(0, 1) noise) so that the derived network is a typical one, not
+the all-``skip`` network of untrained (uniform) logits; the derived network is built from the genotype file alone. Note that
+a sampled network computes the branches' shared prefix once while the derived MRFEM has three separate
+branches. Prints seconds and MiB per case and the ratios sample/derived
+(target <= 3x) and soft/sample. CPU by default:
+
+    python benchmarks/bench_search_step.py --depth 22 --batch 2 --size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ggmnet.search_space.genotype import Genotype
+from ggmnet.search_space.supernet import GenotypeNetwork, Supernet
+
+CASES = ("sample", "derived", "soft")
+
+
+def memory_mib(field: str) -> float:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since start or the last reset) of this process in MiB (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_memory() -> None:
+    """Reset ``VmHWM`` to the current resident memory, so that the model's construction does not count."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def seeded_supernet(args: argparse.Namespace) -> Supernet:
+    """The supernet of the benchmark: seeded weights; architecture logits its initial ones plus N(0, 1) noise."""
+    torch.manual_seed(args.seed)
+    supernet = Supernet(args.depth)
+    g = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        for _, p in supernet.named_arch_parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+    return supernet
+
+
+def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
+    """Build the case's model, then time its steps and measure the memory they add."""
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    if case == "derived":  # built from the genotype file alone: no supernet in this process's peak memory
+        torch.manual_seed(args.seed)
+        model = GenotypeNetwork(Genotype.load(args.genotype))
+    else:
+        model = seeded_supernet(args)
+    model = model.to(device).train()
+    build_s = time.perf_counter() - start
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    targets = [torch.randint(0, 10, (args.batch, -(-args.size // s), -(-args.size // s)), device=device)
+               for s in (8, 16, 32)]
+    kwargs = {} if case == "derived" else {"mode": case, "tau": 1.0}
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        outs = model(x, **kwargs)
+        sum(F.cross_entropy(o, t) for o, t in zip(outs, targets)).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    reset_peak_memory()
+    base = memory_mib("VmRSS")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step()
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = memory_mib("VmHWM") - base
+    return {"seconds": statistics.median(times), "peak_mib": peak, "build_seconds": build_s,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=22, help="supernet depth (default 22)")
+    parser.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per case (default 3)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, logits and data (default 0)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per case (default 0: torch's default); 1 is steadier on a shared machine")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--genotype", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.case:
+        print(json.dumps(run_case(args.case, args)))
+        return
+    print(f"depth {args.depth}, batch {args.batch}, {args.size}x{args.size}, {args.device}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    genotype = seeded_supernet(args).derive()
+    print(genotype.summary())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = genotype.save(Path(tmp) / "genotype.json")
+        for case in args.cases.split(","):
+            cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--batch",
+                   str(args.batch), "--size", str(args.size), "--repeats", str(args.repeats), "--device",
+                   args.device, "--seed", str(args.seed), "--genotype", str(path), "--threads", str(args.threads)]
+            results[case] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            r = results[case]
+            print(f"{case:>8}: {r['seconds']:8.3f} s/step  peak +{r['peak_mib']:8.1f} MiB  "
+                  f"({r['params_m']:.1f} M parameters, built in {r['build_seconds']:.1f} s)", flush=True)
+    if "derived" in results:
+        for case in ("sample", "soft"):
+            if case in results:
+                print(f"{case}/derived: time {results[case]['seconds'] / results['derived']['seconds']:.2f}x, "
+                      f"memory {results[case]['peak_mib'] / results['derived']['peak_mib']:.2f}x")
+    if "sample" in results and "soft" in results:
+        print(f"soft/sample: time {results['soft']['seconds'] / results['sample']['seconds']:.2f}x, "
+              f"memory {results['soft']['peak_mib'] / results['sample']['peak_mib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The one operator library of the search space (Table 3), used by the supernet and by derived networks.
+
+Cell operators (stride 1, ``c_in -> c_out``):
+
+* ``skip``: identity; a 1x1 conv + BN projection when the input width differs from the output width.
+* ``conv3x3``, ``conv5x5``: conv (no bias) + BatchNorm + ReLU.
+* ``zoomed_conv3x3``, ``zoomed_conv5x5``: bilinear downsampling by 2, conv + BN + ReLU, bilinear upsampling
+  back to the input's exact size (Chen et al., 2019: a quarter of the MACs, twice the receptive field).
+
+Downsampling operators (stride 2): ``conv3x3_s2`` (3x3 conv stride 2 + BN + ReLU) and ``maxpool`` (3x3 max-pool
+stride 2, then a 1x1 conv + BN + ReLU when the width changes). Both map an ``H x W`` map to
+``ceil(H/2) x ceil(W/2)``.
+
+Width sampling without copies. Every module that holds weights is built at its maximal width and runs at a
+smaller active width: its convolution slices ``weight[:out_channels, :in_channels]`` (the input width is read
+from the input tensor, the output width is ``forward``'s ``out_channels``, default the maximal one), and its
+BatchNorm is *switchable*: one ``BatchNorm2d`` per width choice, keyed by the width
+(``bn.bns["48"]``), chosen by the width of the tensor it normalises, because the statistics of the first 24 of
+48 channels differ when only 24 are computed. The supernet builds each module with ``widths=`` the widths it
+may run at; a derived network builds it at its exact width (``widths=None``: one BatchNorm, no spare weights),
+under the same parameter names, so a derived network can take its weights from the supernet by slicing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Cell operators (stride 1), Table 3.
+CELL_OPS = ("skip", "conv3x3", "conv5x5", "zoomed_conv3x3", "zoomed_conv5x5")
+#: Downsampling operators (stride 2) of a cell that moves its branch to a coarser resolution.
+DOWN_OPS = ("conv3x3_s2", "maxpool")
+#: Width expansions: a cell's width is ``expansion * unit_channels[stride]``.
+EXPANSIONS = (2, 4, 6, 8)
+#: Unit width of the branches at output strides 8, 16, 32 (``STRIDES``).
+UNIT_CHANNELS = (12, 24, 48)
+#: Output strides of the three resolution branches, relative to the network input.
+STRIDES = (8, 16, 32)
+
+
+class SwitchableBatchNorm2d(nn.Module):
+    """One ``BatchNorm2d`` per width choice, chosen by the channel count of the input.
+
+    Parameters
+    ----------
+    widths
+        The widths (channel counts) this layer may normalise; a derived network passes one.
+    """
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.widths = tuple(sorted(set(int(w) for w in widths)))
+        self.bns = nn.ModuleDict({str(w): nn.BatchNorm2d(w) for w in self.widths})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` ``[N, C, H, W]`` with the BatchNorm of width ``C``."""
+        key = str(x.shape[1])
+        if key not in self.bns:
+            raise ValueError(f"SwitchableBatchNorm2d: no BatchNorm for width {x.shape[1]} (has {self.widths})")
+        return self.bns[key](x)
+
+
+class ConvNormAct(nn.Module):
+    """k x k convolution (no bias) + BatchNorm + optional ReLU, runnable at a smaller active width.
+
+    Parameters
+    ----------
+    c_in, c_out
+        Maximal input and output widths (the exact ones in a derived network).
+    kernel_size
+        Odd kernel size; padding ``kernel_size // 2`` keeps ``H x W`` at stride 1, gives ``ceil(H/2)`` at 2.
+    stride
+        1 or 2.
+    relu
+        Apply a ReLU after the BatchNorm.
+    widths
+        Output widths the layer may run at (switchable BatchNorm); ``None`` means exactly ``c_out``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, *, stride: int = 1, relu: bool = True,
+                 widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        widths = (c_out,) if widths is None else tuple(widths)
+        if max(widths) > c_out:
+            raise ValueError(f"ConvNormAct: widths {widths} exceed c_out={c_out}")
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.bn = SwitchableBatchNorm2d(widths)
+        self.relu = relu
+
+    @property
+    def out_channels(self) -> int:
+        """The maximal (derived: exact) output width."""
+        return self.conv.out_channels
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        """``x`` ``[N, c, H, W]`` (any ``c <= c_in``) -> ``[N, out_channels, H', W']``."""
+        out = self.conv.out_channels if out_channels is None else out_channels
+        weight = self.conv.weight
+        if out != weight.shape[0] or x.shape[1] != weight.shape[1]:
+            weight = weight[:out, : x.shape[1]]
+        y = self.bn(F.conv2d(x, weight, None, self.conv.stride, self.conv.padding))
+        return F.relu(y) if self.relu else y
+
+
+class Skip(nn.Module):
+    """Identity; a 1x1 conv + BN projection when the input width differs from the active output width.
+
+    Built with ``widths`` (supernet) the projection always exists and is used only when the widths differ;
+    built exactly (``widths=None``) it exists only when ``c_in != c_out``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.c_out = c_out
+        needs_projection = widths is not None or c_in != c_out
+        self.proj = ConvNormAct(c_in, c_out, 1, relu=False, widths=widths) if needs_projection else None
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        """``x`` ``[N, c, H, W]`` -> ``[N, out_channels, H, W]`` (``x`` itself when the widths agree)."""
+        out = self.c_out if out_channels is None else out_channels
+        if x.shape[1] == out:
+            return x
+        if self.proj is None:
+            raise ValueError(f"skip: input width {x.shape[1]} differs from {out} and there is no projection")
+        return self.proj(x, out)
+
+
+class Conv(ConvNormAct):
+    """``conv3x3`` / ``conv5x5``: k x k conv + BN + ReLU at stride 1."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, *,
+                 widths: Sequence[int] | None = None) -> None:
+        super().__init__(c_in, c_out, kernel_size, widths=widths)
+
+
+class ZoomedConv(nn.Module):
+    """Bilinear downsampling by 2, k x k conv + BN + ReLU, bilinear upsampling to the input's exact size.
+
+    The downsampled size is ``ceil(H/2) x ceil(W/2)`` (so odd sizes, and 1, work); bilinear with
+    ``align_corners=False`` both ways.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, *,
+                 widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(c_in, c_out, kernel_size, widths=widths)
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        """``x`` ``[N, c, H, W]`` -> ``[N, out_channels, H, W]``."""
+        h, w = x.shape[-2:]
+        z = F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", align_corners=False)
+        z = self.conv(z, out_channels)
+        return F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class MaxPoolDown(nn.Module):
+    """``maxpool``: 3x3 max-pool stride 2 (padding 1), then 1x1 conv + BN + ReLU when the width changes."""
+
+    def __init__(self, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.c_out = c_out
+        needs_projection = widths is not None or c_in != c_out
+        self.proj = ConvNormAct(c_in, c_out, 1, widths=widths) if needs_projection else None
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        """``x`` ``[N, c, H, W]`` -> ``[N, out_channels, ceil(H/2), ceil(W/2)]``."""
+        out = self.c_out if out_channels is None else out_channels
+        y = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        if y.shape[1] == out:
+            return y
+        if self.proj is None:
+            raise ValueError(f"maxpool: input width {x.shape[1]} differs from {out} and there is no projection")
+        return self.proj(y, out)
+
+
+def build_op(name: str, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> nn.Module:
+    """Build the operator ``name`` (one of ``CELL_OPS`` or ``DOWN_OPS``) mapping ``c_in -> c_out`` channels.
+
+    Every operator's ``forward(x, out_channels=None)`` takes ``x`` ``[N, c, H, W]`` with ``c <= c_in``;
+    cell operators keep ``H x W``, downsampling operators give ``ceil(H/2) x ceil(W/2)``.
+
+    Parameters
+    ----------
+    name
+        Operator name.
+    c_in, c_out
+        Input and output widths (maximal ones when ``widths`` is given).
+    widths
+        Output widths the operator may run at (supernet); ``None`` builds it at exactly ``c_out``.
+    """
+    if name == "skip":
+        return Skip(c_in, c_out, widths=widths)
+    if name in ("conv3x3", "conv5x5"):
+        return Conv(c_in, c_out, int(name[-1]), widths=widths)
+    if name in ("zoomed_conv3x3", "zoomed_conv5x5"):
+        return ZoomedConv(c_in, c_out, int(name[-1]), widths=widths)
+    if name == "conv3x3_s2":
+        return ConvNormAct(c_in, c_out, 3, stride=2, widths=widths)
+    if name == "maxpool":
+        return MaxPoolDown(c_in, c_out, widths=widths)
+    raise ValueError(f"unknown operator {name!r} (expected one of {', '.join(CELL_OPS + DOWN_OPS)})")
+
+
+class Cell(nn.Module):
+    """One cell of a derived branch: ``y = op(d(x))``, plus ``shortcut(d(x))`` when ``residual``.
+
+    ``d`` is the downsampling operator ``down`` (``c_in -> c_out`` at stride 2) when the cell moves its branch
+    to a coarser resolution, else the identity; ``op`` then maps ``c_out -> c_out`` (after a ``down``) or
+    ``c_in -> c_out``. The shortcut is the identity when the widths agree, else a 1x1 conv + BN.
+
+    Parameters
+    ----------
+    c_in, c_out
+        Input and output widths.
+    op
+        A cell operator of ``CELL_OPS``.
+    down
+        A downsampling operator of ``DOWN_OPS``, or ``None`` for a cell that keeps the resolution.
+    residual
+        Add the residual connection.
+    """
+
+    def __init__(self, c_in: int, c_out: int, op: str, *, down: str | None = None,
+                 residual: bool = False) -> None:
+        super().__init__()
+        if op not in CELL_OPS:
+            raise ValueError(f"unknown cell operator {op!r} (expected one of {', '.join(CELL_OPS)})")
+        if down is not None and down not in DOWN_OPS:
+            raise ValueError(f"unknown downsampling operator {down!r} (expected one of {', '.join(DOWN_OPS)})")
+        self.down = build_op(down, c_in, c_out) if down is not None else None
+        mid = c_out if down is not None else c_in
+        self.op = build_op(op, mid, c_out)
+        self.residual = residual
+        self.shortcut = ConvNormAct(mid, c_out, 1, relu=False) if residual and mid != c_out else None
+        self.out_channels = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, c_in, H, W]`` -> ``[N, c_out, H', W']`` with ``H' = ceil(H/2)`` after a ``down``."""
+        if self.down is not None:
+            x = self.down(x)
+        y = self.op(x)
+        if self.residual:
+            y = y + (x if self.shortcut is None else self.shortcut(x))
+        return y

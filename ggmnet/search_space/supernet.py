@@ -1,0 +1,571 @@
+"""The relaxed search space of MRFEM (the supernet), its sampling, its cost and the derivation of a genotype.
+
+Grid. After the :class:`~ggmnet.search_space.mrfem.Stem` (1/8 feature, the "layer -1" node at stride 8), node
+``(i, s)`` for layer ``i in range(depth)`` and stride ``s in (8, 16, 32)`` exists when ``i >= k - 1`` with
+``k = (8, 16, 32).index(s)``: (i, 8) from layer 0, (i, 16) from layer 0 (its first cell may downsample from
+the stem, as the genotype allows), (i, 32) from layer 1. So every valid genotype of the same depth is a path
+of the supernet, and ``depth >= 2``. The three heads (3x3 conv + BN + ReLU, then 1x1 to ``num_classes``) read
+the last layer's nodes at 8, 16 and 32.
+
+Choices of node (i, s), each a row of architecture logits (parameters ``arch_<kind>``, ``[depth, 3, n]``;
+entries of nodes or choices that do not exist are masked out). All start uniform except ``source``, which
+starts at the prior that makes every placement of a branch's downsampling layers equally likely
+(:meth:`Supernet.uniform_path_prior_logits`):
+
+* ``op`` (5): the cell operator, ``CELL_OPS``.
+* ``width`` (len(expansions)): the expansion; the node's width is ``expansion * unit_channels[s]``.
+* ``residual`` (2): off / on (add ``shortcut(d(x))``: identity when the widths agree, else 1x1 conv + BN).
+* ``source`` (2): ``same``, the node (i-1, s) at the same resolution, or ``down``, the node (i-1, s/2)
+  through a downsampling operator. Nodes with one valid source have it with probability 1.
+* ``down`` (2): the downsampling operator (``DOWN_OPS``) used when the source is ``down``.
+
+All candidates of a node are modules of :mod:`ggmnet.search_space.operations` built at the node's maximal
+width and run at the sampled one (sliced weights, switchable BatchNorm): one library, no copies.
+
+Modes of :meth:`Supernet.forward`:
+
+* ``"sample"``: straight-through hard Gumbel-softmax (temperature ``tau``) over every choice of every node;
+  only the nodes that feed a head through their sampled sources are computed, each with only its sampled
+  operator, width, residual and source, so a step costs about one sampled network. A node's output is
+  multiplied by the product of its selected hard-minus-detached-soft weights (value 1), which carries the
+  gradient to the logits.
+* ``"soft"``: DARTS-style relaxation: at every width, every operator (and downsampling operator) is computed
+  and mixed by softmax; the two sources are mixed before the operators; the widths are mixed after padding
+  with zeros to the node's maximal width, so in this mode every node passes its maximal width on (and
+  ``skip`` projects rather than being the identity). Costs about 4 x 8 modules per node.
+* ``"argmax"``: the architecture :meth:`Supernet.derive` returns, computed with the supernet's weights:
+  equals :meth:`Supernet.subnet` (``GenotypeNetwork(derive())`` with inherited weights) exactly.
+
+Derivation: per branch (output stride 8, 16, 32) the path from the stem to (depth-1, s) maximising the
+product of its nodes' source probabilities (dynamic programming over the grid; the branches form a tree
+because each node keeps one best predecessor), with each node's most likely operator, width, residual and
+downsampling operator.
+
+Cost: :meth:`Supernet.expected_cost` is the expected multiply-accumulates per input pixel of MRFEM (stem and
+heads excluded), differentiable in the logits: the sum over the three branches and their nodes of the
+probability that the branch's path passes the node times the node's expected cost under its op, width,
+residual and down probabilities and its predecessor's width distribution. With the default analytic table
+a k x k convolution ``c_in -> c_out`` producing a map at stride s costs ``k^2 c_in c_out / s^2`` per input
+pixel; a zoomed one a quarter of that; ``maxpool``, ``skip`` and the shortcut cost ``c_in c_out / s^2`` (1x1
+projection) only when the widths differ. So cost grows with the square of the width and falls 4x per stride
+doubling. A measured table (e.g. latency) plugs in through ``cost_table``: a mapping keyed
+``(op, stride, c_in, c_out)`` with ``op`` in ``CELL_OPS + DOWN_OPS + ("shortcut",)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ggmnet.search_space.genotype import BranchSpec, CellSpec, Genotype
+from ggmnet.search_space.mrfem import MRFEM, Stem
+from ggmnet.search_space.operations import (
+    CELL_OPS,
+    DOWN_OPS,
+    EXPANSIONS,
+    STRIDES,
+    UNIT_CHANNELS,
+    ConvNormAct,
+    build_op,
+)
+
+#: Choice kinds of every node, in the order of ``Supernet.named_arch_parameters``.
+CHOICE_KINDS = ("op", "width", "residual", "source", "down")
+SOURCES = ("same", "down")
+#: The cost-table operator name of the residual shortcut projection.
+SHORTCUT = "shortcut"
+
+CostTable = Mapping[tuple[str, int, int, int], float]
+
+
+def macs_per_pixel(op: str, stride: int, c_in: int, c_out: int) -> float:
+    """Analytic multiply-accumulates per network-input pixel of ``op`` producing a map at ``stride``.
+
+    Parameters
+    ----------
+    op
+        One of ``CELL_OPS``, ``DOWN_OPS`` or ``"shortcut"``.
+    stride
+        Output stride of the operator's output map relative to the network input (8, 16, 32).
+    c_in, c_out
+        Input and output widths.
+    """
+    pixels = 1.0 / stride**2
+    if op in ("skip", "maxpool", SHORTCUT):
+        return 0.0 if c_in == c_out else c_in * c_out * pixels
+    if op in ("conv3x3", "conv5x5", "conv3x3_s2"):
+        k = int(op[4])
+        return k * k * c_in * c_out * pixels
+    if op in ("zoomed_conv3x3", "zoomed_conv5x5"):
+        k = int(op[-1])
+        return k * k * c_in * c_out * pixels / 4
+    raise ValueError(f"unknown operator {op!r} for the cost table")
+
+
+class SegHead(nn.Module):
+    """3x3 conv + BN + ReLU, then a 1x1 conv (with bias) to class logits; reads any input width <= ``c_in``."""
+
+    def __init__(self, c_in: int, head_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(c_in, head_channels, 3)
+        self.classifier = nn.Conv2d(head_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, c, h, w]`` -> ``[N, num_classes, h, w]`` logits."""
+        return self.classifier(self.conv(x))
+
+
+class GenotypeNetwork(nn.Module):
+    """The network derived from a genotype: stem, :class:`MRFEM` and three :class:`SegHead` (search's view).
+
+    ``forward(x)`` ``[N, in_channels, H, W]`` -> three logits ``[N, num_classes, ceil(H/s), ceil(W/s)]`` at
+    strides 8, 16, 32.
+    """
+
+    def __init__(self, genotype: Genotype, *, head_channels: int = 64, residual: bool = True) -> None:
+        super().__init__()
+        self.genotype = genotype
+        self.stem = Stem(genotype.in_channels, genotype.stem_channels)
+        self.mrfem = MRFEM(genotype, residual=residual)
+        self.heads = nn.ModuleList(SegHead(c, head_channels, genotype.num_classes)
+                                   for c in self.mrfem.out_channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits at strides 8, 16, 32."""
+        return [head(f) for head, f in zip(self.heads, self.mrfem(self.stem(x)[-1]))]
+
+
+def _pad_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    return x if x.shape[1] == channels else F.pad(x, (0, 0, 0, 0, 0, channels - x.shape[1]))
+
+
+class SearchNode(nn.Module):
+    """Node (i, s) of the grid: every candidate of its choices, at its maximal width.
+
+    Parameters
+    ----------
+    stride
+        The node's output stride.
+    widths
+        Its candidate widths (one per expansion).
+    same_widths, down_widths
+        Candidate widths of the same-resolution and coarser-by-one predecessors (``None`` without one).
+    """
+
+    def __init__(self, stride: int, widths: Sequence[int], same_widths: Sequence[int] | None,
+                 down_widths: Sequence[int] | None) -> None:
+        super().__init__()
+        self.stride = stride
+        self.widths = tuple(widths)
+        self.same_widths = None if same_widths is None else tuple(same_widths)
+        self.down_widths = None if down_widths is None else tuple(down_widths)
+        c_max = max(self.widths)
+        c_op_in = max((c_max, *(self.same_widths or ())))
+        self.ops = nn.ModuleDict({name: build_op(name, c_op_in, c_max, widths=widths) for name in CELL_OPS})
+        self.downs = None if down_widths is None else nn.ModuleDict(
+            {name: build_op(name, max(down_widths), c_max, widths=widths) for name in DOWN_OPS})
+        self.shortcut = ConvNormAct(c_op_in, c_max, 1, relu=False, widths=widths)
+
+    def run(self, x: torch.Tensor, *, op: str, width: int, residual: bool, down: str | None) -> torch.Tensor:
+        """One sampled cell: ``op(d(x))`` (+ ``shortcut(d(x))``) at ``width`` channels."""
+        if down is not None:
+            x = self.downs[down](x, width)
+        y = self.ops[op](x, width)
+        if residual:
+            y = y + (x if x.shape[1] == width else self.shortcut(x, width))
+        return y
+
+    def mix(self, x_same: torch.Tensor | None, x_down: torch.Tensor | None,
+            probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The soft (DARTS) node: every candidate mixed by its probabilities; output at maximal width."""
+        c_max = max(self.widths)
+        out = 0
+        for w, p_w in zip(self.widths, probs["width"]):
+            parts = []
+            if x_same is not None:
+                parts.append(probs["source"][0] * x_same)
+            if x_down is not None:
+                d = sum(p * self.downs[name](x_down, w) for name, p in zip(DOWN_OPS, probs["down"]))
+                parts.append(probs["source"][1] * d)
+            c_z = max(t.shape[1] for t in parts)
+            z = sum(_pad_channels(t, c_z) for t in parts)
+            y = sum(p * self.ops[name](z, w) for name, p in zip(CELL_OPS, probs["op"]))
+            y = y + probs["residual"][1] * (z if c_z == w else self.shortcut(z, w))
+            out = out + p_w * _pad_channels(y, c_max)
+        return out
+
+    def cost_tensors(self, cost: Callable[[str, int, int, int], float]) -> dict[str, torch.Tensor]:
+        """Tabulate the node's candidate costs for :meth:`expected_cost` (install with ``register_buffer``).
+
+        ``cost_same[a, w, op]``, ``cost_shortcut[a, w]`` (from a same-resolution input of width index a),
+        ``cost_down[a, w, down]`` and ``cost_after_down[w, op]`` (from the coarser-by-one input).
+        """
+        s, ws = self.stride, self.widths
+        out = {}
+        if self.same_widths is not None:
+            out["cost_same"] = torch.tensor([[[cost(o, s, a, w) for o in CELL_OPS] for w in ws]
+                                             for a in self.same_widths])
+            out["cost_shortcut"] = torch.tensor([[cost(SHORTCUT, s, a, w) if a != w else 0.0 for w in ws]
+                                                 for a in self.same_widths])
+        if self.down_widths is not None:
+            out["cost_down"] = torch.tensor([[[cost(d, s, a, w) for d in DOWN_OPS] for w in ws]
+                                             for a in self.down_widths])
+            out["cost_after_down"] = torch.tensor([[cost(o, s, w, w) for o in CELL_OPS] for w in ws])
+        return out
+
+    def expected_cost(self, probs: Mapping[str, torch.Tensor], p_same_in: torch.Tensor | None,
+                      p_down_in: torch.Tensor | None) -> torch.Tensor:
+        """Expected cost of the node given its probabilities and its predecessors' width distributions."""
+        total = 0
+        if p_same_in is not None:
+            e = torch.einsum("a,w,awo,o->", p_same_in, probs["width"], self.cost_same, probs["op"])
+            e = e + probs["residual"][1] * torch.einsum("a,w,aw->", p_same_in, probs["width"], self.cost_shortcut)
+            total = total + probs["source"][0] * e
+        if p_down_in is not None:
+            e = torch.einsum("a,w,awd,d->", p_down_in, probs["width"], self.cost_down, probs["down"])
+            e = e + torch.einsum("w,wo,o->", probs["width"], self.cost_after_down, probs["op"])
+            total = total + probs["source"][1] * e
+        return total
+
+
+class Supernet(nn.Module):
+    """The MRFEM search space over a (layer, stride) grid, with stem and three heads (see module docstring).
+
+    Parameters
+    ----------
+    depth
+        Layers of the grid (= cells per derived branch), >= 2.
+    num_classes, in_channels
+        Classes of the logits and channels of the input image.
+    stem_channels
+        Widths of the stem's three levels; the last feeds the grid.
+    unit_channels
+        Unit widths at strides 8, 16, 32.
+    expansions
+        Width expansions searched at every node.
+    head_channels
+        Width of each head's 3x3 conv.
+    cost_table
+        ``(op, stride, c_in, c_out) -> cost`` for :meth:`expected_cost`; ``None``: :func:`macs_per_pixel`.
+    """
+
+    def __init__(self, depth: int = 22, *, num_classes: int = 10, in_channels: int = 3,
+                 stem_channels: Sequence[int] = (24, 48, 96), unit_channels: Sequence[int] = UNIT_CHANNELS,
+                 expansions: Sequence[int] = EXPANSIONS, head_channels: int = 64,
+                 cost_table: CostTable | None = None) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"Supernet: depth {depth} < 2 cannot reach stride 32")
+        if not set(expansions) <= set(EXPANSIONS):
+            raise ValueError(f"Supernet: expansions {tuple(expansions)} must be among {EXPANSIONS}")
+        self.depth = depth
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stem_channels = tuple(stem_channels)
+        self.unit_channels = tuple(unit_channels)
+        self.expansions = tuple(expansions)
+        self.head_channels = head_channels
+        self.tau = 1.0
+        self.stem = Stem(in_channels, stem_channels)
+        self.nodes = nn.ModuleDict()
+        for i in range(depth):
+            for k in range(len(STRIDES)):
+                if self.node_exists(i, k):
+                    self.nodes[self._key(i, k)] = SearchNode(
+                        STRIDES[k], self._widths(i, k),
+                        self._widths(i - 1, k) if self.node_exists(i - 1, k) else None,
+                        self._widths(i - 1, k - 1) if k > 0 and self.node_exists(i - 1, k - 1) else None)
+        self.heads = nn.ModuleList(SegHead(max(self._widths(depth - 1, k)), head_channels, num_classes)
+                                   for k in range(len(STRIDES)))
+        sizes = {"op": len(CELL_OPS), "width": len(self.expansions), "residual": 2, "source": 2,
+                 "down": len(DOWN_OPS)}
+        for kind in CHOICE_KINDS:
+            self.register_parameter(f"arch_{kind}", nn.Parameter(torch.zeros(depth, len(STRIDES), sizes[kind])))
+            self.register_buffer(f"valid_{kind}", self._valid_mask(kind, sizes[kind]), persistent=False)
+        with torch.no_grad():
+            self.arch_source.copy_(self.uniform_path_prior_logits())
+        self.set_cost_table(cost_table)
+
+    # ------------------------------------------------------------------ grid
+    @staticmethod
+    def node_exists(i: int, k: int) -> bool:
+        """Whether node (layer ``i``, stride index ``k``) exists; layer -1 is the stem (stride 8 only)."""
+        return k == 0 if i < 0 else i >= k - 1
+
+    @staticmethod
+    def _key(i: int, k: int) -> str:
+        return f"{i}_{STRIDES[k]}"
+
+    def node(self, i: int, k: int) -> SearchNode:
+        """The node at layer ``i``, stride index ``k`` (0, 1, 2 for 8, 16, 32)."""
+        return self.nodes[self._key(i, k)]
+
+    def _widths(self, i: int, k: int) -> tuple[int, ...]:
+        if i < 0:
+            return (self.stem_channels[-1],)
+        return tuple(e * self.unit_channels[k] for e in self.expansions)
+
+    def _valid_mask(self, kind: str, n: int) -> torch.Tensor:
+        mask = torch.zeros(self.depth, len(STRIDES), n, dtype=torch.bool)
+        for i in range(self.depth):
+            for k in range(len(STRIDES)):
+                if not self.node_exists(i, k):
+                    continue
+                if kind == "source":
+                    mask[i, k, 0] = self.node_exists(i - 1, k)
+                    mask[i, k, 1] = k > 0 and self.node_exists(i - 1, k - 1)
+                elif kind == "down":
+                    mask[i, k, :] = k > 0 and self.node_exists(i - 1, k - 1)
+                else:
+                    mask[i, k, :] = True
+        return mask
+
+    def uniform_path_prior_logits(self) -> torch.Tensor:
+        """Source logits ``[depth, 3, 2]`` under which every branch's downsampling layers are uniform.
+
+        With equal source logits a branch's path, walked back from its head, downsamples at the last layer
+        with probability 1/2, at the one before with 1/4, ...: late downsampling would dominate the sampling
+        and the derivation. Instead node (i, k) starts with P(down) = k / (i + 1), the probability that the
+        last of the branch's k downsamplings happened at layer i given it happened at or before i when the
+        downsampling layers are a uniform random k-subset of the layers: then the 1/16 branch downsamples at
+        any layer with probability 1/depth and every pair of layers of the 1/32 branch is equally likely.
+        Rows of nodes with one source hold 0 (masked anyway).
+        """
+        logits = torch.zeros(self.depth, len(STRIDES), 2)
+        for i in range(self.depth):
+            for k in range(1, len(STRIDES)):
+                if self.valid_source[i, k].all():
+                    p = k / (i + 1)
+                    logits[i, k, 1] = math.log(p / (1 - p))
+        return logits
+
+    # ------------------------------------------------------------------ parameters
+    def named_arch_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The architecture logits ``arch_<kind>``, each ``[depth, 3, n_choices]``."""
+        for kind in CHOICE_KINDS:
+            yield f"arch_{kind}", getattr(self, f"arch_{kind}")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits (for the architecture optimiser)."""
+        return [p for _, p in self.named_arch_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (operators, stem, heads: for the weight optimiser)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def set_tau(self, tau: float) -> None:
+        """Set the Gumbel-softmax temperature used by ``mode="sample"`` when ``tau`` is not given."""
+        if not tau > 0:
+            raise ValueError(f"Supernet.set_tau: tau must be positive, got {tau}")
+        self.tau = float(tau)
+
+    def _logits(self, kind: str) -> torch.Tensor:
+        """Masked logits: invalid choices -inf; rows of absent nodes left at 0 so softmax stays finite."""
+        valid = getattr(self, f"valid_{kind}")
+        usable = valid | ~valid.any(-1, keepdim=True)
+        return getattr(self, f"arch_{kind}").masked_fill(~usable, float("-inf"))
+
+    def _probabilities(self) -> dict[str, torch.Tensor]:
+        return {kind: F.softmax(self._logits(kind), dim=-1) for kind in CHOICE_KINDS}
+
+    def arch_probabilities(self) -> dict[str, np.ndarray]:
+        """Softmax probabilities per choice kind, ``[depth, 3, n_choices]``; NaN where the node (or, for
+        ``down``, its down source) does not exist."""
+        out = {}
+        with torch.no_grad():
+            for kind, p in self._probabilities().items():
+                valid = getattr(self, f"valid_{kind}")
+                exists = valid.any(-1, keepdim=True).expand_as(p)
+                out[kind] = torch.where(exists, p, torch.full_like(p, float("nan"))).cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, *, mode: str = "sample", tau: float | None = None) -> list[torch.Tensor]:
+        """``x`` ``[N, in_channels, H, W]`` -> three logits ``[N, num_classes, ceil(H/s), ceil(W/s)]``,
+        s = 8, 16, 32. ``mode``: ``"sample"``, ``"soft"`` or ``"argmax"`` (module docstring)."""
+        x8 = self.stem(x)[-1]
+        if mode == "sample":
+            features = self._forward_sample(x8, self.tau if tau is None else tau)
+        elif mode == "soft":
+            features = self._forward_soft(x8)
+        elif mode == "argmax":
+            features = self._forward_argmax(x8)
+        else:
+            raise ValueError(f"Supernet.forward: mode {mode!r} (expected 'sample', 'soft' or 'argmax')")
+        return [head(f) for head, f in zip(self.heads, features)]
+
+    def _forward_sample(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
+        hard = {kind: F.gumbel_softmax(self._logits(kind), tau=tau, hard=True) for kind in CHOICE_KINDS}
+        flat = torch.cat([hard[kind].argmax(-1) for kind in CHOICE_KINDS]).view(len(CHOICE_KINDS), self.depth, -1)
+        choice = dict(zip(CHOICE_KINDS, flat.tolist()))
+        plan = {(i, k): (choice["source"][i][k], choice["op"][i][k], choice["width"][i][k],
+                         choice["residual"][i][k], choice["down"][i][k])
+                for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k)}
+
+        def gate(i: int, k: int) -> torch.Tensor:
+            src, op, w, res, down = plan[(i, k)]
+            g = hard["source"][i, k, src] * hard["op"][i, k, op] * hard["width"][i, k, w] \
+                * hard["residual"][i, k, res]
+            return g * hard["down"][i, k, down] if src == 1 else g
+
+        return self._run_plan(x8, plan, gate)
+
+    def _forward_argmax(self, x8: torch.Tensor) -> list[torch.Tensor]:
+        plan, _ = self._argmax_plan()
+        return self._run_plan(x8, plan, None)
+
+    def _run_plan(self, x8: torch.Tensor, plan: Mapping[tuple[int, int], tuple[int, int, int, int, int]],
+                  gate: Callable[[int, int], torch.Tensor] | None) -> list[torch.Tensor]:
+        """Compute, one cell each, only the nodes that feed a head through ``plan``'s sources."""
+        needed: set[tuple[int, int]] = set()
+        for end in range(len(STRIDES)):
+            node = (self.depth - 1, end)
+            while node[0] >= 0 and node not in needed:
+                needed.add(node)
+                node = (node[0] - 1, node[1] - plan[node][0])
+        values: dict[tuple[int, int], torch.Tensor] = {(-1, 0): x8}
+        for i, k in sorted(needed):
+            src, op, w, res, down = plan[(i, k)]
+            y = self.node(i, k).run(values[(i - 1, k - src)], op=CELL_OPS[op], width=self._widths(i, k)[w],
+                                    residual=bool(res), down=DOWN_OPS[down] if src == 1 else None)
+            values[(i, k)] = y if gate is None else y * gate(i, k)
+        return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
+
+    def _forward_soft(self, x8: torch.Tensor) -> list[torch.Tensor]:
+        probs = self._probabilities()
+        values: dict[tuple[int, int], torch.Tensor] = {(-1, 0): x8}
+        for i in range(self.depth):
+            for k in range(len(STRIDES)):
+                if self.node_exists(i, k):
+                    p = {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
+                    values[(i, k)] = self.node(i, k).mix(values.get((i - 1, k)), values.get((i - 1, k - 1)), p)
+        return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
+
+    # ------------------------------------------------------------------ derivation
+    def _argmax_plan(self) -> tuple[dict[tuple[int, int], tuple[int, int, int, int, int]], list[list[int]]]:
+        """Per node the (source, op, width, residual, down) indices of the derived architecture, and per
+        branch the stride index of its path at every layer (dynamic programming over source probabilities)."""
+        with torch.no_grad():
+            probs = {kind: p.cpu().numpy() for kind, p in self._probabilities().items()}
+        with np.errstate(divide="ignore"):
+            log_source = np.log(probs["source"])
+        score = {(-1, 0): 0.0}
+        plan = {}
+        for i in range(self.depth):
+            for k in range(len(STRIDES)):
+                if not self.node_exists(i, k):
+                    continue
+                candidates = [(score.get((i - 1, k - src), -np.inf) + log_source[i, k, src], -src)
+                              for src in (0, 1) if k - src >= 0 and self.node_exists(i - 1, k - src)]
+                best, neg_src = max(candidates)  # ties: prefer the same resolution
+                score[(i, k)] = best
+                plan[(i, k)] = (-neg_src, int(np.argmax(probs["op"][i, k])), int(np.argmax(probs["width"][i, k])),
+                                int(np.argmax(probs["residual"][i, k])), int(np.argmax(probs["down"][i, k])))
+        paths = []
+        for end in range(len(STRIDES)):
+            path, k = [], end
+            for i in range(self.depth - 1, -1, -1):
+                path.append(k)
+                k -= plan[(i, k)][0]
+            paths.append(path[::-1])
+        return plan, paths
+
+    def derive(self) -> Genotype:
+        """The most likely architecture as a validated :class:`Genotype` of this supernet's depth."""
+        plan, paths = self._argmax_plan()
+        branches = []
+        for end, path in enumerate(paths):
+            cells = []
+            for i, k in enumerate(path):
+                src, op, w, res, down = plan[(i, k)]
+                cells.append(CellSpec(op=CELL_OPS[op], expansion=self.expansions[w], stride=STRIDES[k],
+                                      residual=bool(res), down=DOWN_OPS[down] if src == 1 else None))
+            branches.append(BranchSpec(output_stride=STRIDES[end], cells=tuple(cells)))
+        genotype = Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
+                            stem_channels=self.stem_channels, unit_channels=self.unit_channels,
+                            branches=tuple(branches), provenance={"derived_by": "ggmnet.Supernet.derive"})
+        return genotype.validate()
+
+    def subnet(self, genotype: Genotype | None = None) -> GenotypeNetwork:
+        """``GenotypeNetwork(genotype or derive())`` with the supernet's weights, sliced to exact widths.
+
+        Any genotype with this supernet's depth, channels and classes is a path of the grid.
+        """
+        genotype = self.derive() if genotype is None else genotype.validate()
+        if (genotype.depth, genotype.stem_channels, genotype.unit_channels, genotype.num_classes,
+                genotype.in_channels) != (self.depth, self.stem_channels, self.unit_channels,
+                                          self.num_classes, self.in_channels):
+            raise ValueError("Supernet.subnet: the genotype's depth, channels or classes differ from the supernet's")
+        net = GenotypeNetwork(genotype, head_channels=self.head_channels).to(self.arch_op.device)
+        source = self.state_dict()
+        names = {}
+        for b, branch in enumerate(genotype.branches):
+            for i, cell in enumerate(branch.cells):
+                node = f"nodes.{i}_{cell.stride}."
+                prefix = f"mrfem.branches.{b}.{i}."
+                names[prefix + "op."] = node + f"ops.{cell.op}."
+                names[prefix + "shortcut."] = node + "shortcut."
+                if cell.down is not None:
+                    names[prefix + "down."] = node + f"downs.{cell.down}."
+        state = {}
+        for name, tensor in net.state_dict().items():
+            src = name
+            for prefix, replacement in names.items():
+                if name.startswith(prefix):
+                    src = replacement + name[len(prefix):]
+                    break
+            state[name] = source[src][tuple(slice(0, d) for d in tensor.shape)].clone()
+        net.load_state_dict(state)
+        return net
+
+    # ------------------------------------------------------------------ cost
+    def set_cost_table(self, cost_table: CostTable | None) -> None:
+        """Use ``cost_table`` (``(op, stride, c_in, c_out) -> cost``) or, with ``None``, analytic MACs."""
+
+        def cost(op: str, stride: int, c_in: int, c_out: int) -> float:
+            if cost_table is None:
+                return macs_per_pixel(op, stride, c_in, c_out)
+            key = (op, stride, c_in, c_out)
+            if key not in cost_table:
+                raise KeyError(f"cost table has no entry for (op, stride, c_in, c_out) = {key}")
+            return float(cost_table[key])
+
+        tables = [node.cost_tensors(cost) for node in self.nodes.values()]  # all or nothing
+        for node, table in zip(self.nodes.values(), tables):
+            for name, tensor in table.items():
+                node.register_buffer(name, tensor.to(self.arch_op.device), persistent=False)
+
+    def expected_cost(self) -> torch.Tensor:
+        """Differentiable expected cost of MRFEM (default: MACs per input pixel) under the current logits."""
+        probs = self._probabilities()
+        p = {(i, k): {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
+             for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k)}
+        stem_width = torch.ones(1, device=self.arch_op.device)
+
+        def width_dist(i: int, k: int) -> torch.Tensor | None:
+            if k < 0 or not self.node_exists(i, k):
+                return None
+            return stem_width if i < 0 else p[(i, k)]["width"]
+
+        # probability that some branch's path passes each node, summed over the three branches
+        visits: dict[tuple[int, int], torch.Tensor] = {(self.depth - 1, k): torch.ones((), device=stem_width.device)
+                                                        for k in range(len(STRIDES))}
+        total = torch.zeros((), device=stem_width.device)
+        for i in range(self.depth - 1, -1, -1):
+            for k in range(len(STRIDES)):
+                if (i, k) not in visits:
+                    continue
+                v = visits[(i, k)]
+                total = total + v * self.node(i, k).expected_cost(p[(i, k)], width_dist(i - 1, k),
+                                                                   width_dist(i - 1, k - 1))
+                for src in (0, 1):
+                    prev = (i - 1, k - src)
+                    if prev[0] >= 0 and self.node_exists(*prev) and prev[1] >= 0:
+                        visits[prev] = visits.get(prev, 0) + v * p[(i, k)]["source"][src]
+        return total

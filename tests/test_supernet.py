@@ -1,0 +1,301 @@
+"""The supernet: modes, gradients to every architecture logit, derivation, inherited weights and cost."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ggmnet.search_space.genotype import BranchSpec, CellSpec, Genotype
+from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, EXPANSIONS, STRIDES, ConvNormAct
+from ggmnet.search_space.supernet import CHOICE_KINDS, GenotypeNetwork, Supernet, macs_per_pixel
+
+TINY = {"unit_channels": (2, 4, 8), "stem_channels": (4, 8, 8), "head_channels": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many tiny convolutions: one thread avoids OpenMP contention on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def nets() -> dict[int, Supernet]:
+    torch.manual_seed(0)
+    return {depth: Supernet(depth, **TINY) for depth in (16, 22)}
+
+
+def _randomise(net: nn.Module, seed: int) -> None:
+    """Random architecture logits and non-trivial BatchNorm statistics."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith("arch_"):
+                p.copy_(torch.randn(p.shape, generator=g))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = 0.5 + torch.rand(m.num_features, generator=g)
+
+
+@pytest.mark.parametrize("depth", [16, 22])
+@pytest.mark.parametrize("mode", ["sample", "soft"])
+def test_forward_backward_reaches_every_architecture_parameter(nets, depth, mode):
+    net = nets[depth].train()
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    outs = net(torch.randn(2, 3, 64, 48), mode=mode, tau=1.0)
+    assert [tuple(o.shape) for o in outs] == [(2, 10, 8, 6), (2, 10, 4, 3), (2, 10, 2, 2)]
+    sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+    for name, p in net.named_arch_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    if mode == "soft":  # every choice of every node with more than one option gets a gradient
+        for kind in CHOICE_KINDS:
+            valid = getattr(net, f"valid_{kind}")
+            rows = valid.sum(-1, keepdim=True) > 1
+            grad = getattr(net, f"arch_{kind}").grad
+            assert (grad[valid & rows] != 0).all(), kind
+            assert (grad[~valid] == 0).all(), kind
+    assert all(p.grad is not None for p in net.heads.parameters())
+
+
+def test_sample_mode_computes_one_operator_per_sampled_node(nets):
+    net = nets[16].train()
+    calls = []
+    hooks = [op.register_forward_hook(lambda *_: calls.append(1))
+             for node in net.nodes.values() for op in node.ops.values()]
+    try:
+        for seed in range(3):
+            torch.manual_seed(seed)
+            calls.clear()
+            net(torch.randn(2, 3, 32, 32), mode="sample")
+            assert 16 <= len(calls) <= 3 * 16
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_sampled_steps_send_gradients_to_the_ops_of_many_nodes(nets):
+    net = nets[16].train()
+    net.zero_grad(set_to_none=True)
+    with torch.no_grad():  # favour the coarser sources so that the 1/16 and 1/32 nodes get visited
+        net.arch_source[..., 1] = 0.0
+    for seed in range(12):
+        torch.manual_seed(seed)
+        sum(o.square().mean() for o in net(torch.randn(2, 3, 32, 32), mode="sample", tau=2.0)).backward()
+    visited = (net.arch_op.grad != 0).any(-1)
+    assert visited[:, 0].all()  # the 1/8 branch's path is every stride-8 node
+    assert visited.sum() > 16
+    net.zero_grad(set_to_none=True)
+
+
+def test_arch_probabilities_have_nan_where_a_node_does_not_exist(nets):
+    probs = nets[16].arch_probabilities()
+    assert probs["op"].shape == (16, 3, 5) and probs["width"].shape == (16, 3, len(EXPANSIONS))
+    assert np.isnan(probs["op"][0, 2]).all() and not np.isnan(probs["op"][1, 2]).any()
+    np.testing.assert_allclose(probs["source"][0, 1], [0.0, 1.0])  # (0, 16) only from the stem, downsampled
+    np.testing.assert_allclose(probs["source"][1, 2], [0.0, 1.0])
+    assert np.isnan(probs["down"][:, 0]).all()
+    np.testing.assert_allclose(np.nansum(probs["op"], -1)[~np.isnan(probs["op"][..., 0])], 1.0, rtol=1e-6)
+
+
+def test_parameter_sets_are_disjoint_and_complete(nets):
+    net = nets[16]
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    assert len(arch) == len(CHOICE_KINDS)
+    assert {id(p) for p in arch}.isdisjoint(id(p) for p in weights)
+    assert len(arch) + len(weights) == len(list(net.parameters()))
+
+
+def _target(depth: int) -> Genotype:
+    """A hand-made tree of three paths: 1/16 downsamples at layer 1, 1/32 there and at layer 4 (or last)."""
+    def cell(i: int, k: int, down: str | None) -> CellSpec:
+        return CellSpec(op=CELL_OPS[(i + 2 * k) % 5], expansion=EXPANSIONS[(i + k) % 4], stride=STRIDES[k],
+                        residual=(i + k) % 3 == 0, down=down)
+
+    second = min(4, depth - 1)
+    paths = [[0] * depth, [0] + [1] * (depth - 1), [0] + [1] * (second - 1) + [2] * (depth - second)]
+    branches = []
+    for b, path in enumerate(paths):
+        cells = [cell(i, k, None if i == 0 or path[i - 1] == k else DOWN_OPS[(i + k) % 2])
+                 for i, k in enumerate(path)]
+        branches.append(BranchSpec(STRIDES[b], tuple(cells)))
+    return Genotype(depth=depth, num_classes=10, in_channels=3, stem_channels=TINY["stem_channels"],
+                    unit_channels=TINY["unit_channels"], branches=tuple(branches)).validate()
+
+
+def _favour(net: Supernet, genotype: Genotype, strength: float = 6.0) -> None:
+    """Set the logits so that ``genotype``'s choices are the most likely ones (others random, smaller)."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, p in net.named_arch_parameters():
+            p.copy_(torch.rand(p.shape, generator=g))
+        for branch in genotype.branches:
+            previous = 0
+            for i, c in enumerate(branch.cells):
+                k = STRIDES.index(c.stride)
+                net.arch_op[i, k, CELL_OPS.index(c.op)] = strength
+                net.arch_width[i, k, EXPANSIONS.index(c.expansion)] = strength
+                net.arch_residual[i, k, int(c.residual)] = strength
+                net.arch_source[i, k, k - previous] = strength
+                if c.down is not None:
+                    net.arch_down[i, k, DOWN_OPS.index(c.down)] = strength
+                previous = k
+
+
+@pytest.mark.parametrize("depth", [16, 22])
+def test_derive_returns_the_favoured_architecture(nets, depth):
+    net = nets[depth]
+    target = _target(depth)
+    _favour(net, target)
+    derived = net.derive()
+    assert derived.branches == target.branches
+    assert Genotype.from_json(derived.to_json()) == derived
+
+
+def test_derive_maximises_the_path_probability_not_the_greedy_choice():
+    """Branch 1/32 of a depth-4 grid, by hand. Greedy from the end would take the likelier 'down' at (3, 32)."""
+    net = Supernet(4, **TINY)
+
+    def p_down(i: int, k: int, q: float) -> None:
+        net.arch_source[i, k] = torch.tensor([0.0, math.log(q / (1 - q))])
+
+    with torch.no_grad():
+        p_down(3, 2, 0.6)  # (3, 32): from (2, 16) 0.6, from (2, 32) 0.4
+        p_down(2, 1, 0.5)  # (2, 16): best path into it 0.5
+        p_down(1, 1, 0.5)
+        p_down(2, 2, 1e-6)  # (2, 32) <- (1, 32) <- (0, 16) <- stem: certain
+    # via (2, 16): 0.6 * 0.5 = 0.30; via (2, 32): 0.4 * 1 = 0.40
+    assert net.derive().downsample_layers(2) == [0, 1]
+    with torch.no_grad():
+        p_down(2, 2, 0.3)  # via (2, 32) now 0.4 * 0.7 = 0.28 < 0.30
+    assert net.derive().downsample_layers(2) == [2, 3]
+
+
+@pytest.mark.parametrize("depth", [16, 22])
+def test_argmax_mode_equals_the_derived_network_with_inherited_weights(nets, depth):
+    net = nets[depth]
+    _randomise(net, seed=depth)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net.subnet().eval()(x)
+        got = net(x, mode="argmax")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    # peaked logits favouring a tree of paths: every Gumbel sample is that tree, which is also the DP's
+    _favour(net, _target(depth), strength=1000.0)
+    with torch.no_grad():
+        sampled = net(x, mode="sample")
+        expected = net.subnet(_target(depth)).eval()(x)
+    for a, b in zip(sampled, expected):
+        torch.testing.assert_close(a, b)
+    net.train()
+
+
+def test_subnet_has_exact_widths_and_the_derived_parameter_count(nets):
+    net = nets[16]
+    _randomise(net, seed=5)
+    genotype = net.derive()
+    sub = net.subnet(genotype)
+    fresh = GenotypeNetwork(genotype, head_channels=TINY["head_channels"])
+    assert sum(p.numel() for p in sub.parameters()) == sum(p.numel() for p in fresh.parameters())
+    assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in net.weight_parameters()) / 10
+
+
+def _conv_macs_per_pixel(model: nn.Module, x: torch.Tensor) -> float:
+    """MACs of every convolution (``ConvNormAct`` runs its conv functionally), counted on the actual run, per
+    pixel of ``x``."""
+    total = []
+
+    def hook(module, inputs, output):
+        k = module.conv.weight.shape[-1] * module.conv.weight.shape[-2]
+        total.append(output.numel() / output.shape[0] * k * inputs[0].shape[1])
+
+    convs = [m for m in model.modules() if isinstance(m, ConvNormAct)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return sum(total) / (x.shape[-2] * x.shape[-1])
+
+
+def test_expected_cost_of_a_certain_architecture_equals_its_counted_macs():
+    torch.manual_seed(0)
+    net = Supernet(6, **TINY)
+    target = _target(6)
+    _favour(net, target, strength=40.0)
+    mrfem = GenotypeNetwork(target, head_channels=TINY["head_channels"]).mrfem.eval()
+    counted = _conv_macs_per_pixel(mrfem, torch.zeros(1, TINY["stem_channels"][-1], 16, 16)) / 64
+    assert counted > 0
+    assert net.expected_cost().item() == pytest.approx(counted, rel=1e-4)
+
+
+def test_expected_cost_is_differentiable_and_the_table_pluggable():
+    net = Supernet(4, **TINY)
+    cost = net.expected_cost()
+    cost.backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for _, p in net.named_arch_parameters())
+    # more probability on the wide expansion costs more
+    with torch.no_grad():
+        net.arch_width[..., -1] = 3.0
+    assert net.expected_cost().item() > cost.item()
+    table = {}
+    for node in net.nodes.values():
+        for a in set((node.same_widths or ()) + (node.down_widths or ()) + node.widths):
+            for w in node.widths:
+                for op in CELL_OPS + DOWN_OPS + ("shortcut",):
+                    table[(op, node.stride, a, w)] = 2 * macs_per_pixel(op, node.stride, a, w)
+    doubled = net.expected_cost().item()
+    net.set_cost_table(table)
+    assert net.expected_cost().item() == pytest.approx(2 * doubled)
+    with pytest.raises(KeyError, match="no entry"):
+        net.set_cost_table({})
+    assert net.expected_cost().item() == pytest.approx(2 * doubled)  # the failed table changed nothing
+
+
+def test_genotype_network_trains_end_to_end():
+    torch.manual_seed(0)
+    net = GenotypeNetwork(_target(4), head_channels=8)
+    outs = net(torch.randn(2, 3, 40, 40))
+    assert [tuple(o.shape) for o in outs] == [(2, 10, 5, 5), (2, 10, 3, 3), (2, 10, 2, 2)]
+    sum(o.mean() for o in outs).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_bad_arguments_are_refused(nets):
+    with pytest.raises(ValueError, match="depth 1"):
+        Supernet(1, **TINY)
+    with pytest.raises(ValueError, match="mode 'mixed'"):
+        nets[16](torch.randn(1, 3, 32, 32), mode="mixed")
+    with pytest.raises(ValueError, match="tau"):
+        nets[16].set_tau(0.0)
+
+
+def test_initial_source_logits_make_every_downsampling_placement_equally_likely():
+    depth = 6
+    net = Supernet(depth, **TINY)
+    p = net.arch_probabilities()["source"]
+
+    def path_probability(downs: list[int], end: int) -> float:
+        prob, k = 1.0, end
+        for i in range(depth - 1, -1, -1):
+            src = 1 if i in downs else 0
+            prob *= p[i, k, src]
+            k -= src
+        return prob
+
+    singles = [path_probability([j], 1) for j in range(depth)]
+    np.testing.assert_allclose(singles, 1 / depth, rtol=1e-5)
+    pairs = [path_probability([a, b], 2) for a in range(depth) for b in range(a + 1, depth)]
+    np.testing.assert_allclose(pairs, 1 / math.comb(depth, 2), rtol=1e-5)
