@@ -1,0 +1,111 @@
+"""nas-export: the genotype of a search run, written atomically, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_search import DEPTH, finished_run, tiny_dataset  # noqa: F401  (session fixtures, shared through basetemp)
+
+from ggmnet.search.cli import export_main
+from ggmnet.search.export import genotype_from_checkpoint
+from ggmnet.search_space.genotype import Genotype, default_genotype
+
+
+def run_export(argv, capsys):
+    """``nas-export argv`` -> (exit code, stdout, stderr)."""
+    try:
+        code = export_main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_export_writes_the_runs_genotype_and_prints_its_summary(finished_run, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "genotype.json"
+    code, stdout, _ = run_export([str(out), "--run", str(finished_run)], capsys)
+    assert code == 0
+    exported = Genotype.load(out)
+    assert exported == Genotype.load(finished_run / "genotype.json")
+    assert exported.provenance["epoch"] == 3
+    assert exported.summary().splitlines()[0] in stdout and f"wrote {out}" in stdout
+    assert json.loads((tmp_path / "genotype.run.json").read_text())["config"]["run"] == str(finished_run)
+
+    # the same genotype again: nothing to do
+    code, stdout, _ = run_export([str(out), "--checkpoint", str(finished_run / "checkpoints" / "last.pt")],
+                                 capsys)
+    assert code == 0 and f"unchanged {out}" in stdout
+
+
+def test_export_refuses_to_overwrite_a_different_genotype_without_force(finished_run, tmp_path,  # noqa: F811
+                                                                       capsys):
+    out = tmp_path / "genotype.json"
+    other = default_genotype(DEPTH)
+    other.save(out)
+    code, _, err = run_export([str(out), "--run", str(finished_run)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--force" in err
+    assert Genotype.load(out) == other
+    code, _, _ = run_export([str(out), "--run", str(finished_run), "--force"], capsys)
+    assert code == 0 and Genotype.load(out) == Genotype.load(finished_run / "genotype.json")
+
+
+def test_export_from_best_checkpoint_matches_the_best_genotype(finished_run):  # noqa: F811
+    genotype = genotype_from_checkpoint(finished_run / "checkpoints" / "best.pt")
+    assert genotype == Genotype.load(finished_run / "genotype_best.json")
+
+
+def _truncated(path, tmp_path):
+    data = path.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("missing run", "no checkpoints/last.pt"),
+    ("missing checkpoint", "no such file"),
+    ("truncated checkpoint", "not a readable ggmnet checkpoint"),
+    ("garbage checkpoint", "not a readable ggmnet checkpoint"),
+    ("retrain checkpoint", "not a search checkpoint"),
+    ("wrong supernet state", "the supernet state does not load"),
+])
+def test_export_errors_are_one_line_and_exit_2(case, expected, finished_run, tmp_path, capsys):  # noqa: F811
+    last = finished_run / "checkpoints" / "last.pt"
+    if case == "missing run":
+        argv = ["--run", str(tmp_path / "nothing")]
+    elif case == "missing checkpoint":
+        argv = ["--checkpoint", str(tmp_path / "nothing.pt")]
+    elif case == "truncated checkpoint":
+        argv = ["--checkpoint", str(_truncated(last, tmp_path))]
+    elif case == "garbage checkpoint":
+        (tmp_path / "garbage.pt").write_text("not a checkpoint\n")
+        argv = ["--checkpoint", str(tmp_path / "garbage.pt")]
+    else:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if case == "retrain checkpoint":
+            state["format"] = "ggmnet-checkpoint"
+        else:
+            state["supernet_config"]["depth"] = 5
+        torch.save(state, tmp_path / "other.pt")
+        argv = ["--checkpoint", str(tmp_path / "other.pt")]
+    out = tmp_path / "genotype.json"
+    code, _, err = run_export([str(out), *argv], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_export_defaults_to_the_newest_run_under_runs_search(finished_run, tmp_path, monkeypatch,  # noqa: F811
+                                                             capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_export(["genotype.json"], capsys)
+    assert code == 2 and "no search run under runs/search" in err and len(err.strip().splitlines()) == 1
+    runs = tmp_path / "runs" / "search"
+    runs.mkdir(parents=True)
+    (runs / "depth2-20260101-000000").mkdir()  # older and empty: not chosen
+    (runs / "depth2-20260102-000000").symlink_to(finished_run, target_is_directory=True)
+    code, stdout, _ = run_export(["genotype.json"], capsys)
+    assert code == 0 and "depth2-20260102-000000" in stdout
+    assert Genotype.load(tmp_path / "genotype.json") == Genotype.load(finished_run / "genotype.json")
