@@ -1,0 +1,12 @@
+"""The retraining stage: GGMNet built from a searched genotype, trained from scratch, evaluated, applied.
+
+Modules (imported on demand; importing this package is light):
+
+* :mod:`ggmnet.retrain.ggmnet_model`: GGMNet (encoder, MRFEM, ARM, FFM, deformable decoder) and Table 5's
+  ``ABLATIONS``;
+* :mod:`ggmnet.retrain.models`: the model registry (``ggmnet``, ``hrnet_w32``), ``build_model`` and
+  ``load_model`` for retrain checkpoints;
+* :mod:`ggmnet.retrain.schedule`: section 5.1.3's Adam-then-SGD schedule;
+* :mod:`ggmnet.retrain.train` and :mod:`ggmnet.retrain.cli`: the training loop and ``retrain``;
+* :mod:`ggmnet.retrain.evaluate` and :mod:`ggmnet.retrain.predict`: ``ggm-evaluate`` and ``ggm-predict``.
+"""

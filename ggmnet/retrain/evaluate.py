@@ -1,0 +1,333 @@
+"""Scores of a retrained network on a dataset split (paper section 5.2, Table 7): ``ggm-evaluate``.
+
+Three sets of scores, each a confusion matrix with MPA (Eq. 20), per-class IoU (Eq. 21), FWIoU (Eq. 22),
+mIoU and per-class accuracy:
+
+* ``outcrop``: the model on the labelled pixels (the paper's evaluation: cover pixels, 255, are ignored);
+* ``under_cover`` (datasets with a ``bedrock`` grid, i.e. the synthetic benchmark): the model on the cover
+  pixels, against the true bedrock class there, the question the paper asks and could not score;
+* ``nearest_outcrop_baseline``: on the same cover pixels, a map made without gravity, extending the nearest
+  outcrop label of the tile into the cover (``scipy.ndimage.distance_transform_edt``, distances in km on the
+  tile's lon/lat pixels). It reads the label tile only, never the bedrock, so a user sees whether the
+  network adds anything to what a geologist would draw by extending the map.
+
+The tiles are rendered as in training, without augmentation, with the checkpoint's input channels,
+normalisation and tile size unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_INDEX, NUM_CLASSES
+from ggmnet.configuration import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.datasets import ensure_synthetic_default
+from ggmnet.datasets.grids import KM_PER_DEG
+from ggmnet.datasets.prepare import file_sha256
+from ggmnet.datasets.tiles import TileDataset, read_manifest
+from ggmnet.datasets.windows import Window
+from ggmnet.errors import UserError, cli_entry
+from ggmnet.metrics import ConfusionMatrix, format_table7
+from ggmnet.retrain.models import load_model
+from ggmnet.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
+from ggmnet.training import resolve_device
+
+SPLITS = ("val", "test", "train")
+
+#: The three scored sets: JSON key and Markdown heading.
+SECTIONS = (
+    ("outcrop", "Model on the outcrop (labelled pixels)"),
+    ("under_cover", "Model under the cover (true bedrock)"),
+    ("nearest_outcrop_baseline", "Nearest-outcrop baseline under the cover (no gravity)"),
+)
+
+
+def nearest_outcrop_baseline(labels: np.ndarray, *, fallback: int,
+                             sampling: Sequence[float] | None = None) -> np.ndarray:
+    """Extend each outcrop label into the cover: every cover pixel takes the class of the nearest outcrop pixel.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(H, W)`` class indices, 255 = cover. Only these labels are used (never a bedrock grid).
+    fallback : int
+        Class given to every pixel when ``labels`` has no outcrop pixel at all (e.g. the dataset's most
+        common outcrop class, also label information).
+    sampling : sequence of float, optional
+        Pixel size along (rows, columns), e.g. in km, so that "nearest" is measured on the ground.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` class indices without 255; equal to ``labels`` on the outcrop. Ties between two outcrop
+        pixels at the same distance go to whichever ``distance_transform_edt`` returns.
+    """
+    labels = np.asarray(labels)
+    cover = labels == COVER_INDEX
+    if cover.all():
+        return np.full_like(labels, fallback)
+    rows, cols = ndimage.distance_transform_edt(cover, sampling=sampling, return_distances=False,
+                                                return_indices=True)
+    return labels[rows, cols]
+
+
+def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:
+    """Pixel size (rows, columns) in km of ``window`` rendered at ``size`` = (H, W) px (rows north-south)."""
+    mid_lat = math.radians(0.5 * (window.south + window.north))
+    dy = (window.north - window.south) / max(size[0] - 1, 1) * KM_PER_DEG
+    dx = (window.east - window.west) / max(size[1] - 1, 1) * KM_PER_DEG * math.cos(mid_lat)
+    return dy, dx
+
+
+@torch.inference_mode()
+def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.utils.data.Dataset, *,
+                device: torch.device | str = "cpu", batch_size: int = 1, num_classes: int = NUM_CLASSES,
+                windows: Sequence[Window] | None = None, fallback_class: int = 0,
+                progress: bool = False) -> dict[str, ConfusionMatrix | None]:
+    """Confusion matrices of ``model`` over the items of ``dataset``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        ``[B, C, H, W] -> logits [B, K, H, W]``; run in eval mode.
+    dataset : Dataset
+        Items as :class:`~ggmnet.datasets.tiles.TileDataset` gives them: ``image`` [C, H, W], ``mask`` [H, W]
+        (255 = cover), optional ``bedrock`` [H, W] (true class everywhere), ``window`` (id).
+    device : torch.device or str
+        Where the model runs.
+    batch_size : int
+        Tiles per forward pass.
+    num_classes : int
+        K.
+    windows : sequence of Window, optional
+        The dataset's windows (looked up by the items' ``window`` id), so that the baseline measures
+        distances in km; without them, in pixels.
+    fallback_class : int
+        Baseline class of a tile without outcrop (see :func:`nearest_outcrop_baseline`).
+    progress : bool
+        Show a tqdm bar.
+
+    Returns
+    -------
+    dict
+        ``outcrop``: predictions against ``mask``. With ``bedrock`` in the items, ``under_cover``: predictions
+        against ``bedrock`` on the pixels whose mask is 255 (outcrop pixels ignored), and
+        ``nearest_outcrop_baseline``: :func:`nearest_outcrop_baseline` of the mask on the same pixels; both
+        None without bedrock.
+    """
+    by_id = {w.id: w for w in windows} if windows is not None else {}
+    model.eval().to(device)
+    scores: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SECTIONS}
+    scores["outcrop"] = ConfusionMatrix(num_classes)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in tqdm(loader, desc="tiles", unit="batch", disable=not progress, leave=False):
+        pred = model(batch["image"].to(device)).argmax(dim=1).cpu()
+        mask = batch["mask"]
+        scores["outcrop"].update(pred, mask)
+        if "bedrock" not in batch:
+            continue
+        if scores["under_cover"] is None:
+            scores["under_cover"] = ConfusionMatrix(num_classes)
+            scores["nearest_outcrop_baseline"] = ConfusionMatrix(num_classes)
+        hidden = torch.where(mask == COVER_INDEX, batch["bedrock"], torch.full_like(mask, COVER_INDEX))
+        scores["under_cover"].update(pred, hidden)
+        for labels, truth, window_id in zip(mask.numpy(), hidden.numpy(), batch["window"].tolist()):
+            window = by_id.get(int(window_id))
+            sampling = _km_sampling(window, labels.shape) if window is not None else None
+            baseline = nearest_outcrop_baseline(labels, fallback=fallback_class, sampling=sampling)
+            scores["nearest_outcrop_baseline"].update(baseline, truth)
+    return scores
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------------------
+
+def _percent(value: float | None) -> str:
+    return "--" if value is None else f"{100.0 * value:.1f}"
+
+
+def confusion_table(matrix: np.ndarray) -> str:
+    """A Markdown table of a confusion matrix ``[K, K]`` (rows: truth, columns: prediction, pixel counts)."""
+    codes = list(CLASS_CODES[:matrix.shape[0]])
+    lines = ["| truth \\ predicted | " + " | ".join(codes) + " |", "|---|" + "---|" * len(codes)]
+    lines += [f"| {code} | " + " | ".join(str(int(v)) for v in row) + " |" for code, row in zip(codes, matrix)]
+    return "\n".join(lines) + "\n"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The Markdown report: a summary of the three score sets, then Table 7 and the confusion matrix of each."""
+    lines = [f"# Evaluation on the {results['split']} windows", "",
+             f"- checkpoint: `{results['checkpoint']}` (sha256 {results['checkpoint_sha256'][:12]}..., "
+             f"epoch {results.get('epoch')})",
+             f"- dataset: `{results['data_dir']}`, {results['windows']} windows at {results['tile_size']} px, "
+             f"{results['channels']} input",
+             "", "| scored on | pixels | pixel accuracy (%) | MPA (%) | mIoU (%) | FWIoU (%) |",
+             "|---|---|---|---|---|---|"]
+    for key, title in SECTIONS:
+        s = results.get(key)
+        if s is not None:
+            lines.append(f"| {title} | {s['pixels']} | {_percent(s['pixel_accuracy'])} | {_percent(s['mpa'])} | "
+                         f"{_percent(s['miou'])} | {_percent(s['fwiou'])} |")
+    if results.get("under_cover") is None:
+        lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]
+    for key, title in SECTIONS:
+        s = results.get(key)
+        if s is None:
+            continue
+        lines += ["", f"## {title}", "", format_table7(s, CLASS_NAMES, overall_label=results["split"]).rstrip(),
+                  "", confusion_table(np.asarray(s["confusion_matrix"])).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------------------
+
+def _run_dir(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint: ``RUN`` for ``RUN/checkpoints/best.pt``, else the file's folder."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def _data_dir(ckpt: dict[str, Any]) -> Path:
+    """The dataset the checkpoint was trained on: the config's ``data``, or the synthetic default without one."""
+    trained_on = (ckpt.get("config") or {}).get("data")
+    if trained_on is None:
+        return ensure_synthetic_default()
+    if not (Path(trained_on) / "manifest.json").is_file():
+        raise UserError(f"--data: not given, and the checkpoint's training dataset {trained_on} is not here; "
+                        f"pass --data DIR")
+    return Path(trained_on)
+
+
+def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: str = "val", *,
+             tile_size: int | None = None, device: str = "auto", out_dir: str | Path | None = None,
+             batch_size: int = 1, progress: bool = True, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score a checkpoint on a split and write ``evaluation_<split>.json`` and ``evaluation_<split>.md``.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A retrain checkpoint (``best.pt``/``last.pt``).
+    data_dir : str or Path, optional
+        A prepared dataset (``grids.nc`` + ``manifest.json``); default the checkpoint's training dataset (its
+        config's ``data``), or the synthetic default when it was trained on that.
+    split : str
+        ``val``, ``test`` or ``train``.
+    tile_size : int, optional
+        Pixels per side each window is rendered at; default the checkpoint's.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    out_dir : str or Path, optional
+        Where the reports go; default the checkpoint's run folder (``RUN`` of ``RUN/checkpoints/best.pt``).
+    batch_size : int
+        Tiles per forward pass.
+    progress : bool
+        Show a progress bar.
+    config : dict, optional
+        The resolved command-line options, recorded with the results (default: these arguments).
+
+    Returns
+    -------
+    dict
+        What ``evaluation_<split>.json`` holds: ``outcrop``, ``under_cover`` and ``nearest_outcrop_baseline``
+        (each :meth:`ConfusionMatrix.compute`'s scores plus ``confusion_matrix``, the last two None without a
+        bedrock grid), the checkpoint path and sha256, the dataset and its manifest sha256, and the run
+        metadata of :func:`ggmnet.runio.write_run_metadata`; plus ``report`` (the Markdown) and ``paths``
+        (``json``, ``markdown``), which the JSON file does not hold. Scores are fractions in [0, 1].
+    """
+    if split not in SPLITS:
+        raise UserError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: expected at least 1")
+    checkpoint = require_file(checkpoint, "--checkpoint", "a retrain checkpoint (.pt)")
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, map_location="cpu")
+    data = ckpt["data"]
+    data_path = Path(data_dir) if data_dir is not None else _data_dir(ckpt)
+    manifest = read_manifest(data_path)
+    manifest_sha = file_sha256(data_path / "manifest.json")
+    if manifest_sha != data.get("manifest_sha256"):
+        warnings.warn(f"{data_path}: not the dataset the checkpoint was trained on; its tiles are normalised "
+                      f"with the checkpoint's statistics", stacklevel=2)
+    has_bedrock = "bedrock" in manifest["variables"]
+    tile = int(tile_size or data["tile_size"])
+    dataset = TileDataset(data_path, split, tile_size=tile, augment=False, channels=data["channels"],
+                          geology_prior=bool(data.get("geology_prior")), return_bedrock=has_bedrock)
+    # The input transformation belongs to the model: use the statistics it was trained with.
+    dataset.normalisation = data["normalisation"]
+    # A tile without outcrop gets the region's most common outcrop class in the baseline (label information).
+    matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
+                           fallback_class=int(np.argmax(manifest["class_counts"])), progress=progress)
+
+    out = prepare_out_dir(out_dir if out_dir is not None else _run_dir(checkpoint))
+    results: dict[str, Any] = {
+        "format": "ggmnet-evaluation", "version": 1, "split": split,
+        "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+        "epoch": ckpt.get("epoch"), "model": ckpt["model_config"].get("name"),
+        "data_dir": str(data_path.resolve()), "manifest_sha256": manifest_sha,
+        "trained_on_this_dataset": manifest_sha == data.get("manifest_sha256"),
+        "windows": len(dataset), "tile_size": tile, "channels": data["channels"],
+        "geology_prior": bool(data.get("geology_prior")),
+    }
+    for key, _ in SECTIONS:
+        cm = matrices[key]
+        results[key] = None if cm is None else {**cm.compute(), "confusion_matrix": cm.matrix.tolist()}
+    options = config if config is not None else {
+        "checkpoint": str(checkpoint), "data": str(data_path), "split": split, "tile_size": tile,
+        "device": str(dev), "out": str(out), "batch_size": batch_size}
+    json_path = write_run_metadata(out, options, seed=None, name=f"evaluation_{split}.json", extra=results)
+    report = format_report(results)
+    with atomic_path(out / f"evaluation_{split}.md", suffix=".md") as tmp:
+        tmp.write_text(report)
+    results["report"] = report
+    results["paths"] = {"json": json_path, "markdown": out / f"evaluation_{split}.md"}
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ggm-evaluate`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="ggm-evaluate",
+        description="Score a retrained checkpoint on a dataset split: MPA, FWIoU, mIoU, per-class IoU and "
+                    "accuracy on the outcrop, and, on a dataset with a bedrock grid, under the cover beside a "
+                    "nearest-outcrop baseline. Writes evaluation_<split>.json and .md and prints the Markdown.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="retrain checkpoint (best.pt or last.pt)")
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
+                        help="prepared dataset (grids.nc + manifest.json); default: the checkpoint's training "
+                             "dataset (the synthetic default if it was trained on that)")
+    parser.add_argument("--split", default="val", choices=SPLITS, help="windows to score (default val)")
+    parser.add_argument("--tile-size", type=int, default=None, metavar="PX",
+                        help="pixels per side each window is rendered at (default: the checkpoint's tile size)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: the checkpoint's run folder, RUN of RUN/checkpoints/X.pt)")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
+    add_config_argument(parser)
+    return parser
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ggm-evaluate``: see :func:`build_parser`."""
+    args = parse_with_config(build_parser(), argv)
+    results = evaluate(args.checkpoint, args.data, args.split, tile_size=args.tile_size, device=args.device,
+                       out_dir=args.out, batch_size=args.batch_size, config=namespace_to_config(args))
+    print(results["report"], end="")
+    print(f"written: {results['paths']['json']}, {results['paths']['markdown']}")
+    return 0

@@ -1,0 +1,218 @@
+"""The retrain loop: exact resume, checkpoints that score what they say, dashboards, and ``retrain`` errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ggmnet.configuration import namespace_to_config, parse_with_config
+from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
+from ggmnet.datasets.prepare import prepare_dataset
+from ggmnet.datasets.processing import ProcessingRecipe
+from ggmnet.datasets.tiles import TileDataset
+from ggmnet.datasets.windows import Scale
+from ggmnet.errors import UserError
+from ggmnet.metrics import ConfusionMatrix
+from ggmnet.retrain.cli import build_retrain_parser, train_main
+from ggmnet.retrain.models import load_model
+from ggmnet.retrain.train import RetrainConfig, run_retrain
+from ggmnet.search_space.genotype import default_genotype
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads slow small ops tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+def build_tiny_dataset(root: Path) -> Path:
+    """A prepared dataset over E80-84, N44-47 at 0.1 degrees with 35 one-degree windows.
+
+    The Bouguer field is a sum of Gaussian anomalies and the classes are its quantiles (so they are learnable
+    from the residual); a band in the south is cover (255).
+    """
+    lon = np.round(np.arange(79.0, 85.0 + 1e-9, 0.1), 6)
+    lat = np.round(np.arange(43.0, 48.0 + 1e-9, 0.1), 6)
+    rng = np.random.default_rng(3)
+    glon, glat = np.meshgrid(lon, lat)
+    field = np.zeros_like(glon)
+    for _ in range(40):
+        c_lon, c_lat = rng.uniform(79, 85), rng.uniform(43, 48)
+        field += rng.normal(0, 20) * np.exp(-((glon - c_lon) ** 2 + (glat - c_lat) ** 2) / (2 * 0.3 ** 2))
+    labels = np.digitize(field, np.quantile(field, [0.2, 0.4, 0.6, 0.8])).astype(np.uint8) * 2
+    labels[glat < 44.4] = 255
+    raw = root / "raw"
+    write_gmt_grid(raw / "bouguer.nc", GeoGrid(lon, lat, field.astype(np.float32)))
+    write_label_grid(raw / "labels.nc", GeoGrid(lon, lat, labels, name="label", units=""))
+    return prepare_dataset(raw / "bouguer.nc", raw / "labels.nc", root / "prepared",
+                           region=Region(80.0, 84.0, 44.0, 47.0), recipe=ProcessingRecipe(margin_km=50.0),
+                           scales=(Scale(1.0, 0.5),), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return build_tiny_dataset(tmp_path_factory.mktemp("retrain-data"))
+
+
+@pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("retrain-genotype") / "genotype.json"
+    default_genotype(depth=2).save(path)
+    return path
+
+
+def tiny_config(data: Path, genotype: Path, out: Path, **changes) -> RetrainConfig:
+    """3 epochs (Adam, then SGD from the second) x 2 steps of 2 tiles of 24 px, CPU, no W&B."""
+    values = dict(genotype=None if genotype is None else str(genotype), epochs=3, switch_epoch=1, steps_per_epoch=2, tile_size=32,
+                  crop_size=24, batch_size=2, val_tiles=2, image_every=3, val_images=1, num_workers=0,
+                  device="cpu", wandb_mode="disabled", data=str(data), out=str(out))
+    values.update(changes)
+    return RetrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, genotype_file, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("retrain-run") / "run"
+    return out, run_retrain(tiny_config(tiny_data, genotype_file, out))
+
+
+def _checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_resume_after_an_interruption_reaches_the_same_weights(finished_run, tiny_data, genotype_file, tmp_path):
+    reference = _checkpoint(finished_run[0] / "checkpoints" / "last.pt")
+    out = tmp_path / "interrupted"
+
+    def stop_after_two(epoch: int, record: dict) -> None:
+        if epoch == 2:  # the first SGD epoch is done: momentum buffers and warm-up state exist
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(tiny_config(tiny_data, genotype_file, out), on_epoch_end=stop_after_two)
+    interrupted = _checkpoint(out / "checkpoints" / "last.pt")
+    assert interrupted["epoch"] == 2 and interrupted["phase"] == "sgd"
+
+    # Resume without --genotype: the architecture comes from the checkpoint.
+    run_retrain(tiny_config(tiny_data, None, out, resume=True))
+    resumed = _checkpoint(out / "checkpoints" / "last.pt")
+    assert resumed["epoch"] == reference["epoch"] == 3
+    assert resumed["model"].keys() == reference["model"].keys()
+    different = [k for k in reference["model"] if not torch.equal(resumed["model"][k], reference["model"][k])]
+    assert not different
+    momentum = [s["momentum_buffer"] for s in reference["optimizer"]["state"].values()]
+    assert momentum and all(torch.equal(a["momentum_buffer"], b) for a, b in
+                            zip(resumed["optimizer"]["state"].values(), momentum))
+    assert resumed["scheduler"] == reference["scheduler"]
+    assert resumed["metrics"]["latest"] == reference["metrics"]["latest"]
+    # The run did train: the weights moved away from the seeded initialisation of epoch 2's checkpoint.
+    assert not all(torch.equal(interrupted["model"][k], reference["model"][k]) for k in reference["model"])
+
+
+def test_checkpoints_hold_the_contract_and_score_what_they_say(finished_run, tiny_data):
+    out, summary = finished_run
+    last = _checkpoint(out / "checkpoints" / "last.pt")
+    assert last["format"] == "ggmnet-checkpoint" and last["version"] == 1 and last["epoch"] == 3
+    assert last["phase"] == "sgd" and last["scheduler"]["switch_epoch"] == 1
+    assert {"optimizer", "scheduler", "rng", "scaler"} <= last.keys()
+    assert last["model_config"]["name"] == "ggmnet" and last["model_config"]["deformable"] is True
+    data = last["data"]
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    assert data["region"] == [80.0, 84.0, 44.0, 47.0] and data["spacing_deg"] == pytest.approx([0.1, 0.1])
+    assert data["recipe"] == manifest["recipe"] and data["normalisation"] == manifest["normalisation"]
+    assert data["channels"] == "pseudocolour" and data["tile_size"] == 32 and data["geology_prior"] is False
+    assert not any(k.startswith("module.") for k in last["model"])
+
+    model, best = load_model(out / "checkpoints" / "best.pt")
+    assert not {"optimizer", "scheduler", "rng", "scaler"} & best.keys()
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["metrics"]["latest"]["fwiou"] == summary["best_val_fwiou"]
+    # Re-score the best weights on the same two validation tiles: the stored scores must come back.
+    config = last["config"]
+    val = TileDataset(tiny_data, "val", tile_size=32, crop_size=None, augment=False, seed=config["seed"])
+    ids = sorted(np.random.default_rng(config["seed"]).permutation(len(val))[:2].tolist())
+    matrix = ConfusionMatrix()
+    with torch.no_grad():
+        for i in ids:
+            item = val[i]
+            matrix.update(model(item["image"][None]).argmax(1)[0], item["mask"])
+    scores = matrix.compute()
+    assert scores["fwiou"] == pytest.approx(best["metrics"]["latest"]["fwiou"], abs=1e-12)
+    assert scores["iou"] == pytest.approx(best["metrics"]["latest"]["iou"])
+
+
+def test_dashboards_are_written_locally(finished_run):
+    out, _ = finished_run
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["train/sgd"] for r in rows] == [0, 1, 1]
+    # Adam at 1e-3, then SGD's warm-up from 1e-3 / 3 rising by (2/3)(1e-3)/5 per epoch.
+    assert [r["train/lr"] for r in rows] == pytest.approx([1e-3, 1e-3 / 3, 1e-3 / 3 + 2e-3 / 15])
+    for key in ("train/loss", "val/loss", "train/fwiou", "val/fwiou", "val/mpa", "val/miou"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    table = json.loads((out / "tables" / "val_per_class.json").read_text())
+    assert table["columns"][:3] == ["class", "name", "IoU"] and len(table["rows"]) == 10
+    images = {p.name for p in (out / "images").iterdir()}
+    assert "val_confusion_3.png" in images
+    assert any(n.endswith("_3_prediction.png") for n in images)
+    assert any(n.endswith("_3_ground_truth.png") for n in images)
+    assert (out / "curves.png").stat().st_size > 0 and (out / "run.json").is_file()
+    assert json.loads((out / "genotype.json").read_text())["depth"] == 2
+    artifacts = [json.loads(line)["type"] for line in (out / "artifacts.jsonl").read_text().splitlines()]
+    assert artifacts == ["genotype", "model"]
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_keeps_settings(finished_run, tiny_data, genotype_file):
+    out, _ = finished_run
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a retrain run"):
+        run_retrain(tiny_config(tiny_data, genotype_file, out))
+    with pytest.raises(UserError, match="the run used --batch-size 2, not 3"):
+        run_retrain(tiny_config(tiny_data, genotype_file, out, resume=True, batch_size=3))
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_cli_errors_exit_2_with_one_line(tiny_data, tmp_path, capsys):
+    base = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--device", "cpu", "--wandb-mode",
+            "disabled", "--tile-size", "32", "--crop-size", "24", "--batch-size", "2", "--num-workers", "0"]
+    err = _cli_error(base, capsys)
+    assert "error: --genotype: required for --model ggmnet" in err
+    err = _cli_error(["--genotype", str(tmp_path / "missing.json"), *base], capsys)
+    assert "--genotype" in err and "missing.json: no such file" in err
+    four = tmp_path / "four.json"
+    default_genotype(depth=2, in_channels=4).save(four)
+    err = _cli_error(["--genotype", str(four), *base], capsys)
+    assert "in_channels 4 does not match the dataset's 3 input channels" in err
+    err = _cli_error(["--genotype", str(four), *base, "--batch-size", "1"], capsys)
+    assert "--batch-size 1" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_paper.yaml"])
+def test_experiment_recipes_are_valid_configs(recipe):
+    path = Path(__file__).resolve().parents[1] / "experiments" / recipe
+    values = namespace_to_config(parse_with_config(build_retrain_parser(), ["--config", str(path),
+                                                                           "--genotype", "g.json"]))
+    names = {f.name for f in dataclasses.fields(RetrainConfig)}
+    config = RetrainConfig(**{k: v for k, v in values.items() if k in names}).check()
+    if recipe == "retrain_paper.yaml":
+        assert (config.epochs, config.tile_size, config.crop_size, config.batch_size) == (600, 2048, 1024, 4)
+        assert config.switch_epoch is None and config.lr == 1e-3 and config.ablation == "ours"
+    else:
+        assert config.device == "cpu" and config.switch_epoch is not None
