@@ -55,3 +55,13 @@ def namespace_to_config(args: argparse.Namespace) -> dict[str, Any]:
             continue
         out[key] = str(value) if isinstance(value, Path) else value
     return out
+
+
+def optional_int(text: str) -> int | None:
+    """argparse type: an integer, or None for ``none``/``null`` (as YAML files write it)."""
+    if str(text).strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None

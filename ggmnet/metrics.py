@@ -148,7 +148,8 @@ class ConfusionMatrix:
         return scores
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A score in [0, 1] as a percentage with one decimal, ``--`` when not available (None)."""
     return "--" if value is None else f"{100.0 * value:.1f}"
 
 
@@ -166,9 +167,9 @@ def format_table7(scores: dict[str, Any], class_names: Sequence[str] = CLASS_NAM
     total = sum(scores["support"])
     shares = [s / total if total else None for s in scores["support"]]
     rows = [
-        ["percentage (%)", *[_percent(v) for v in shares], ""],
-        ["IoU (%)", *[_percent(v) for v in scores["iou"]], _percent(scores["fwiou"])],
-        ["MPA (%)", *[_percent(v) for v in scores["accuracy"]], _percent(scores["mpa"])],
+        ["percentage (%)", *[percent(v) for v in shares], ""],
+        ["IoU (%)", *[percent(v) for v in scores["iou"]], percent(scores["fwiou"])],
+        ["MPA (%)", *[percent(v) for v in scores["accuracy"]], percent(scores["mpa"])],
     ]
     header = ["Stratum/Lithology", *names, overall_label]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -277,3 +277,60 @@ def latest_run_dir(root: str | Path, prefix: str | None = None) -> Path | None:
         if best is None or key > best:
             best, found = key, path
     return found
+
+
+def resolve_dataset_dir(data: str | Path | None, ctx: DistContext) -> Path:
+    """The prepared dataset of a run: ``--data`` (checked), or the synthetic default built once, by rank 0."""
+    from ggmnet.distributed import barrier, broadcast_object
+
+    if data is not None:
+        path = Path(data)
+        if not (path / "manifest.json").is_file():
+            raise UserError(f"--data {path}: not a prepared dataset (no manifest.json; run ggm-data prepare)")
+        return path
+    from ggmnet.datasets import ensure_synthetic_default
+
+    path = ensure_synthetic_default() if ctx.is_main else None
+    barrier()
+    return Path(broadcast_object(str(path)))
+
+
+def open_run_dir(out: str | Path | None, *, resume: bool, runs_root: Path, prefix: str, kind: str,
+                 ctx: DistContext) -> tuple[Path, dict[str, Any] | None]:
+    """Choose the run folder (rank 0) and, with ``resume``, read its last checkpoint (every rank).
+
+    ``out`` None makes a new ``runs_root/prefix-DATE-TIME`` folder, or with ``resume`` takes the newest run
+    there. A folder that already holds a run is refused without ``resume``, so nothing is overwritten.
+    Returns the folder and the checkpoint state (None for a new run, or a resume that found no checkpoint).
+    """
+    from ggmnet.distributed import broadcast_object
+    from ggmnet.runio import prepare_out_dir
+
+    path: Path | None = None
+    if ctx.is_main:
+        if out is not None:
+            path = prepare_out_dir(out)
+        elif resume:
+            path = latest_run_dir(runs_root)
+            if path is None:
+                raise UserError(f"--resume: no run under {runs_root} to continue (give its folder with --out)")
+        else:
+            path = new_run_dir(runs_root, prefix)
+        last = path / "checkpoints" / "last.pt"
+        if last.exists() and not resume:
+            raise UserError(f"--out {path}: already holds a {kind} run ({last}); pass --resume to continue "
+                            "it or choose another folder")
+    run_dir = Path(broadcast_object(str(path)))
+    state = CheckpointManager(run_dir).load_latest("cpu") if resume else None
+    return run_dir, state
+
+
+def check_resume_config(saved: dict[str, Any], config: Any, keys: tuple[str, ...], path: Path) -> None:
+    """Refuse to resume the checkpoint at ``path`` when a setting in ``keys`` differs from the run's."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    for key in keys:
+        if plain(saved.get(key)) != plain(getattr(config, key)):
+            raise UserError(f"--resume {path}: the run used --{key.replace('_', '-')} {saved.get(key)}, "
+                            f"not {getattr(config, key)}; resume with the same value")

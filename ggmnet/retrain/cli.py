@@ -9,19 +9,8 @@ import os
 import warnings
 from collections.abc import Sequence
 
-from ggmnet.configuration import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.configuration import add_config_argument, namespace_to_config, optional_int, parse_with_config
 from ggmnet.errors import cli_entry
-
-
-def _optional_int(text: str) -> int | None:
-    """An integer, or None for ``none``."""
-    if str(text).strip().lower() in ("none", "null", ""):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None
-
 
 RETRAIN_EPILOG = """\
 The defaults are the paper's (section 5.1): 600 epochs, 2048 px tiles cropped to 1024, 4 tiles per GPU, Adam
@@ -65,24 +54,24 @@ def build_retrain_parser() -> argparse.ArgumentParser:
                         "c = +feature fusion, d = +deformable convolution, ours = +residual connections. "
                         f"Default: {d.ablation}.")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"total epochs. Default: {d.epochs}.")
-    p.add_argument("--steps-per-epoch", type=_optional_int, default=d.steps_per_epoch, metavar="N",
+    p.add_argument("--steps-per-epoch", type=optional_int, default=d.steps_per_epoch, metavar="N",
                    help="optimiser steps per epoch. Default: none = one pass over this process's share of the "
                         "training windows.")
     p.add_argument("--tile-size", type=int, default=d.tile_size, metavar="PX",
                    help=f"pixels per side a window is rendered at. Default: {d.tile_size}.")
-    p.add_argument("--crop-size", type=_optional_int, default=d.crop_size, metavar="PX",
+    p.add_argument("--crop-size", type=optional_int, default=d.crop_size, metavar="PX",
                    help=f"side of the random training crop, pixels (none: whole tiles); validation scores whole "
                         f"tiles. Default: {d.crop_size}.")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"tiles per step and per process, at least 2. Default: {d.batch_size}.")
-    p.add_argument("--val-tiles", type=_optional_int, default=d.val_tiles, metavar="N",
+    p.add_argument("--val-tiles", type=optional_int, default=d.val_tiles, metavar="N",
                    help="validation tiles scored every epoch (a fixed seeded choice). Default: none = all.")
     p.add_argument("--lr", type=float, default=d.lr,
                    help=f"Adam's learning rate, and SGD's starting one after the switch. Default: {d.lr}.")
-    p.add_argument("--switch-epoch", type=_optional_int, default=d.switch_epoch, metavar="N",
+    p.add_argument("--switch-epoch", type=optional_int, default=d.switch_epoch, metavar="N",
                    help="switch from Adam to SGD before epoch N (0-based: N Adam epochs); exclusive with "
                         "--plateau-patience. Default: none = by the plateau rule.")
-    p.add_argument("--plateau-patience", type=_optional_int, default=d.plateau_patience, metavar="N",
+    p.add_argument("--plateau-patience", type=optional_int, default=d.plateau_patience, metavar="N",
                    help="switch to SGD once the epoch training loss has improved by less than "
                         f"--plateau-threshold for N epochs in a row. Default: none = {DEFAULT_PLATEAU_PATIENCE} "
                         "unless --switch-epoch is given.")

@@ -39,7 +39,7 @@ from ggmnet.datasets.prepare import file_sha256
 from ggmnet.datasets.tiles import TileDataset, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.metrics import ConfusionMatrix, format_table7
+from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
 from ggmnet.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.training import resolve_device
@@ -155,10 +155,6 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
 # Reports
 # --------------------------------------------------------------------------------------------------------------
 
-def _percent(value: float | None) -> str:
-    return "--" if value is None else f"{100.0 * value:.1f}"
-
-
 def confusion_table(matrix: np.ndarray) -> str:
     """A Markdown table of a confusion matrix ``[K, K]`` (rows: truth, columns: prediction, pixel counts)."""
     codes = list(CLASS_CODES[:matrix.shape[0]])
@@ -179,8 +175,8 @@ def format_report(results: dict[str, Any]) -> str:
     for key, title in SECTIONS:
         s = results.get(key)
         if s is not None:
-            lines.append(f"| {title} | {s['pixels']} | {_percent(s['pixel_accuracy'])} | {_percent(s['mpa'])} | "
-                         f"{_percent(s['miou'])} | {_percent(s['fwiou'])} |")
+            lines.append(f"| {title} | {s['pixels']} | {percent(s['pixel_accuracy'])} | {percent(s['mpa'])} | "
+                         f"{percent(s['miou'])} | {percent(s['fwiou'])} |")
     if results.get("under_cover") is None:
         lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]
     for key, title in SECTIONS:

@@ -50,8 +50,6 @@ from ggmnet.datasets.prepare import file_sha256
 from ggmnet.distributed import (
     DistContext,
     all_reduce_sum_,
-    barrier,
-    broadcast_object,
     init_distributed,
     maybe_sync_batchnorm,
     seed_everything,
@@ -64,17 +62,18 @@ from ggmnet.metrics import ConfusionMatrix
 from ggmnet.retrain.ggmnet_model import ABLATIONS
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_model, list_models
 from ggmnet.retrain.schedule import OptimizerSchedule
-from ggmnet.runio import prepare_out_dir, require_file, torch_save_atomic, write_run_metadata
+from ggmnet.runio import require_file, torch_save_atomic, write_run_metadata
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.tracking import Tracker, plot_curves
 from ggmnet.training import (
     CheckpointManager,
     autocast_for,
     capture_rng_state,
-    latest_run_dir,
+    check_resume_config,
     make_grad_scaler,
     make_loader,
-    new_run_dir,
+    open_run_dir,
+    resolve_dataset_dir,
     restore_rng_state,
     set_loader_epoch,
 )
@@ -352,37 +351,13 @@ class Retrainer:
 
     # ------------------------------------------------------------------ set-up
     def _data_dir(self) -> Path:
-        """The prepared dataset: ``--data`` (checked), or the synthetic default built by rank 0."""
-        if self.config.data is not None:
-            path = Path(self.config.data)
-            if not (path / "manifest.json").is_file():
-                raise UserError(f"--data {path}: not a prepared dataset (no manifest.json; run ggm-data prepare)")
-            return path
-        from ggmnet.datasets import ensure_synthetic_default
-
-        path = ensure_synthetic_default() if self.ctx.is_main else None
-        barrier()
-        return Path(broadcast_object(str(path)))
+        return resolve_dataset_dir(self.config.data, self.ctx)
 
     def _run_dir_and_state(self) -> tuple[Path, dict[str, Any] | None]:
         """The run folder and, when resuming, the checkpoint to continue from (read on every rank)."""
         cfg = self.config
-        path: Path | None = None
-        if self.ctx.is_main:
-            if cfg.out is not None:
-                path = prepare_out_dir(cfg.out)
-            elif cfg.resume:
-                path = latest_run_dir(RUNS_ROOT)
-                if path is None:
-                    raise UserError(f"--resume: no run under {RUNS_ROOT} to continue (give its folder with --out)")
-            else:
-                path = new_run_dir(RUNS_ROOT, cfg.model)
-            last = path / "checkpoints" / "last.pt"
-            if last.exists() and not cfg.resume:
-                raise UserError(f"--out {path}: already holds a retrain run ({last}); pass --resume to continue "
-                                "it or choose another folder")
-        run_dir = Path(broadcast_object(str(path)))
-        state = CheckpointManager(run_dir).load_latest("cpu") if cfg.resume else None
+        run_dir, state = open_run_dir(cfg.out, resume=cfg.resume, runs_root=RUNS_ROOT, prefix=cfg.model,
+                                      kind="retrain", ctx=self.ctx)
         if cfg.resume and state is None:
             if cfg.model == "ggmnet" and cfg.genotype is None:
                 raise UserError(f"--resume: no checkpoint in {run_dir} to continue, and no --genotype to start from")
@@ -395,11 +370,7 @@ class Retrainer:
     def _check_resumable(self, state: dict[str, Any], path: Path) -> None:
         if state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
             raise UserError(f"--resume {path}: not a retrain checkpoint with training state")
-        saved = state.get("config", {})
-        for key in _RESUME_FIXED:
-            if saved.get(key) != getattr(self.config, key):
-                raise UserError(f"--resume {path}: the run used --{key.replace('_', '-')} {saved.get(key)}, "
-                                f"not {getattr(self.config, key)}; resume with the same value")
+        check_resume_config(state.get("config", {}), self.config, _RESUME_FIXED, path)
         if state.get("data", {}).get("manifest_sha256") != self.manifest_sha256:
             raise UserError(f"--resume {path}: the run trained on another dataset than {self.data_dir} "
                             "(manifest sha256 differs)")

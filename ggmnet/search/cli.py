@@ -8,20 +8,9 @@ import logging
 import os
 from collections.abc import Sequence
 
-from ggmnet.configuration import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.configuration import add_config_argument, namespace_to_config, optional_int, parse_with_config
 from ggmnet.errors import cli_entry
 from ggmnet.runio import write_run_metadata
-
-
-def _optional_int(text: str) -> int | None:
-    """An integer, or None for ``none``."""
-    if str(text).strip().lower() in ("none", "null", ""):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None
-
 
 SEARCH_EPILOG = """\
 The defaults are the paper's scale (depth 22, 2048 px tiles cropped to 1024, 4 tiles per GPU, 50 epochs of
@@ -64,17 +53,17 @@ def build_search_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help=f"leading epochs that train the weights only, on sampled architectures. "
                         f"Default: {d.warmup_epochs}.")
-    p.add_argument("--steps-per-epoch", type=_optional_int, default=d.steps_per_epoch, metavar="N",
+    p.add_argument("--steps-per-epoch", type=optional_int, default=d.steps_per_epoch, metavar="N",
                    help="steps per epoch (a weight step, plus an architecture step after the warm-up). "
                         "Default: none = one pass over this process's share of the weights' half.")
     p.add_argument("--tile-size", type=int, default=d.tile_size, metavar="PX",
                    help=f"side of a rendered window tile, pixels, a multiple of 32. Default: {d.tile_size}.")
-    p.add_argument("--crop-size", type=_optional_int, default=d.crop_size, metavar="PX",
+    p.add_argument("--crop-size", type=optional_int, default=d.crop_size, metavar="PX",
                    help=f"side of the random training crop, pixels, a multiple of 32 (none: whole tiles); "
                         f"validation uses whole tiles. Default: {d.crop_size}.")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"tiles per step and per process. Default: {d.batch_size}.")
-    p.add_argument("--val-tiles", type=_optional_int, default=d.val_tiles, metavar="N",
+    p.add_argument("--val-tiles", type=optional_int, default=d.val_tiles, metavar="N",
                    help="validation tiles scored every epoch (a fixed seeded choice). Default: none = all.")
     p.add_argument("--lr-weights", type=float, default=d.lr_weights,
                    help=f"initial learning rate of the weights (SGD, momentum {d.momentum}, cosine decay). "

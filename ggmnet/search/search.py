@@ -59,9 +59,7 @@ from ggmnet.distributed import (
     DistContext,
     all_reduce_mean,
     all_reduce_sum_,
-    barrier,
     broadcast_module_,
-    broadcast_object,
     init_distributed,
     maybe_sync_batchnorm,
     seed_everything,
@@ -70,7 +68,7 @@ from ggmnet.distributed import (
 from ggmnet.errors import UserError
 from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
 from ggmnet.metrics import ConfusionMatrix
-from ggmnet.runio import prepare_out_dir, write_run_metadata
+from ggmnet.runio import write_run_metadata
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, STRIDES, UNIT_CHANNELS
 from ggmnet.search_space.supernet import SOURCES, Supernet
@@ -79,10 +77,11 @@ from ggmnet.training import (
     CheckpointManager,
     autocast_for,
     capture_rng_state,
-    latest_run_dir,
+    check_resume_config,
     make_grad_scaler,
     make_loader,
-    new_run_dir,
+    open_run_dir,
+    resolve_dataset_dir,
     restore_rng_state,
     set_loader_epoch,
 )
@@ -394,55 +393,23 @@ class ArchitectureSearch:
 
     # ------------------------------------------------------------------ set-up
     def _data_dir(self) -> Path:
-        """The prepared dataset: ``--data`` (checked), or the synthetic default built by rank 0."""
-        if self.config.data is not None:
-            path = Path(self.config.data)
-            if not (path / "manifest.json").is_file():
-                raise UserError(f"--data {path}: not a prepared dataset (no manifest.json; run ggm-data prepare)")
-            return path
-        from ggmnet.datasets import ensure_synthetic_default
-
-        path = ensure_synthetic_default() if self.ctx.is_main else None
-        barrier()
-        return Path(broadcast_object(str(path)))
+        return resolve_dataset_dir(self.config.data, self.ctx)
 
     def _run_dir_and_state(self) -> tuple[Path, dict[str, Any] | None]:
         """The run folder and, when resuming, the checkpoint to continue from (read on every rank)."""
         cfg = self.config
-        path: Path | None = None
-        if self.ctx.is_main:
-            if cfg.out is not None:
-                path = prepare_out_dir(cfg.out)
-            elif cfg.resume:
-                path = latest_run_dir(RUNS_ROOT)
-                if path is None:
-                    raise UserError(f"--resume: no run under {RUNS_ROOT} to continue (give its folder with --out)")
-            else:
-                path = new_run_dir(RUNS_ROOT, f"depth{cfg.depth}")
-            last = path / "checkpoints" / "last.pt"
-            if last.exists() and not cfg.resume:
-                raise UserError(f"--out {path}: already holds a search run ({last}); pass --resume to continue "
-                                "it or choose another folder")
-        run_dir = Path(broadcast_object(str(path)))
-        manager = CheckpointManager(run_dir)
-        state = manager.load_latest("cpu") if cfg.resume else None
+        run_dir, state = open_run_dir(cfg.out, resume=cfg.resume, runs_root=RUNS_ROOT,
+                                      prefix=f"depth{cfg.depth}", kind="search", ctx=self.ctx)
         if cfg.resume and state is None and self.ctx.is_main:
             log.warning("no checkpoint in %s: starting a new search there", run_dir)
         if state is not None:
-            self._check_resumable(state, manager.last_path)
+            self._check_resumable(state, run_dir / "checkpoints" / "last.pt")
         return run_dir, state
 
     def _check_resumable(self, state: dict[str, Any], path: Path) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"--resume {path}: not a search checkpoint (format {state.get('format')!r})")
-        saved = state.get("config", {})
-        def plain(value: Any) -> Any:
-            return list(value) if isinstance(value, (list, tuple)) else value
-
-        for key in _RESUME_FIXED:
-            if plain(saved.get(key)) != plain(getattr(self.config, key)):
-                raise UserError(f"--resume {path}: the run used --{key.replace('_', '-')} {saved.get(key)}, "
-                                f"not {getattr(self.config, key)}; resume with the same value")
+        check_resume_config(state.get("config", {}), self.config, _RESUME_FIXED, path)
         if state.get("provenance", {}).get("dataset_manifest_sha256") != self.manifest_sha256:
             raise UserError(f"--resume {path}: the run searched another dataset than --data {self.data_dir} "
                             "(manifest sha256 differs)")
