@@ -57,7 +57,7 @@ from ggmnet.distributed import (
     wrap_ddp,
 )
 from ggmnet.errors import UserError
-from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts
+from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts
 from ggmnet.metrics import ConfusionMatrix
 from ggmnet.retrain.ggmnet_model import ABLATIONS
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_model, list_models
@@ -311,7 +311,9 @@ class Retrainer:
         seed_everything(config.seed)
         common = {"tile_size": config.tile_size, "channels": config.channels,
                   "geology_prior": config.geology_prior, "seed": config.seed}
-        self.train_data = TileDataset(self.data_dir, "train", crop_size=config.crop_size, augment=True, **common)
+        # the loader's workers compute Eq. 19's instance-size weights (off the training step)
+        self.train_data = InstanceWeighted(TileDataset(self.data_dir, "train", crop_size=config.crop_size,
+                                                       augment=True, **common))
         self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
         per_rank = math.ceil(len(self.train_data) / self.ctx.world_size)
         if per_rank < config.batch_size:
@@ -454,9 +456,10 @@ class Retrainer:
                           disable=not self.ctx.is_main, dynamic_ncols=True):
             image = batch["image"].to(self.device, non_blocking=True)
             mask = batch["mask"].to(self.device, non_blocking=True)
+            pixel_weights = batch["pixel_weights"].to(self.device, non_blocking=True)
             with autocast_for(self.device, self.use_amp):
                 logits = self.ddp_model(image)
-            loss = self.criterion(logits, mask)
+            loss = self.criterion(logits, mask, pixel_weights)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)

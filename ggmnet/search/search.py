@@ -66,7 +66,7 @@ from ggmnet.distributed import (
     wrap_ddp,
 )
 from ggmnet.errors import UserError
-from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
+from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
 from ggmnet.metrics import ConfusionMatrix
 from ggmnet.runio import write_run_metadata
 from ggmnet.search_space.genotype import Genotype
@@ -335,8 +335,10 @@ class ArchitectureSearch:
         self.run_dir, resume_state = self._run_dir_and_state()
 
         seed_everything(config.seed)
-        train = TileDataset(self.data_dir, "train", tile_size=config.tile_size, crop_size=config.crop_size,
-                            augment=True, channels=config.channels, seed=config.seed)
+        # the loader's workers compute Eq. 19's instance-size weights (off the training step)
+        train = InstanceWeighted(TileDataset(self.data_dir, "train", tile_size=config.tile_size,
+                                             crop_size=config.crop_size, augment=True, channels=config.channels,
+                                             seed=config.seed))
         val = TileDataset(self.data_dir, "val", tile_size=config.tile_size, crop_size=None, augment=False,
                           channels=config.channels, seed=config.seed)
         if len(train) < 2:
@@ -426,12 +428,16 @@ class ArchitectureSearch:
         restore_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ steps
-    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Image, mask and (training batches) the instance-size weights made by the loader's workers."""
+        weights = batch.get("pixel_weights")
         return (batch["image"].to(self.device, non_blocking=True),
-                batch["mask"].to(self.device, non_blocking=True))
+                batch["mask"].to(self.device, non_blocking=True),
+                None if weights is None else weights.to(self.device, non_blocking=True))
 
-    def _loss(self, logits: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        return sum_head_losses(self.criterion, logits, mask)
+    def _loss(self, logits: list[torch.Tensor], mask: torch.Tensor,
+              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return sum_head_losses(self.criterion, logits, mask, pixel_weights=pixel_weights)
 
     def _average_arch_grads(self) -> None:
         """Average the architecture gradients over the ranks (one all-reduce of their concatenation)."""
@@ -454,12 +460,12 @@ class ArchitectureSearch:
         weights' ``.grad`` is never touched: FasterSeg's leak of architecture-step gradients into the weight
         update cannot happen, and DDP's reducer sees nothing of this step.
         """
-        image, mask = self._batch(batch)
+        image, mask, pixel_weights = self._batch(batch)
         self._arch_requires_grad(True)
         try:
             with autocast_for(self.device, self.use_amp):
                 logits = self.supernet(image, mode="sample")
-            loss = self._loss(logits, mask)
+            loss = self._loss(logits, mask, pixel_weights)
             if self.config.cost_weight > 0:
                 loss = loss + self.config.cost_weight * self.supernet.expected_cost()
             grads = torch.autograd.grad(self.arch_scaler.scale(loss), self.arch_params, allow_unused=True)
@@ -474,11 +480,11 @@ class ArchitectureSearch:
 
     def weight_step(self, batch: dict[str, Any]) -> float:
         """One weight update on a batch of half A through DDP (sampled architecture); returns its loss."""
-        image, mask = self._batch(batch)
+        image, mask, pixel_weights = self._batch(batch)
         self.weight_opt.zero_grad(set_to_none=True)
         with autocast_for(self.device, self.use_amp):
             logits = self.model(image, mode="sample")
-        loss = self._loss(logits, mask)
+        loss = self._loss(logits, mask, pixel_weights)
         self.weight_scaler.scale(loss).backward()
         self.weight_scaler.unscale_(self.weight_opt)
         torch.nn.utils.clip_grad_norm_(self.weight_params, self.config.grad_clip)
@@ -519,7 +525,7 @@ class ArchitectureSearch:
         matrix = ConfusionMatrix(NUM_CLASSES)
         totals = torch.zeros(2, dtype=torch.float64)
         for batch in self.val_loader:
-            image, mask = self._batch(batch)
+            image, mask, _ = self._batch(batch)
             with autocast_for(self.device, self.use_amp):
                 logits = self.supernet(image, mode="argmax")
             totals += torch.tensor([float(self._loss(logits, mask)), 1.0], dtype=torch.float64)
