@@ -33,7 +33,7 @@ def _worker(rank: int, world: int, init_file: str, config: dict, results_dir: st
 
 
 def test_two_process_gloo_retrain(tmp_path):
-    from test_retrain import build_tiny_dataset
+    from tiny_data import build_tiny_dataset
 
     data = build_tiny_dataset(tmp_path / "data")
     genotype = tmp_path / "genotype.json"
