@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import math
+import os
 import pickle
 import random
 import re
@@ -92,6 +93,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 
+def _link_atomic(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link; a copy where links are unsupported), atomically.
+
+    Checkpoints are only ever replaced by renaming a new file over them, never rewritten in place, so the
+    link keeps ``best.pt``'s content when ``last.pt`` is next replaced, without copying gigabytes.
+    """
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 class CheckpointManager:
     """``run_dir/checkpoints/last.pt`` every epoch and ``best.pt`` when the monitored score improves.
 
@@ -155,8 +170,7 @@ class CheckpointManager:
                                  "best_value": self.best_value}
         torch_save_atomic(payload, self.last_path)
         if improved:
-            with atomic_path(self.best_path) as tmp:
-                shutil.copyfile(self.last_path, tmp)
+            _link_atomic(self.last_path, self.best_path)
         return improved
 
     def load(self, path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:

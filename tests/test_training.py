@@ -74,7 +74,11 @@ def test_checkpoint_last_and_best(tmp_path):
     assert not mgr.has_checkpoint and mgr.load_latest() is None
     assert mgr.save({"value": torch.tensor(1)}, epoch=1, metric=0.1)
     assert mgr.save({"value": torch.tensor(2)}, epoch=2, metric=0.3)
+    # best.pt is the same file as the new last.pt (a hard link, not a gigabyte copy) ...
+    assert mgr.best_path.stat().st_ino == mgr.last_path.stat().st_ino
     assert not mgr.save({"value": torch.tensor(3)}, epoch=3, metric=0.2)
+    # ... and keeps its content when last.pt is replaced
+    assert mgr.best_path.stat().st_ino != mgr.last_path.stat().st_ino
     assert not mgr.save({"value": torch.tensor(4)}, epoch=4, metric=float("nan"))
     assert mgr.load(mgr.best_path)["value"].item() == 2
     resumed = CheckpointManager(tmp_path)
