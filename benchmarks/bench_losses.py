@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ggmnet.engine.device import resolve_device
 from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts, instance_size_weights
 from ggmnet.metrics import ConfusionMatrix
-from ggmnet.training import resolve_device
 
 
 def seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -24,11 +24,11 @@ import torch
 
 from ggmnet.datasets.grids import GeoGrid, Region, read_gravity_grid, write_gmt_grid
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
+from ggmnet.engine.device import resolve_device
+from ggmnet.engine.runio import torch_save_atomic
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
 from ggmnet.retrain.predict import predict_region, tile_origins, upsampling_factors
-from ggmnet.runio import torch_save_atomic
 from ggmnet.search_space.genotype import default_genotype
-from ggmnet.training import resolve_device
 
 JUNGGAR = Region(80.0, 92.0, 43.0, 48.0)
 EARTH_RADIUS_KM = 6371.0

@@ -18,11 +18,11 @@ import time
 
 import torch
 
+from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.losses import WeightedBootstrappedCE
 from ggmnet.retrain.ggmnet_model import ABLATIONS, GGMNet
 from ggmnet.retrain.models import create_model
 from ggmnet.search_space.genotype import default_genotype
-from ggmnet.training import autocast_for, make_grad_scaler
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:

@@ -45,20 +45,14 @@ def _import_nni():
 def run_trial(search_args: Sequence[str]) -> None:
     """One NNI trial: take ``depth`` from the tuner, search, report the FWIoU per epoch and at the end."""
     nni = _import_nni()
-    from ggmnet.configuration import namespace_to_config, parse_with_config
     from ggmnet.search.cli import build_search_parser
     from ggmnet.search.search import SearchConfig, run_search
     from ggmnet.search_space.genotype import Genotype
 
     params = nni.get_next_parameter() or {}
     depth = int(params.get("depth", 22))
-    args = parse_with_config(build_search_parser(), [*search_args, "--depth", str(depth)])
-    values = namespace_to_config(args)
-    trial = nni.get_trial_id()
-    base = Path(values.get("out") or "runs/depth-sweep")
-    values["out"] = str(base / f"depth{depth}-{trial}")
-    names = set(SearchConfig.__dataclass_fields__)
-    config = SearchConfig(**{k: v for k, v in values.items() if k in names}).check()
+    config = SearchConfig.from_argv(build_search_parser(), [*search_args, "--depth", str(depth)])
+    config.out = str(Path(config.out or "runs/depth-sweep") / f"depth{depth}-{nni.get_trial_id()}")
     run_dir = run_search(config)
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)

@@ -148,9 +148,9 @@ class ConfusionMatrix:
         return scores
 
 
-def percent(value: float | None) -> str:
-    """A score in [0, 1] as a percentage with one decimal, ``--`` when not available (None)."""
-    return "--" if value is None else f"{100.0 * value:.1f}"
+def percent(value: float | None, unit: str = "") -> str:
+    """A score in [0, 1] as a percentage with one decimal (then ``unit``), ``--`` when not available (None)."""
+    return "--" if value is None else f"{100.0 * value:.1f}{unit}"
 
 
 def format_table7(scores: dict[str, Any], class_names: Sequence[str] = CLASS_NAMES, *,

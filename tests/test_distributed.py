@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ggmnet.distributed import (
+from ggmnet.engine.distributed import (
     DistContext,
     all_reduce_mean,
     all_reduce_sum_,
@@ -22,10 +22,10 @@ from ggmnet.distributed import (
     init_distributed,
     init_distributed_for_test,
     maybe_sync_batchnorm,
-    seed_everything,
     unwrap_model,
     wrap_ddp,
 )
+from ggmnet.engine.rng import seed_everything
 from ggmnet.metrics import ConfusionMatrix
 
 

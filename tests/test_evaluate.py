@@ -11,11 +11,13 @@ import torch
 from test_predict import save_checkpoint, write_scene
 from torch import nn
 
-from ggmnet.datasets.prepare import file_sha256, prepare_dataset
+from ggmnet.datasets.prepare import prepare_dataset
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.datasets.windows import Scale, Window
-from ggmnet.retrain.evaluate import evaluate, format_report, main, nearest_outcrop_baseline, score_model
+from ggmnet.engine.runio import file_sha256
+from ggmnet.retrain.cli import evaluate_main as main
+from ggmnet.retrain.evaluate import evaluate, format_report, nearest_outcrop_baseline, score_model
 from ggmnet.retrain.predict import prior_channels
 
 C = 255  # cover

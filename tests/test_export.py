@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_search import DEPTH, finished_run, tiny_dataset  # noqa: F401  (session fixtures, shared through basetemp)
+from tiny_data import DEPTH
 
 from ggmnet.search.cli import export_main
 from ggmnet.search.export import genotype_from_checkpoint
@@ -23,37 +23,37 @@ def run_export(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_export_writes_the_runs_genotype_and_prints_its_summary(finished_run, tmp_path, capsys):  # noqa: F811
+def test_export_writes_the_runs_genotype_and_prints_its_summary(finished_search, tmp_path, capsys):
     out = tmp_path / "genotype.json"
-    code, stdout, _ = run_export([str(out), "--run", str(finished_run)], capsys)
+    code, stdout, _ = run_export([str(out), "--run", str(finished_search)], capsys)
     assert code == 0
     exported = Genotype.load(out)
-    assert exported == Genotype.load(finished_run / "genotype.json")
+    assert exported == Genotype.load(finished_search / "genotype.json")
     assert exported.provenance["epoch"] == 3
     assert exported.summary().splitlines()[0] in stdout and f"wrote {out}" in stdout
-    assert json.loads((tmp_path / "genotype.run.json").read_text())["config"]["run"] == str(finished_run)
+    assert json.loads((tmp_path / "genotype.run.json").read_text())["config"]["run"] == str(finished_search)
 
     # the same genotype again: nothing to do
-    code, stdout, _ = run_export([str(out), "--checkpoint", str(finished_run / "checkpoints" / "last.pt")],
+    code, stdout, _ = run_export([str(out), "--checkpoint", str(finished_search / "checkpoints" / "last.pt")],
                                  capsys)
     assert code == 0 and f"unchanged {out}" in stdout
 
 
-def test_export_refuses_to_overwrite_a_different_genotype_without_force(finished_run, tmp_path,  # noqa: F811
+def test_export_refuses_to_overwrite_a_different_genotype_without_force(finished_search, tmp_path,
                                                                        capsys):
     out = tmp_path / "genotype.json"
     other = default_genotype(DEPTH)
     other.save(out)
-    code, _, err = run_export([str(out), "--run", str(finished_run)], capsys)
+    code, _, err = run_export([str(out), "--run", str(finished_search)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--force" in err
     assert Genotype.load(out) == other
-    code, _, _ = run_export([str(out), "--run", str(finished_run), "--force"], capsys)
-    assert code == 0 and Genotype.load(out) == Genotype.load(finished_run / "genotype.json")
+    code, _, _ = run_export([str(out), "--run", str(finished_search), "--force"], capsys)
+    assert code == 0 and Genotype.load(out) == Genotype.load(finished_search / "genotype.json")
 
 
-def test_export_from_best_checkpoint_matches_the_best_genotype(finished_run):  # noqa: F811
-    genotype = genotype_from_checkpoint(finished_run / "checkpoints" / "best.pt")
-    assert genotype == Genotype.load(finished_run / "genotype_best.json")
+def test_export_from_best_checkpoint_matches_the_best_genotype(finished_search):
+    genotype = genotype_from_checkpoint(finished_search / "checkpoints" / "best.pt")
+    assert genotype == Genotype.load(finished_search / "genotype_best.json")
 
 
 def _truncated(path, tmp_path):
@@ -68,11 +68,11 @@ def _truncated(path, tmp_path):
     ("missing checkpoint", "no such file"),
     ("truncated checkpoint", "not a readable ggmnet checkpoint"),
     ("garbage checkpoint", "not a readable ggmnet checkpoint"),
-    ("retrain checkpoint", "not a search checkpoint"),
+    ("retrain checkpoint", "not a ggmnet search checkpoint"),
     ("wrong supernet state", "the supernet state does not load"),
 ])
-def test_export_errors_are_one_line_and_exit_2(case, expected, finished_run, tmp_path, capsys):  # noqa: F811
-    last = finished_run / "checkpoints" / "last.pt"
+def test_export_errors_are_one_line_and_exit_2(case, expected, finished_search, tmp_path, capsys):
+    last = finished_search / "checkpoints" / "last.pt"
     if case == "missing run":
         argv = ["--run", str(tmp_path / "nothing")]
     elif case == "missing checkpoint":
@@ -97,7 +97,7 @@ def test_export_errors_are_one_line_and_exit_2(case, expected, finished_run, tmp
     assert not out.exists()
 
 
-def test_export_defaults_to_the_newest_run_under_runs_search(finished_run, tmp_path, monkeypatch,  # noqa: F811
+def test_export_defaults_to_the_newest_run_under_runs_search(finished_search, tmp_path, monkeypatch,
                                                              capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_export(["genotype.json"], capsys)
@@ -105,7 +105,7 @@ def test_export_defaults_to_the_newest_run_under_runs_search(finished_run, tmp_p
     runs = tmp_path / "runs" / "search"
     runs.mkdir(parents=True)
     (runs / "depth2-20260101-000000").mkdir()  # older and empty: not chosen
-    (runs / "depth2-20260102-000000").symlink_to(finished_run, target_is_directory=True)
+    (runs / "depth2-20260102-000000").symlink_to(finished_search, target_is_directory=True)
     code, stdout, _ = run_export(["genotype.json"], capsys)
     assert code == 0 and "depth2-20260102-000000" in stdout
-    assert Genotype.load(tmp_path / "genotype.json") == Genotype.load(finished_run / "genotype.json")
+    assert Genotype.load(tmp_path / "genotype.json") == Genotype.load(finished_search / "genotype.json")

@@ -16,9 +16,9 @@ from ggmnet.classes import (
     PAPER_SHARES_PERCENT,
     colourise,
 )
-from ggmnet.configuration import add_config_argument, parse_with_config
+from ggmnet.engine.config import add_config_argument, parse_with_config
+from ggmnet.engine.runio import atomic_path, write_json_atomic, write_run_metadata
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.runio import atomic_path, write_json_atomic, write_run_metadata
 
 
 def test_table1_palette_and_shares():

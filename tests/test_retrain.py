@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_data import build_tiny_dataset
+from tiny_data import retrain_config
 
-from ggmnet.configuration import namespace_to_config, parse_with_config
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix
@@ -30,37 +28,16 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return build_tiny_dataset(tmp_path_factory.mktemp("retrain-data"))
-
-
-@pytest.fixture(scope="module")
-def genotype_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("retrain-genotype") / "genotype.json"
-    default_genotype(depth=2).save(path)
-    return path
-
-
-def tiny_config(data: Path, genotype: Path, out: Path, **changes) -> RetrainConfig:
-    """3 epochs (Adam, then SGD from the second) x 2 steps of 2 tiles of 24 px, CPU, no W&B."""
-    values = dict(genotype=None if genotype is None else str(genotype), epochs=3, switch_epoch=1, steps_per_epoch=2, tile_size=32,
-                  crop_size=24, batch_size=2, val_tiles=2, image_every=3, val_images=1, num_workers=0,
-                  device="cpu", wandb_mode="disabled", data=str(data), out=str(out))
-    values.update(changes)
-    return RetrainConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_data, genotype_file, tmp_path_factory) -> tuple[Path, dict]:
+def finished_run(tiny_dataset, tiny_genotype, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("retrain-run") / "run"
-    return out, run_retrain(tiny_config(tiny_data, genotype_file, out))
+    return out, run_retrain(retrain_config(tiny_dataset, tiny_genotype, out))
 
 
 def _checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_resume_after_an_interruption_reaches_the_same_weights(finished_run, tiny_data, genotype_file, tmp_path):
+def test_resume_after_an_interruption_reaches_the_same_weights(finished_run, tiny_dataset, tiny_genotype, tmp_path):
     reference = _checkpoint(finished_run[0] / "checkpoints" / "last.pt")
     out = tmp_path / "interrupted"
 
@@ -69,12 +46,12 @@ def test_resume_after_an_interruption_reaches_the_same_weights(finished_run, tin
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_retrain(tiny_config(tiny_data, genotype_file, out), on_epoch_end=stop_after_two)
+        run_retrain(retrain_config(tiny_dataset, tiny_genotype, out), on_epoch_end=stop_after_two)
     interrupted = _checkpoint(out / "checkpoints" / "last.pt")
     assert interrupted["epoch"] == 2 and interrupted["phase"] == "sgd"
 
     # Resume without --genotype: the architecture comes from the checkpoint.
-    run_retrain(tiny_config(tiny_data, None, out, resume=True))
+    run_retrain(retrain_config(tiny_dataset, None, out, resume=True))
     resumed = _checkpoint(out / "checkpoints" / "last.pt")
     assert resumed["epoch"] == reference["epoch"] == 3
     assert resumed["model"].keys() == reference["model"].keys()
@@ -89,7 +66,7 @@ def test_resume_after_an_interruption_reaches_the_same_weights(finished_run, tin
     assert not all(torch.equal(interrupted["model"][k], reference["model"][k]) for k in reference["model"])
 
 
-def test_checkpoints_hold_the_contract_and_score_what_they_say(finished_run, tiny_data):
+def test_checkpoints_hold_the_contract_and_score_what_they_say(finished_run, tiny_dataset):
     out, summary = finished_run
     last = _checkpoint(out / "checkpoints" / "last.pt")
     assert last["format"] == "ggmnet-checkpoint" and last["version"] == 1 and last["epoch"] == 3
@@ -97,7 +74,7 @@ def test_checkpoints_hold_the_contract_and_score_what_they_say(finished_run, tin
     assert {"optimizer", "scheduler", "rng", "scaler"} <= last.keys()
     assert last["model_config"]["name"] == "ggmnet" and last["model_config"]["deformable"] is True
     data = last["data"]
-    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     assert data["region"] == [80.0, 84.0, 44.0, 47.0] and data["spacing_deg"] == pytest.approx([0.1, 0.1])
     assert data["recipe"] == manifest["recipe"] and data["normalisation"] == manifest["normalisation"]
     assert data["channels"] == "pseudocolour" and data["tile_size"] == 32 and data["geology_prior"] is False
@@ -109,7 +86,7 @@ def test_checkpoints_hold_the_contract_and_score_what_they_say(finished_run, tin
     assert best["metrics"]["latest"]["fwiou"] == summary["best_val_fwiou"]
     # Re-score the best weights on the same two validation tiles: the stored scores must come back.
     config = last["config"]
-    val = TileDataset(tiny_data, "val", tile_size=32, crop_size=None, augment=False, seed=config["seed"])
+    val = TileDataset(tiny_dataset, "val", tile_size=32, crop_size=None, augment=False, seed=config["seed"])
     ids = sorted(np.random.default_rng(config["seed"]).permutation(len(val))[:2].tolist())
     matrix = ConfusionMatrix()
     with torch.no_grad():
@@ -142,13 +119,13 @@ def test_dashboards_are_written_locally(finished_run):
     assert artifacts == ["genotype", "model"]
 
 
-def test_an_existing_run_is_not_overwritten_and_resume_keeps_settings(finished_run, tiny_data, genotype_file):
+def test_an_existing_run_is_not_overwritten_and_resume_keeps_settings(finished_run, tiny_dataset, tiny_genotype):
     out, _ = finished_run
     before = (out / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(UserError, match="already holds a retrain run"):
-        run_retrain(tiny_config(tiny_data, genotype_file, out))
+        run_retrain(retrain_config(tiny_dataset, tiny_genotype, out))
     with pytest.raises(UserError, match="the run used --batch-size 2, not 3"):
-        run_retrain(tiny_config(tiny_data, genotype_file, out, resume=True, batch_size=3))
+        run_retrain(retrain_config(tiny_dataset, tiny_genotype, out, resume=True, batch_size=3))
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
@@ -161,8 +138,8 @@ def _cli_error(argv: list[str], capsys) -> str:
     return err
 
 
-def test_cli_errors_exit_2_with_one_line(tiny_data, tmp_path, capsys):
-    base = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), "--device", "cpu", "--wandb-mode",
+def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
+    base = ["--data", str(tiny_dataset), "--out", str(tmp_path / "run"), "--device", "cpu", "--wandb-mode",
             "disabled", "--tile-size", "32", "--crop-size", "24", "--batch-size", "2", "--num-workers", "0"]
     err = _cli_error(base, capsys)
     assert "error: --genotype: required for --model ggmnet" in err
@@ -180,10 +157,7 @@ def test_cli_errors_exit_2_with_one_line(tiny_data, tmp_path, capsys):
 @pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_paper.yaml"])
 def test_experiment_recipes_are_valid_configs(recipe):
     path = Path(__file__).resolve().parents[1] / "experiments" / recipe
-    values = namespace_to_config(parse_with_config(build_retrain_parser(), ["--config", str(path),
-                                                                           "--genotype", "g.json"]))
-    names = {f.name for f in dataclasses.fields(RetrainConfig)}
-    config = RetrainConfig(**{k: v for k, v in values.items() if k in names}).check()
+    config = RetrainConfig.from_argv(build_retrain_parser(), ["--config", str(path), "--genotype", "g.json"])
     if recipe == "retrain_paper.yaml":
         assert (config.epochs, config.tile_size, config.crop_size, config.batch_size) == (600, 2048, 1024, 4)
         assert config.switch_epoch is None and config.lr == 1e-3 and config.ablation == "ours"

@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ggmnet.distributed import cleanup, init_distributed_for_test
+from ggmnet.engine.distributed import cleanup, init_distributed_for_test
 from ggmnet.retrain.train import RetrainConfig, Retrainer
-from ggmnet.search_space.genotype import default_genotype
 
 pytestmark = pytest.mark.distributed
 
@@ -23,7 +22,7 @@ def _worker(rank: int, world: int, init_file: str, config: dict, results_dir: st
         trainer = Retrainer(RetrainConfig(**config), ctx)
         initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         seen: list[int] = []
-        for batch in trainer._batches(0):
+        for batch in trainer.batches(0):
             seen.extend(int(w) for w in batch["window"])
         trainer.run()
         torch.save({"initial": initial, "final": trainer.model.state_dict(), "windows": seen,
@@ -32,16 +31,11 @@ def _worker(rank: int, world: int, init_file: str, config: dict, results_dir: st
         cleanup()
 
 
-def test_two_process_gloo_retrain(tmp_path):
-    from tiny_data import build_tiny_dataset
-
-    data = build_tiny_dataset(tmp_path / "data")
-    genotype = tmp_path / "genotype.json"
-    default_genotype(depth=2).save(genotype)
+def test_two_process_gloo_retrain(tiny_dataset, tiny_genotype, tmp_path):
     out = tmp_path / "run"
-    config = dict(genotype=str(genotype), epochs=1, steps_per_epoch=2, tile_size=32, crop_size=24, batch_size=2,
+    config = dict(genotype=str(tiny_genotype), epochs=1, steps_per_epoch=2, tile_size=32, crop_size=24, batch_size=2,
                   val_tiles=3, image_every=1, val_images=1, num_workers=0, device="cpu", wandb_mode="disabled",
-                  data=str(data), out=str(out))
+                  data=str(tiny_dataset), out=str(out))
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), config, str(tmp_path)), nprocs=2, join=True)
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]

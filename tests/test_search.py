@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_data import build_tiny_dataset
+from tiny_data import DEPTH, search_config
 
-from ggmnet.datasets.prepare import file_sha256
-from ggmnet.distributed import seed_everything
+from ggmnet.engine.rng import seed_everything
+from ggmnet.engine.runio import file_sha256
 from ggmnet.errors import UserError
 from ggmnet.search.cli import search_main
 from ggmnet.search.search import (
@@ -27,36 +27,6 @@ from ggmnet.search.search import (
 from ggmnet.search_space.genotype import Genotype
 
 REPO = Path(__file__).resolve().parents[1]
-# The searches here run at depth 2, the smallest the contract allows (the paper's 16..24 and the supernet's
-# 300 M weights at depth 22 are for GPUs); depths outside 16..24 log a warning.
-DEPTH = 2
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """The tiny prepared dataset, built once per session (shared with test_export through the base temp)."""
-    root = tmp_path_factory.getbasetemp() / "search-tiny-data"
-    if not (root / "prepared" / "manifest.json").exists():
-        build_tiny_dataset(root)
-    return root / "prepared"
-
-
-def tiny_config(data: Path, out: Path, **changes) -> SearchConfig:
-    """3 epochs (1 warm-up) x 1 step of 2 tiles of 32 px at depth 2, CPU, no W&B."""
-    values = dict(depth=DEPTH, epochs=3, warmup_epochs=1, steps_per_epoch=1, tile_size=32, crop_size=32,
-                  batch_size=2, val_tiles=2, num_workers=0, device="cpu", wandb_mode="disabled",
-                  data=str(data), out=str(out))
-    values.update(changes)
-    return SearchConfig(**values)
-
-
-@pytest.fixture(scope="session")
-def finished_run(tiny_dataset, tmp_path_factory) -> Path:
-    """One uninterrupted tiny search (shared with test_export)."""
-    out = tmp_path_factory.getbasetemp() / "search-tiny-run"
-    if not (out / "checkpoints" / "last.pt").exists():
-        run_search(tiny_config(tiny_dataset, out))
-    return out
 
 
 def arch_state(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -112,7 +82,7 @@ def test_config_check_names_the_bad_option(change, option):
 # ------------------------------------------------------------------------------------------- the loop
 
 def test_architecture_step_updates_only_the_architecture(tiny_dataset, tmp_path):
-    search = ArchitectureSearch(tiny_config(tiny_dataset, tmp_path / "run"))
+    search = ArchitectureSearch(search_config(tiny_dataset, tmp_path / "run"))
     search.supernet.set_tau(1.0)
     before_w = [p.detach().clone() for p in search.weight_params]
     before_a = [p.detach().clone() for p in search.arch_params]
@@ -125,8 +95,8 @@ def test_architecture_step_updates_only_the_architecture(tiny_dataset, tmp_path)
     assert any(not torch.equal(p, q) for p, q in zip(search.arch_params, before_a))
 
 
-def test_search_moves_the_architecture_and_writes_its_outputs(finished_run, tiny_dataset):
-    run = finished_run
+def test_search_moves_the_architecture_and_writes_its_outputs(finished_search, tiny_dataset):
+    run = finished_search
     in_channels = json.loads((run / "genotype.json").read_text())["in_channels"]
     start = initial_arch_state(DEPTH, in_channels)
     end = arch_state(run / "checkpoints" / "last.pt")
@@ -146,7 +116,7 @@ def test_search_moves_the_architecture_and_writes_its_outputs(finished_run, tiny
     assert (run / "checkpoints" / "best.pt").is_file()
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 3 and state["step"] == 3
-    assert state["tau"] == pytest.approx(temperature(2, tiny_config(tiny_dataset, run)))
+    assert state["tau"] == pytest.approx(temperature(2, search_config(tiny_dataset, run)))
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "val/fwiou" in r]
@@ -158,7 +128,7 @@ def test_search_moves_the_architecture_and_writes_its_outputs(finished_run, tiny
     assert [a["type"] for a in artifacts] == ["genotype"] * 3
 
 
-def test_warmup_keeps_the_architecture_and_resume_matches_an_uninterrupted_run(finished_run, tiny_dataset,
+def test_warmup_keeps_the_architecture_and_resume_matches_an_uninterrupted_run(finished_search, tiny_dataset,
                                                                               tmp_path, monkeypatch):
     out = tmp_path / "interrupted"
     save = ArchitectureSearch.save_checkpoint
@@ -169,7 +139,7 @@ def test_warmup_keeps_the_architecture_and_resume_matches_an_uninterrupted_run(f
 
     monkeypatch.setattr(ArchitectureSearch, "save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run_search(tiny_config(tiny_dataset, out))
+        run_search(search_config(tiny_dataset, out))
     monkeypatch.setattr(ArchitectureSearch, "save_checkpoint", save)
     last = out / "checkpoints" / "last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
@@ -178,15 +148,15 @@ def test_warmup_keeps_the_architecture_and_resume_matches_an_uninterrupted_run(f
     assert all(torch.equal(start[k], v) for k, v in arch_state(last).items())
 
     with pytest.raises(UserError, match="--resume"):
-        run_search(tiny_config(tiny_dataset, out))
+        run_search(search_config(tiny_dataset, out))
     with pytest.raises(UserError, match="--depth"):
-        run_search(tiny_config(tiny_dataset, out, depth=5, resume=True))
-    run_search(tiny_config(tiny_dataset, out, resume=True))
+        run_search(search_config(tiny_dataset, out, depth=5, resume=True))
+    run_search(search_config(tiny_dataset, out, resume=True))
 
     resumed = torch.load(last, map_location="cpu", weights_only=True)
-    straight = torch.load(finished_run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    straight = torch.load(finished_search / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 3 and resumed["step"] == straight["step"]
-    for name, value in arch_state(finished_run / "checkpoints" / "last.pt").items():
+    for name, value in arch_state(finished_search / "checkpoints" / "last.pt").items():
         assert torch.equal(arch_state(last)[name], value), name
     for name, value in straight["supernet"].items():
         assert torch.equal(resumed["supernet"][name], value), name
@@ -245,14 +215,14 @@ def test_cli_runs_a_search_from_a_yaml_config_and_warns_about_depth(tiny_dataset
 def test_unit_channels_set_the_supernet_and_genotype_widths(tiny_dataset, tmp_path):
     """--unit-channels reaches the supernet and the exported genotype; resuming with others is refused."""
     out = tmp_path / "units"
-    run_dir = run_search(tiny_config(tiny_dataset, out, unit_channels=(2, 4, 8), epochs=1, warmup_epochs=1))
+    run_dir = run_search(search_config(tiny_dataset, out, unit_channels=(2, 4, 8), epochs=1, warmup_epochs=1))
     genotype = Genotype.load(run_dir / "genotype.json")
     assert genotype.unit_channels == (2, 4, 8)
     widths = [cell.expansion * (2, 4, 8)[{8: 0, 16: 1, 32: 2}[cell.stride]]
               for branch in genotype.branches for cell in branch.cells]
     assert max(widths) <= 8 * 8
     with pytest.raises(UserError, match="--unit-channels"):
-        run_search(tiny_config(tiny_dataset, out, unit_channels=(4, 8, 16), epochs=2, warmup_epochs=1,
+        run_search(search_config(tiny_dataset, out, unit_channels=(4, 8, 16), epochs=2, warmup_epochs=1,
                                resume=True))
     with pytest.raises(UserError, match="--unit-channels"):
-        tiny_config(tiny_dataset, out, unit_channels=(4, 8)).check()
+        search_config(tiny_dataset, out, unit_channels=(4, 8)).check()

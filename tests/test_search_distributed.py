@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_search import DEPTH, initial_arch_state, tiny_config, tiny_dataset  # noqa: F401  (session fixture)
+from test_search import initial_arch_state
+from tiny_data import DEPTH, search_config
 
 pytestmark = pytest.mark.distributed
 
@@ -16,14 +17,14 @@ def _worker(rank: int, world_size: int, init_file: str, data: str, out: str, res
     import warnings
     from pathlib import Path
 
-    from ggmnet.distributed import cleanup, init_distributed_for_test
+    from ggmnet.engine.distributed import cleanup, init_distributed_for_test
     from ggmnet.search.search import ArchitectureSearch
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     ctx = init_distributed_for_test(rank, world_size, init_file)
     try:
-        search = ArchitectureSearch(tiny_config(Path(data), Path(out)), ctx)
+        search = ArchitectureSearch(search_config(Path(data), Path(out)), ctx)
         search.run()
         arch = {n: p.detach().clone() for n, p in search.supernet.named_arch_parameters()}
         torch.save({"arch": arch, "val_batches": len(search.val_loader)}, Path(result_dir) / f"rank{rank}.pt")
@@ -31,7 +32,7 @@ def _worker(rank: int, world_size: int, init_file: str, data: str, out: str, res
         cleanup()
 
 
-def test_two_gloo_processes_keep_identical_architecture_parameters(tiny_dataset, tmp_path):  # noqa: F811
+def test_two_gloo_processes_keep_identical_architecture_parameters(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tiny_dataset), str(out), str(tmp_path)), nprocs=2,
              join=True)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ggmnet.classes import CLASS_COLOURS
-from ggmnet.tracking import Tracker, plot_curves, read_metrics, resolve_wandb_mode
+from ggmnet.engine.tracking import Tracker, plot_curves, read_metrics, resolve_wandb_mode
 
 
 @pytest.fixture

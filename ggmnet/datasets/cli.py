@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ggmnet.configuration import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.engine.config import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.engine.runio import write_run_metadata
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.runio import write_run_metadata
 
 EPILOG = """examples:
   ggm-data synth --out data/synth --seed 0

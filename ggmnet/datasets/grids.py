@@ -22,8 +22,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from ggmnet.classes import CLASS_COLOURS, CLASS_NAMES, COVER_COLOUR, COVER_INDEX, NUM_CLASSES
+from ggmnet.engine.runio import atomic_path
 from ggmnet.errors import UserError
-from ggmnet.runio import atomic_path
 
 #: Kilometres per degree of latitude (and of longitude at the equator) used for margins.
 KM_PER_DEG = 111.2

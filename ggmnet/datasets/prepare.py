@@ -11,7 +11,6 @@ complete, the manifest last, so an interrupted run leaves any earlier dataset in
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -43,8 +42,8 @@ from ggmnet.datasets.windows import (
     split_spatial_blocks,
     window_slices,
 )
+from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.runio import atomic_path, prepare_out_dir, write_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +63,6 @@ FIELD_ATTRS = {
     "tilt": ("tilt angle of the residual anomaly", "radians"),
 }
 FIELD_ORDER = tuple(FIELD_ATTRS)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def field_statistics(values: np.ndarray) -> dict[str, float]:

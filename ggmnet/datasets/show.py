@@ -10,7 +10,7 @@ import numpy as np
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_COLOUR, COVER_INDEX, colourise, palette
 from ggmnet.datasets.prepare import load_grids, read_manifest
-from ggmnet.runio import atomic_path
+from ggmnet.engine.runio import atomic_path
 
 #: Outline style of each window scale, by order of size: (colour, line width, line style).
 SCALE_STYLES = (("#404040", 0.4, "-"), ("#0050ff", 1.0, "-"), ("#e00000", 1.3, "--"), ("#000000", 1.8, "-."),

@@ -49,8 +49,8 @@ from ggmnet.classes import CLASS_CODES, COVER_INDEX, NUM_CLASSES, PAPER_SHARES_P
 from ggmnet.datasets.forward import REFERENCE_DENSITY, layered_gravity, moho_gravity
 from ggmnet.datasets.grids import KM_PER_DEG, PAPER_REGION, GeoGrid, Region, write_gmt_grid, write_label_grid
 from ggmnet.datasets.synth_geology import GeologyModel, cover_contrast_integral, fractal_noise, make_geology
+from ggmnet.engine.runio import prepare_out_dir, write_json_atomic, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.runio import prepare_out_dir, write_json_atomic, write_run_metadata
 
 log = logging.getLogger(__name__)
 

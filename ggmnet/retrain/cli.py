@@ -1,134 +1,150 @@
-"""Command-line entry point of the retraining stage: ``retrain``."""
+"""Command-line entry points of the retraining stage: ``retrain``, ``ggm-evaluate`` and ``ggm-predict``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import os
-import warnings
 from collections.abc import Sequence
 
-from ggmnet.configuration import add_config_argument, namespace_to_config, optional_int, parse_with_config
+from ggmnet.engine.config import (
+    BATCH_SIZE,
+    DATA,
+    DEVICE,
+    NUMBER,
+    OUT,
+    TILE_SIZE,
+    Config,
+    Option,
+    boolean,
+    choice,
+    launched_rank,
+    option,
+    setup_logging,
+)
 from ggmnet.errors import cli_entry
+from ggmnet.retrain.evaluate import SPLITS, evaluate
+from ggmnet.retrain.predict import DEFAULT_OVERLAP, DEFAULT_SCALE_DEG, predict_region
 
 RETRAIN_EPILOG = """\
-The defaults are the paper's (section 5.1): 600 epochs, 2048 px tiles cropped to 1024, 4 tiles per GPU, Adam
-(lr 1e-3) until the training loss flattens, then SGD (momentum 0.9, weight decay 5e-4) with a 5-epoch linear
-warm-up and a tenfold drop every 50 epochs. Run it on GPUs, e.g.
+The defaults are the paper's (section 5.1): 600 epochs, 2048 px tiles cropped to 1024 (unless given, the crop
+is min(1024, --tile-size)), 4 tiles per GPU, Adam (lr 1e-3) until the training loss flattens, then SGD
+(momentum 0.9, weight decay 5e-4) with a 5-epoch linear warm-up and a tenfold drop every 50 epochs. Run it on
+GPUs, e.g.
   torchrun --nproc_per_node=4 -m ggmnet.retrain.cli --genotype genotype.json --data DIR
 CPU recipe (see experiments/retrain_cpu.yaml):
   retrain --genotype genotype.json --config experiments/retrain_cpu.yaml
 Table 5's ablations: --ablation a|b|c|d|ours; Table 6's baseline: --model hrnet_w32 (no genotype).
-The run folder gets run.json, genotype.json, checkpoints/last.pt (every epoch) and best.pt (best validation
-FWIoU; the file ggm-evaluate and ggm-predict take), curves.png, metrics.jsonl, tables/ and images/.
+The run folder gets run.json, genotype.json, checkpoints/last.pt (every epoch, the whole state for --resume)
+and best.pt (the model of the best validation FWIoU; the file ggm-evaluate and ggm-predict take),
+curves.png, metrics.jsonl, tables/ and images/.
 Interrupt at any time and rerun with --resume (and the same --out) to continue exactly where it stopped.
 """
 
+#: ``--checkpoint`` of ggm-evaluate and ggm-predict.
+CHECKPOINT_FILE = Option("retrain checkpoint (best.pt or last.pt): the model, its processing recipe and "
+                         "normalisation", metavar="FILE")
+
 
 def build_retrain_parser() -> argparse.ArgumentParser:
-    """The ``retrain`` argument parser (defaults from :class:`ggmnet.retrain.train.RetrainConfig`)."""
-    from ggmnet.retrain.ggmnet_model import ABLATIONS
-    from ggmnet.retrain.models import list_models
-    from ggmnet.retrain.train import DEFAULT_PLATEAU_PATIENCE, RetrainConfig
+    """The ``retrain`` argument parser: a flag per option of :class:`ggmnet.retrain.train.RetrainConfig`."""
+    from ggmnet.retrain.train import RetrainConfig
 
-    d = RetrainConfig()
-    p = argparse.ArgumentParser(
-        prog="retrain", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RETRAIN_EPILOG,
+    return RetrainConfig.parser(
+        "retrain", epilog=RETRAIN_EPILOG,
         description="Train GGMNet (from a searched genotype) or a baseline from scratch on a prepared dataset, "
-                    "validating every epoch (FWIoU, MPA, mIoU, per-class IoU) and checkpointing atomically.",
-    )
-    p.add_argument("--genotype", default=d.genotype, metavar="FILE.json",
-                   help="genotype of the searched MRFEM (nas-export output); required for --model ggmnet "
-                        "unless resuming. Its in_channels and num_classes must match the dataset's input.")
-    p.add_argument("--data", default=d.data, metavar="DIR",
-                   help="prepared dataset folder (ggm-data prepare output). Default: the synthetic default "
-                        "dataset, built on first use under $GGMNET_DATA or ~/.cache/ggmnet.")
-    p.add_argument("--out", default=d.out, metavar="DIR",
-                   help="run folder. Default: a new runs/retrain/MODEL-DATE-TIME (with --resume: the newest run "
-                        "there).")
-    p.add_argument("--model", choices=list_models(), default=d.model,
-                   help=f"network: ggmnet (from --genotype) or hrnet_w32 (Table 6's baseline). Default: {d.model}.")
-    p.add_argument("--ablation", choices=tuple(ABLATIONS), default=d.ablation,
-                   help="Table 5's row for ggmnet: a = U-shaped baseline, b = +attention refinement, "
-                        "c = +feature fusion, d = +deformable convolution, ours = +residual connections. "
-                        f"Default: {d.ablation}.")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"total epochs. Default: {d.epochs}.")
-    p.add_argument("--steps-per-epoch", type=optional_int, default=d.steps_per_epoch, metavar="N",
-                   help="optimiser steps per epoch. Default: none = one pass over this process's share of the "
-                        "training windows.")
-    p.add_argument("--tile-size", type=int, default=d.tile_size, metavar="PX",
-                   help=f"pixels per side a window is rendered at. Default: {d.tile_size}.")
-    p.add_argument("--crop-size", type=optional_int, default=d.crop_size, metavar="PX",
-                   help=f"side of the random training crop, pixels (none: whole tiles); validation scores whole "
-                        f"tiles. Default: {d.crop_size}.")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"tiles per step and per process, at least 2. Default: {d.batch_size}.")
-    p.add_argument("--val-tiles", type=optional_int, default=d.val_tiles, metavar="N",
-                   help="validation tiles scored every epoch (a fixed seeded choice). Default: none = all.")
-    p.add_argument("--lr", type=float, default=d.lr,
-                   help=f"Adam's learning rate, and SGD's starting one after the switch. Default: {d.lr}.")
-    p.add_argument("--switch-epoch", type=optional_int, default=d.switch_epoch, metavar="N",
-                   help="switch from Adam to SGD before epoch N (0-based: N Adam epochs); exclusive with "
-                        "--plateau-patience. Default: none = by the plateau rule.")
-    p.add_argument("--plateau-patience", type=optional_int, default=d.plateau_patience, metavar="N",
-                   help="switch to SGD once the epoch training loss has improved by less than "
-                        f"--plateau-threshold for N epochs in a row. Default: none = {DEFAULT_PLATEAU_PATIENCE} "
-                        "unless --switch-epoch is given.")
-    p.add_argument("--plateau-threshold", type=float, default=d.plateau_threshold,
-                   help=f"relative improvement of the epoch training loss below which an epoch counts as flat. "
-                        f"Default: {d.plateau_threshold}.")
-    p.add_argument("--top-k-fraction", type=float, default=d.top_k_fraction,
-                   help=f"K/N of the bootstrapped cross-entropy (Eq. 19). Default: {d.top_k_fraction}.")
-    p.add_argument("--channels", choices=("pseudocolour", "physical"), default=d.channels,
-                   help=f"network input: the paper's pseudo-colour image of the residual anomaly, or the "
-                        f"normalised physical channels. Default: {d.channels}.")
-    p.add_argument("--geology-prior", action=argparse.BooleanOptionalAction, default=d.geology_prior,
-                   help="append the known outcrop classes (11 channels) to the input. Default: off.")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"seed of the initial weights, the data order and the augmentation. Default: {d.seed}.")
-    p.add_argument("--device", default=d.device,
-                   help=f"auto (CUDA when available), cpu, cuda or cuda:N. Default: {d.device}.")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
-                   help="mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); "
-                        "never used on CPU. Default: on.")
-    p.add_argument("--num-workers", type=int, default=d.num_workers,
-                   help=f"data-loading worker processes per process. Default: {d.num_workers}.")
-    p.add_argument("--image-every", type=int, default=d.image_every, metavar="N",
-                   help=f"log validation pictures (with predicted and true masks) and the confusion matrix every "
-                        f"N epochs and after the last. Default: {d.image_every}.")
-    p.add_argument("--val-images", type=int, default=d.val_images, metavar="N",
-                   help=f"validation tiles pictured each time. Default: {d.val_images}.")
-    p.add_argument("--resume", action="store_true", default=d.resume,
-                   help="continue the run in --out (or the newest under runs/retrain) from its last checkpoint; "
-                        "--genotype may then be left out.")
-    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=d.wandb_mode,
-                   help="Weights & Biases mode. Default: online with credentials, else offline (local copies "
-                        "of everything logged are always written to the run folder).")
-    add_config_argument(p)
-    return p
-
-
-def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0") or 0)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+                    "validating every epoch (FWIoU, MPA, mIoU, per-class IoU) and checkpointing atomically.")
 
 
 @cli_entry
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``retrain``: run or resume a retrain run; prints a one-line summary."""
-    parser = build_retrain_parser()
-    args = parse_with_config(parser, argv)
-    _setup_logging()
     from ggmnet.retrain.train import RetrainConfig, format_summary, run_retrain
 
-    values = namespace_to_config(args)
-    names = {f.name for f in dataclasses.fields(RetrainConfig)}
-    config = RetrainConfig(**{k: v for k, v in values.items() if k in names}).check()
+    config = RetrainConfig.from_argv(build_retrain_parser(), argv)
+    setup_logging()
     summary = run_retrain(config)
-    if int(os.environ.get("RANK", "0") or 0) == 0:
+    if launched_rank() == 0:
         print(format_summary(summary))
+    return 0
+
+
+@dataclasses.dataclass
+class EvaluateOptions(Config):
+    """The options of ``ggm-evaluate`` (see :func:`ggmnet.retrain.evaluate.evaluate`)."""
+
+    checkpoint: str = CHECKPOINT_FILE.field()
+    data: str | None = DATA.field(None, shown="the checkpoint's training dataset (the synthetic default if it was "
+                                              "trained on that)")
+    split: str = option("val", "windows to score", choice(*SPLITS))
+    tile_size: int | None = TILE_SIZE.field(None, shown="the checkpoint's tile size")
+    device: str = DEVICE.field("auto")
+    out: str | None = OUT.field(None, shown="the checkpoint's run folder (RUN of RUN/checkpoints/X.pt)")
+    batch_size: int = BATCH_SIZE.field(1)
+
+
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    """The ``ggm-evaluate`` argument parser."""
+    return EvaluateOptions.parser(
+        "ggm-evaluate",
+        description="Score a retrained checkpoint on a dataset split: MPA, FWIoU, mIoU, per-class IoU and "
+                    "accuracy on the outcrop, and, on a dataset with a bedrock grid, under the cover beside a "
+                    "nearest-outcrop baseline. Writes evaluation_<split>.json and .md and prints the Markdown.")
+
+
+@cli_entry
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``ggm-evaluate``: score a checkpoint and print the report."""
+    options = EvaluateOptions.from_argv(build_evaluate_parser(), argv)
+    results = evaluate(options.checkpoint, options.data, options.split, tile_size=options.tile_size,
+                       device=options.device, out_dir=options.out, batch_size=options.batch_size,
+                       config=options.to_dict())
+    print(results["report"], end="")
+    print(f"written: {results['paths']['json']}, {results['paths']['markdown']}")
+    return 0
+
+
+@dataclasses.dataclass
+class PredictOptions(Config):
+    """The options of ``ggm-predict`` (see :func:`ggmnet.retrain.predict.predict_region`)."""
+
+    checkpoint: str = CHECKPOINT_FILE.field()
+    bouguer: str = option(dataclasses.MISSING, "Bouguer anomaly grid in mGal (WGM2012/GMT netCDF); must cover "
+                                               "--region, ideally with the recipe's margin (500 km by default) "
+                                               "around it", metavar="FILE")
+    region: str = option(dataclasses.MISSING, "region to predict, degrees (e.g. 80,92,43,48 for the Junggar Basin)",
+                         metavar="W,E,S,N")
+    out: str = OUT.field()
+    tile_size: int | None = TILE_SIZE.field(None, shown="the checkpoint's tile size")
+    overlap: float = option(DEFAULT_OVERLAP, "share of a tile overlapping its neighbour, in [0, 1)", NUMBER)
+    scale_deg: float = option(DEFAULT_SCALE_DEG, "degrees one tile covers, as a training window of that size rendered at the "
+                                   "tile size: the node spacing is divided by the nearest integer to "
+                                   "spacing*(tile-1)/scale (at least 1)", NUMBER, metavar="DEG")
+    device: str = DEVICE.field("auto")
+    batch_size: int = BATCH_SIZE.field(1)
+    labels: str | None = option(None, "geological map (labels.nc, or a palette PNG/TIFF with a .json bounds "
+                                      "sidecar): outlines the cover on the map; required for a geology-prior "
+                                      "model", metavar="FILE")
+    fill_nan: bool = option(False, "fill NaN holes in the Bouguer grid instead of refusing it", boolean)
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    """The ``ggm-predict`` argument parser."""
+    return PredictOptions.parser(
+        "ggm-predict",
+        description="Predict the bedrock classes of a region from a Bouguer gravity grid with a retrained "
+                    "checkpoint; writes prediction.nc (CF-1.8), prediction.png and run.json in --out.")
+
+
+@cli_entry
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``ggm-predict``: map a region and print the files written."""
+    options = PredictOptions.from_argv(build_predict_parser(), argv)
+    paths = predict_region(options.checkpoint, options.bouguer, options.region, options.out,
+                           tile_size=options.tile_size, overlap=options.overlap, scale_deg=options.scale_deg,
+                           device=options.device, batch_size=options.batch_size, labels=options.labels,
+                           fill_nan=options.fill_nan)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return 0
 
 

@@ -17,7 +17,6 @@ normalisation and tile size unless told otherwise.
 
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 from collections.abc import Sequence
@@ -32,17 +31,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_INDEX, NUM_CLASSES
-from ggmnet.configuration import add_config_argument, namespace_to_config, parse_with_config
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.datasets.grids import KM_PER_DEG
-from ggmnet.datasets.prepare import file_sha256
 from ggmnet.datasets.tiles import TileDataset, read_manifest
 from ggmnet.datasets.windows import Window
-from ggmnet.errors import UserError, cli_entry
+from ggmnet.engine.device import resolve_device
+from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
+from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
-from ggmnet.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
-from ggmnet.training import resolve_device
 
 SPLITS = ("val", "test", "train")
 
@@ -242,7 +239,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         What ``evaluation_<split>.json`` holds: ``outcrop``, ``under_cover`` and ``nearest_outcrop_baseline``
         (each :meth:`ConfusionMatrix.compute`'s scores plus ``confusion_matrix``, the last two None without a
         bedrock grid), the checkpoint path and sha256, the dataset and its manifest sha256, and the run
-        metadata of :func:`ggmnet.runio.write_run_metadata`; plus ``report`` (the Markdown) and ``paths``
+        metadata of :func:`ggmnet.engine.runio.write_run_metadata`; plus ``report`` (the Markdown) and ``paths``
         (``json``, ``markdown``), which the JSON file does not hold. Scores are fractions in [0, 1].
     """
     if split not in SPLITS:
@@ -292,38 +289,3 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     results["report"] = report
     results["paths"] = {"json": json_path, "markdown": out / f"evaluation_{split}.md"}
     return results
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ggm-evaluate`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="ggm-evaluate",
-        description="Score a retrained checkpoint on a dataset split: MPA, FWIoU, mIoU, per-class IoU and "
-                    "accuracy on the outcrop, and, on a dataset with a bedrock grid, under the cover beside a "
-                    "nearest-outcrop baseline. Writes evaluation_<split>.json and .md and prints the Markdown.",
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
-                        help="retrain checkpoint (best.pt or last.pt)")
-    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
-                        help="prepared dataset (grids.nc + manifest.json); default: the checkpoint's training "
-                             "dataset (the synthetic default if it was trained on that)")
-    parser.add_argument("--split", default="val", choices=SPLITS, help="windows to score (default val)")
-    parser.add_argument("--tile-size", type=int, default=None, metavar="PX",
-                        help="pixels per side each window is rendered at (default: the checkpoint's tile size)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: the checkpoint's run folder, RUN of RUN/checkpoints/X.pt)")
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    add_config_argument(parser)
-    return parser
-
-
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ggm-evaluate``: see :func:`build_parser`."""
-    args = parse_with_config(build_parser(), argv)
-    results = evaluate(args.checkpoint, args.data, args.split, tile_size=args.tile_size, device=args.device,
-                       out_dir=args.out, batch_size=args.batch_size, config=namespace_to_config(args))
-    print(results["report"], end="")
-    print(f"written: {results['paths']['json']}, {results['paths']['markdown']}")
-    return 0

@@ -16,7 +16,6 @@ Entries:
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
 from ggmnet.errors import UserError
 from ggmnet.retrain.ggmnet_model import GGMNet
 from ggmnet.search_space.genotype import Genotype
@@ -32,6 +32,7 @@ from ggmnet.search_space.operations import ConvNormAct
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
 CHECKPOINT_FORMAT = "ggmnet-checkpoint"
 CHECKPOINT_VERSION = 1
+CHECKPOINT = CheckpointFormat(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "retrain")
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -129,29 +130,6 @@ def hrnet_w32(*, in_channels: int = 3, num_classes: int = 10) -> HRNetSegmentati
     return HRNetSegmentation(in_channels, num_classes)
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a retrain checkpoint (``weights_only``) and check its ``format`` and ``version``.
-
-    Raises
-    ------
-    UserError
-        Naming ``path`` when it is missing, unreadable or not a ggmnet retrain checkpoint.
-    """
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file (expected a ggmnet checkpoint, e.g. best.pt)")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: not a readable ggmnet checkpoint ({first})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a ggmnet retrain checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise UserError(f"{path}: checkpoint version {checkpoint.get('version')!r} is not supported "
-                        f"(expected {CHECKPOINT_VERSION})")
-    return checkpoint
-
-
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The network stored in a retrain checkpoint, in eval mode, and the checkpoint dict.
 
@@ -160,7 +138,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     UserError
         Naming ``path`` when the file is not a ggmnet checkpoint or its weights do not fit its model config.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, CHECKPOINT, map_location=map_location)
     try:
         model = build_model(checkpoint["model_config"])
         model.load_state_dict(checkpoint["model"])

@@ -24,12 +24,11 @@ Table 1's palette, optionally with the mapped cover outlined) and ``run.json``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ggmnet.classes import CLASS_CODES, CLASS_COLOURS, CLASS_NAMES, COVER_INDEX, NUM_CLASSES, colourise
-from ggmnet.configuration import add_config_argument, parse_with_config
 from ggmnet.datasets.grids import Region, read_gravity_grid, read_labels, resample_labels
-from ggmnet.datasets.prepare import file_sha256
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.tiles import (
     PHYSICAL_CHANNELS,
@@ -50,10 +47,10 @@ from ggmnet.datasets.tiles import (
     sample_bilinear,
     sample_nearest,
 )
-from ggmnet.errors import UserError, cli_entry
+from ggmnet.engine.device import resolve_device
+from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
+from ggmnet.errors import UserError
 from ggmnet.retrain.models import load_model
-from ggmnet.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
-from ggmnet.training import resolve_device
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
@@ -490,50 +487,3 @@ def _check_options(overlap: float, scale_deg: float, tile_size: int | None, batc
         raise UserError(f"--tile-size {tile_size}: expected at least 8 px")
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: expected at least 1")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ggm-predict`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="ggm-predict",
-        description="Predict the bedrock classes of a region from a Bouguer gravity grid with a retrained "
-                    "checkpoint; writes prediction.nc (CF-1.8), prediction.png and run.json in --out.",
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
-                        help="retrain checkpoint (best.pt or last.pt): model, processing recipe, normalisation")
-    parser.add_argument("--bouguer", type=Path, required=True, metavar="FILE",
-                        help="Bouguer anomaly grid in mGal (WGM2012/GMT netCDF); must cover --region, "
-                             "ideally with the recipe's margin (500 km by default) around it")
-    parser.add_argument("--region", required=True, metavar="W,E,S,N",
-                        help="region to predict, degrees (e.g. 80,92,43,48 for the Junggar Basin)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--tile-size", type=int, default=None, metavar="PX",
-                        help="inference tile edge in pixels (default: the checkpoint's training tile size)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help=f"share of a tile overlapping its neighbour, in [0, 1) (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--scale-deg", type=float, default=DEFAULT_SCALE_DEG, metavar="DEG",
-                        help="degrees one tile covers, as a training window of that size rendered at the tile "
-                             "size: the node spacing is divided by the nearest integer to "
-                             f"spacing*(tile-1)/scale (at least 1) (default {DEFAULT_SCALE_DEG:g})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
-                        help="geological map (labels.nc, or a palette PNG/TIFF with a .json bounds sidecar): "
-                             "outlines the cover on the map; required for a geology-prior model (default none)")
-    parser.add_argument("--fill-nan", action="store_true",
-                        help="fill NaN holes in the Bouguer grid instead of refusing it (default off)")
-    add_config_argument(parser)
-    return parser
-
-
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ggm-predict``: see :func:`build_parser`."""
-    args = parse_with_config(build_parser(), argv)
-    paths = predict_region(args.checkpoint, args.bouguer, args.region, args.out, tile_size=args.tile_size,
-                           overlap=args.overlap, scale_deg=args.scale_deg, device=args.device,
-                           batch_size=args.batch_size, labels=args.labels, fill_nan=args.fill_nan)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return 0
-

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ggmnet.engine.checkpoint import read_checkpoint
+from ggmnet.engine.runio import latest_run_dir
 from ggmnet.errors import UserError
-from ggmnet.search.search import CHECKPOINT_FORMAT, RUNS_ROOT, build_supernet, derive_genotype
+from ggmnet.search.search import CHECKPOINT, RUNS_ROOT, build_supernet, derive_genotype
 from ggmnet.search_space.genotype import Genotype
-from ggmnet.training import CheckpointManager, latest_run_dir
 
 
 def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
@@ -40,11 +41,7 @@ def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | N
 
 def load_search_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a search checkpoint (``weights_only``); a one-line :class:`UserError` naming it on any defect."""
-    path = Path(path)
-    state = CheckpointManager(path.parent).load(path)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a search checkpoint (format {state.get('format')!r}, expected "
-                        f"{CHECKPOINT_FORMAT!r})")
+    state = read_checkpoint(path, CHECKPOINT)
     missing = [k for k in ("supernet", "supernet_config", "provenance") if k not in state]
     if missing:
         raise UserError(f"{path}: search checkpoint lacks {', '.join(missing)}")

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from ggmnet.engine.config import is_int
+from ggmnet.engine.runio import write_json_atomic
 from ggmnet.errors import UserError
-from ggmnet.runio import write_json_atomic
 from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, EXPANSIONS, STRIDES, UNIT_CHANNELS
 
 FORMAT = "ggmnet-genotype"
@@ -129,13 +130,13 @@ class Genotype:
             raise GenotypeError(f"genotype: version {self.version} is not supported (expected {VERSION})")
         for name in ("depth", "num_classes", "in_channels"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise GenotypeError(f"genotype: {name} must be a positive integer, got {value!r}")
         if self.depth < 2:
             raise GenotypeError(f"genotype: depth {self.depth} cannot reach stride 32 (expected depth >= 2)")
         for name in ("stem_channels", "unit_channels"):
             value = getattr(self, name)
-            if len(value) != 3 or not all(_is_int(v) and v >= 1 for v in value):
+            if len(value) != 3 or not all(is_int(v) and v >= 1 for v in value):
                 raise GenotypeError(f"genotype: {name} must be 3 positive integers, got {list(value)!r}")
         strides = [b.output_stride for b in self.branches]
         if strides != list(STRIDES):
@@ -258,10 +259,6 @@ class Genotype:
         return "\n".join(line.rstrip() for line in lines)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _cell_from_dict(where: str, raw: Any) -> CellSpec:
     if not isinstance(raw, Mapping):
         raise GenotypeError(f"{where}: a cell must be a JSON object")
@@ -286,9 +283,9 @@ def _validate_branch(b: int, branch: BranchSpec, depth: int) -> None:
             raise GenotypeError(f"{where}: expected a CellSpec, got {type(c).__name__}")
         if c.op not in CELL_OPS:
             raise GenotypeError(f"{where}: unknown operator {c.op!r} (expected one of {', '.join(CELL_OPS)})")
-        if not _is_int(c.expansion) or c.expansion not in EXPANSIONS:
+        if not is_int(c.expansion) or c.expansion not in EXPANSIONS:
             raise GenotypeError(f"{where}: expansion {c.expansion!r} (expected one of {list(EXPANSIONS)})")
-        if not _is_int(c.stride) or c.stride not in STRIDES:
+        if not is_int(c.stride) or c.stride not in STRIDES:
             raise GenotypeError(f"{where}: stride {c.stride!r} (expected one of {list(STRIDES)})")
         if not isinstance(c.residual, bool):
             raise GenotypeError(f"{where}: residual must be true or false, got {c.residual!r}")

@@ -1,4 +1,4 @@
-"""Data-parallel plumbing: process groups from torchrun's environment, reductions, broadcasts, seeding.
+"""Data-parallel plumbing: process groups from torchrun's environment, reductions, broadcasts, DDP.
 
 A single process without torchrun's environment gets a :class:`DistContext` of world size 1 and every helper
 here is then a cheap no-op, so the stages call them unconditionally.
@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ggmnet.training import resolve_device
+from ggmnet.engine.device import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,17 +153,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) generators with ``seed + rank``.
-
-    Adding the rank gives each process its own augmentation stream while keeping runs reproducible.
-    """
-    value = int(seed) + int(rank)
-    random.seed(value)
-    np.random.seed(value % 2**32)  # noqa: NPY002 - seeding the legacy global generator is the point
-    torch.manual_seed(value)
 
 
 def maybe_sync_batchnorm(model: nn.Module, ctx: DistContext) -> nn.Module:

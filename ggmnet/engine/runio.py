@@ -1,19 +1,23 @@
-"""Atomic outputs and run provenance.
+"""Atomic outputs, run provenance and run folders.
 
 Every file a command writes goes through :func:`atomic_path`: it is written beside its destination under a
 temporary name and renamed into place only when complete, so an interrupted run never leaves half a file and
 never clobbers a good one. Every run writes ``run.json`` (resolved configuration, seed, package versions, git
-commit, command line) beside its outputs with :func:`write_run_metadata`.
+commit, command line) beside its outputs with :func:`write_run_metadata`, and names its inputs by
+:func:`file_sha256`. Runs without ``--out`` go to :func:`new_run_dir` folders; :func:`latest_run_dir` finds
+the newest one again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -152,3 +156,47 @@ def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
         raise UserError(f"{option} {p}: exists and is not a folder")
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_RUN_PATTERN = re.compile(r"^(?P<prefix>.+)-(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
+
+
+def new_run_dir(root: str | os.PathLike, prefix: str) -> Path:
+    """Create and return ``root/PREFIX-YYYYmmdd-HHMMSS`` (UTC), with ``-2``, ``-3``... if it already exists."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while True:
+        path = root / (f"{prefix}-{stamp}" if n == 1 else f"{prefix}-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def latest_run_dir(root: str | os.PathLike, prefix: str | None = None) -> Path | None:
+    """The newest folder made by :func:`new_run_dir` under ``root`` (of ``prefix`` if given), or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    best: tuple[str, int] | None = None
+    found = None
+    for path in root.iterdir():
+        match = _RUN_PATTERN.match(path.name)
+        if not match or not path.is_dir() or (prefix is not None and match["prefix"] != prefix):
+            continue
+        key = (match["stamp"], int(match["n"] or 1))
+        if best is None or key > best:
+            best, found = key, path
+    return found

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ggmnet.classes import CLASS_NAMES, IGNORE_INDEX, colourise
-from ggmnet.runio import atomic_path, write_json_atomic
+from ggmnet.engine.runio import atomic_path, write_json_atomic
 
 #: W&B modes a Tracker accepts.
 MODES = ("online", "offline", "disabled")
