@@ -70,7 +70,7 @@ def test_help_explains_every_flag(capsys):
                  "--channels", "--bedrock", "--label-bounds", "--scales", "--split", "--val-fraction", "--seed",
                  "--fill-nan", "--config"):
         assert flag in text
-    for default in ("65,95,40,55", "default 10", "default 500", "1:1,5:2.5,10:2.5,15:5", "default 0.15"):
+    for default in ("65,95,40,55", "Default: 10.", "Default: 500.", "1:1,5:2.5,10:2.5,15:5", "Default: 0.15."):
         assert default in text
     for command in (["--help"], ["synth", "--help"], ["show", "--help"]):
         with pytest.raises(SystemExit) as exc:

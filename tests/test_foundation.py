@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +16,7 @@ from ggmnet.classes import (
     PAPER_SHARES_PERCENT,
     colourise,
 )
-from ggmnet.engine.config import add_config_argument, parse_with_config
+from ggmnet.engine.config import POSITIVE_INT, Config, option
 from ggmnet.engine.runio import atomic_path, write_json_atomic, write_run_metadata
 from ggmnet.errors import UserError, cli_entry
 
@@ -68,18 +68,20 @@ def test_run_metadata_records_config_seed_versions(tmp_path):
     assert "git_commit" in meta
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    add_config_argument(p)
-    p.add_argument("--depth", type=int, default=22)
-    p.add_argument("--epochs", type=int, default=600)
-    return p
+@dataclasses.dataclass
+class _Options(Config):
+    depth: int = option(22, "cells per branch", POSITIVE_INT)
+    epochs: int = option(600, "total epochs", POSITIVE_INT)
+
+
+def _parse(argv):
+    return _Options.from_argv(_Options.parser("test", "a test command"), argv)
 
 
 def test_config_precedence_defaults_yaml_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("depth: 16\nepochs: 3\n")
-    args = parse_with_config(_parser(), ["--config", str(cfg), "--epochs", "5"])
+    args = _parse(["--config", str(cfg), "--epochs", "5"])
     assert (args.depth, args.epochs) == (16, 5)
 
 
@@ -87,6 +89,6 @@ def test_config_errors_are_one_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dept: 16\n")
     with pytest.raises(UserError, match="unknown option"):
-        parse_with_config(_parser(), ["--config", str(cfg)])
+        _parse(["--config", str(cfg)])
     with pytest.raises(UserError, match="no such file"):
-        parse_with_config(_parser(), ["--config", str(tmp_path / "missing.yaml")])
+        _parse(["--config", str(tmp_path / "missing.yaml")])

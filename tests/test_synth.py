@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -14,8 +13,6 @@ from ggmnet.datasets import synth
 from ggmnet.datasets.grids import PAPER_REGION, Region, read_gravity_grid, read_label_grid
 from ggmnet.datasets.synth import (
     SynthConfig,
-    add_synth_arguments,
-    config_from_args,
     generate_scene,
     node_coordinates,
     write_scene,
@@ -162,17 +159,19 @@ def test_interrupted_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
 
 
 def test_command_line_options_build_the_config():
-    parser = argparse.ArgumentParser()
-    add_synth_arguments(parser)
-    assert config_from_args(parser.parse_args([])) == SynthConfig()
-    args = parser.parse_args(["--seed", "7", "--region", "70,80,42,50", "--cover-scale", "0.5",
-                              "--boundary-jitter-px", "0"])
-    config = config_from_args(args)
+    from ggmnet.datasets.cli import SynthOptions
+
+    def parse(*argv):
+        options = SynthOptions.from_argv(SynthOptions.parser("synth", "test"), ["--out", "x", *argv])
+        return SynthConfig.from_dict({k: v for k, v in options.to_dict().items() if k != "out"})
+
+    assert parse() == SynthConfig()
+    config = parse("--seed", "7", "--region", "70,80,42,50", "--cover-scale", "0.5", "--boundary-jitter-px", "0")
     assert config.seed == 7 and config.region == Region(70, 80, 42, 50) and config.cover_scale == 0.5
     assert config.boundary_jitter_px == 0.0 and config.region != PAPER_REGION
     with pytest.raises(UserError, match="--region"):
-        config_from_args(parser.parse_args(["--region", "80,70,42,50"]))
+        parse("--region", "80,70,42,50")
     with pytest.raises(UserError, match="--noise-mgal -1"):
-        config_from_args(parser.parse_args(["--noise-mgal", "-1"]))
+        parse("--noise-mgal", "-1")
     with pytest.raises(UserError, match="unknown key"):
         SynthConfig.from_dict({"seed": 1, "colour": "red"})

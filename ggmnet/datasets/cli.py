@@ -10,12 +10,26 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ggmnet.engine.config import add_config_argument, namespace_to_config, parse_with_config
+from ggmnet.datasets.processing import CHANNELS, PAD_MODES, ProcessingRecipe
+from ggmnet.datasets.synth import SynthConfig
+from ggmnet.datasets.windows import PAPER_SCALES
+from ggmnet.engine.config import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    NUMBER,
+    POSITIVE,
+    POSITIVE_INT,
+    Config,
+    boolean,
+    choice,
+    option,
+)
 from ggmnet.engine.runio import write_run_metadata
 from ggmnet.errors import UserError, cli_entry
 
@@ -28,143 +42,140 @@ EPILOG = """examples:
   ggm-data show data/synth-prepared --out overview.png"""
 
 
-def _add_prepare_arguments(p: argparse.ArgumentParser) -> None:
-    from ggmnet.datasets.processing import CHANNELS, PAD_MODES, ProcessingRecipe
-    from ggmnet.datasets.windows import PAPER_SCALES
-
-    d = ProcessingRecipe()
-    p.add_argument("--bouguer", type=Path, metavar="FILE",
-                   help="Bouguer gravity grid, netCDF in mGal (WGM2012/GMT layout x, y, z or lon/lat); it should "
-                        "reach --margin-km beyond the region. Required.")
-    p.add_argument("--labels", type=Path, metavar="FILE",
-                   help="label grid (netCDF, classes 0-9 of Table 1, 255 = Cenozoic cover) or label image "
-                        "(PNG/TIFF in Table 1's colours, with --label-bounds or a sidecar FILE.json). Required.")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="output folder for grids.nc, manifest.json and run.json (created; an existing dataset "
-                        "there is replaced only once the new one is complete). Required.")
-    p.add_argument("--region", default="65,95,40,55", metavar="W,E,S,N",
-                   help="study area in degrees east/north (default: the paper's 65,95,40,55)")
-    p.add_argument("--height-km", type=float, default=d.height_km,
-                   help=f"upward-continuation height of the regional field, km (default {d.height_km:g})")
-    p.add_argument("--margin-km", type=float, default=d.margin_km,
-                   help=f"data kept around the region for the continuation, km (default {d.margin_km:g})")
-    p.add_argument("--pad-mode", choices=PAD_MODES, default=d.pad_mode,
-                   help=f"padding of the metric grid before the FFT (default {d.pad_mode})")
-    p.add_argument("--channels", default=",".join(d.channels), metavar="LIST",
-                   help=f"fields to compute, comma-separated: residual plus any of {', '.join(CHANNELS[1:])} "
-                        f"(derivatives in mGal/km, tilt in radians; default residual)")
-    p.add_argument("--bedrock", type=Path, default=None, metavar="FILE",
-                   help="grid of the true bedrock class everywhere (synthetic benchmark) so that predictions "
-                        "under the cover can be scored (default: none)")
-    p.add_argument("--label-bounds", default=None, metavar="W,E,S,N",
-                   help="outer edges in degrees of a label image (default: its sidecar JSON)")
-    p.add_argument("--scales", default=",".join(map(str, PAPER_SCALES)), metavar="SIZE:STEP,...",
-                   help="window sizes and sliding steps in degrees (default Table 2: 1:1,5:2.5,10:2.5,15:5)")
-    p.add_argument("--split", choices=("random", "spatial-block"), default="random",
-                   help="random: the paper's split (test = outcrop < --test-below, val = random "
-                        "--val-fraction of the rest; overlapping windows leak); spatial-block: val windows lie "
-                        "in held-out --block-deg blocks that no train window touches (default random)")
-    p.add_argument("--val-fraction", type=float, default=0.15,
-                   help="share of the non-test windows used for validation (default 0.15)")
-    p.add_argument("--test-below", type=float, default=0.10,
-                   help="windows whose outcrop share is below this fraction are the test set (default 0.10)")
-    p.add_argument("--block-deg", type=float, default=5.0,
-                   help="block size in degrees of the spatial-block split (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--fill-nan", action="store_true",
-                   help="fill NaN nodes of the gravity grid by Laplace interpolation instead of refusing it")
-    add_config_argument(p)
+_RECIPE = ProcessingRecipe()
 
 
-def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The top-level parser and one parser per subcommand (each parsed on its own, with ``--config``)."""
-    from ggmnet.datasets.synth import add_synth_arguments
+@dataclasses.dataclass
+class SynthOptions(SynthConfig):
+    """``ggm-data synth``: the scene's :class:`SynthConfig` and where to write it."""
 
-    top = argparse.ArgumentParser(
-        prog="ggm-data", description="Make, prepare and look at GGMNet datasets (gravity grids + geology labels).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = top.add_subparsers(dest="command", required=True, metavar="{synth,prepare,show}")
-    synth = sub.add_parser(
-        "synth", help="write a physically based synthetic scene (bouguer.nc, labels.nc, bedrock.nc)",
-        description="Write a synthetic scene: a random geological map, its Bouguer anomaly (mGal) from a "
-                    "density forward model, labels with 255 under the cover, and the true bedrock.")
-    synth.add_argument("--out", type=Path, metavar="DIR", help="output folder. Required.")
-    add_synth_arguments(synth)
-    add_config_argument(synth)
-    prepare = sub.add_parser(
-        "prepare", help="make grids.nc + manifest.json (residual anomaly, labels, windows, split)",
-        description="Separate the regional field (upward continuation), resample the labels onto the "
-                    "gravity nodes, lay the multi-scale windows (Table 2) over the region and split them.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_prepare_arguments(prepare)
-    show = sub.add_parser(
-        "show", help="draw a prepared dataset: anomalies, labels and windows (PNG)",
-        description="Draw the Bouguer, regional and residual anomalies (mGal), the labels in Table 1's "
-                    "colours and the window outlines of each scale into one PNG.")
-    show.add_argument("data_dir", type=Path, metavar="DIR", help="a prepared dataset folder")
-    show.add_argument("--out", type=Path, metavar="FILE.png", help="PNG to write. Required.")
-    show.add_argument("--dpi", type=int, default=120, help="resolution of the PNG, dots per inch (default 120)")
-    return top, {"synth": synth, "prepare": prepare, "show": show}
+    out: str = option(dataclasses.MISSING, "output folder", metavar="DIR")
 
 
-def _require(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        if getattr(args, name) is None:
-            raise UserError(f"--{name.replace('_', '-')} is required")
+@dataclasses.dataclass
+class PrepareOptions(Config):
+    """``ggm-data prepare`` (see :func:`ggmnet.datasets.prepare.prepare_dataset`)."""
+
+    bouguer: str = option(dataclasses.MISSING, "Bouguer gravity grid, netCDF in mGal (WGM2012/GMT layout x, y, z or "
+                                               "lon/lat); it should reach --margin-km beyond the region",
+                          metavar="FILE")
+    labels: str = option(dataclasses.MISSING, "label grid (netCDF, classes 0-9 of Table 1, 255 = Cenozoic cover) or "
+                                              "label image (PNG/TIFF in Table 1's colours, with --label-bounds or a "
+                                              "sidecar FILE.json)", metavar="FILE")
+    out: str = option(dataclasses.MISSING, "output folder for grids.nc, manifest.json and run.json (created; an "
+                                           "existing dataset there is replaced only once the new one is complete)",
+                      metavar="DIR")
+    region: str = option("65,95,40,55", "study area in degrees east/north", metavar="W,E,S,N",
+                         shown="the paper's 65,95,40,55")
+    height_km: float = option(_RECIPE.height_km, "upward-continuation height of the regional field, km", POSITIVE)
+    margin_km: float = option(_RECIPE.margin_km, "data kept around the region for the continuation, km",
+                              NON_NEGATIVE)
+    pad_mode: str = option(_RECIPE.pad_mode, "padding of the metric grid before the FFT", choice(*PAD_MODES))
+    channels: str = option(",".join(_RECIPE.channels), f"fields to compute, comma-separated: residual plus any of "
+                                                       f"{', '.join(CHANNELS[1:])} (derivatives in mGal/km, tilt "
+                                                       "in radians)", metavar="LIST")
+    bedrock: str | None = option(None, "grid of the true bedrock class everywhere (synthetic benchmark) so that "
+                                       "predictions under the cover can be scored", metavar="FILE")
+    label_bounds: str | None = option(None, "outer edges in degrees of a label image", metavar="W,E,S,N",
+                                      shown="its sidecar JSON")
+    scales: str = option(",".join(map(str, PAPER_SCALES)), "window sizes and sliding steps in degrees",
+                         metavar="SIZE:STEP,...", shown="Table 2: 1:1,5:2.5,10:2.5,15:5")
+    split: str = option("random", "random: the paper's split (test = outcrop < --test-below, val = random "
+                                  "--val-fraction of the rest; overlapping windows leak); spatial-block: val windows "
+                                  "lie in held-out --block-deg blocks that no train window touches",
+                        choice("random", "spatial-block"))
+    val_fraction: float = option(0.15, "share of the non-test windows used for validation", NUMBER)
+    test_below: float = option(0.10, "windows whose outcrop share is below this fraction are the test set", NUMBER)
+    block_deg: float = option(5.0, "block size in degrees of the spatial-block split", NUMBER)
+    seed: int = option(0, "seed of the split", NON_NEGATIVE_INT)
+    fill_nan: bool = option(False, "fill NaN nodes of the gravity grid by Laplace interpolation instead of "
+                                   "refusing it", boolean)
 
 
-def _run_synth(args: argparse.Namespace) -> None:
-    from ggmnet.datasets.synth import config_from_args, synthesize
+@dataclasses.dataclass
+class ShowOptions(Config):
+    """``ggm-data show``."""
 
-    _require(args, "out")
-    config = config_from_args(args)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"--out {args.out}: exists and is not a folder")
-    paths = synthesize(args.out, config)
+    data_dir: str = option(dataclasses.MISSING, "a prepared dataset folder", metavar="DIR", positional=True)
+    out: str = option(dataclasses.MISSING, "PNG to write", metavar="FILE.png")
+    dpi: int = option(120, "resolution of the PNG, dots per inch", POSITIVE_INT)
+
+
+def _run_synth(options: SynthOptions) -> None:
+    from ggmnet.datasets.synth import synthesize
+
+    config = SynthConfig.from_dict({k: v for k, v in options.to_dict().items() if k != "out"})
+    if Path(options.out).exists() and not Path(options.out).is_dir():
+        raise UserError(f"--out {options.out}: exists and is not a folder")
+    paths = synthesize(options.out, config)
     for key, path in paths.items():
         logging.getLogger("ggmnet").info("%s: %s", key, path)
 
 
-def _run_prepare(args: argparse.Namespace) -> None:
+def _run_prepare(options: PrepareOptions) -> None:
     from ggmnet.datasets.grids import Region
     from ggmnet.datasets.prepare import prepare_dataset
-    from ggmnet.datasets.processing import ProcessingRecipe
     from ggmnet.datasets.windows import parse_scales
 
-    _require(args, "bouguer", "labels", "out")
-    channels = tuple(c.strip() for c in str(args.channels).split(",") if c.strip())
+    channels = tuple(c.strip() for c in options.channels.split(",") if c.strip())
     try:
-        recipe = ProcessingRecipe(height_km=float(args.height_km), margin_km=float(args.margin_km),
-                                  pad_mode=args.pad_mode, channels=channels)
+        recipe = ProcessingRecipe(height_km=options.height_km, margin_km=options.margin_km,
+                                  pad_mode=options.pad_mode, channels=channels)
     except UserError as err:
         raise UserError(f"--height-km/--margin-km/--channels: {err}") from None
     prepare_dataset(
-        args.bouguer, args.labels, args.out,
-        region=Region.parse(str(args.region), "--region"), recipe=recipe, bedrock=args.bedrock,
-        label_bounds=Region.parse(str(args.label_bounds), "--label-bounds") if args.label_bounds else None,
-        scales=parse_scales(str(args.scales)), split=args.split, val_fraction=float(args.val_fraction),
-        test_below=float(args.test_below), seed=int(args.seed), fill_nan=bool(args.fill_nan),
-        block_deg=float(args.block_deg), config=namespace_to_config(args))
+        options.bouguer, options.labels, options.out,
+        region=Region.parse(options.region, "--region"), recipe=recipe, bedrock=options.bedrock,
+        label_bounds=Region.parse(options.label_bounds, "--label-bounds") if options.label_bounds else None,
+        scales=parse_scales(options.scales), split=options.split, val_fraction=options.val_fraction,
+        test_below=options.test_below, seed=options.seed, fill_nan=options.fill_nan, block_deg=options.block_deg,
+        config=options.to_dict())
 
 
-def _run_show(args: argparse.Namespace) -> None:
+def _run_show(options: ShowOptions) -> None:
     from ggmnet.datasets.show import show_dataset
 
-    _require(args, "out")
-    path = show_dataset(args.data_dir, args.out, dpi=int(args.dpi))
+    path = show_dataset(options.data_dir, options.out, dpi=options.dpi)
     # Beside the picture under its own name, so that a dataset's or another run's run.json is never replaced.
-    write_run_metadata(path.parent, namespace_to_config(args), seed=None, name=f"{path.name}.run.json")
+    write_run_metadata(path.parent, options.to_dict(), seed=None, name=f"{path.name}.run.json")
     logging.getLogger("ggmnet").info("wrote %s", path)
+
+
+#: Each subcommand: its options, what it does, its one-line help and its description.
+COMMANDS = {
+    "synth": (SynthOptions, _run_synth, "write a physically based synthetic scene (bouguer.nc, labels.nc, bedrock.nc)",
+              "Write a synthetic scene: a random geological map, its Bouguer anomaly (mGal) from a density forward "
+              "model, labels with 255 under the cover, and the true bedrock."),
+    "prepare": (PrepareOptions, _run_prepare, "make grids.nc + manifest.json (residual anomaly, labels, windows, split)",
+                "Separate the regional field (upward continuation), resample the labels onto the gravity nodes, lay "
+                "the multi-scale windows (Table 2) over the region and split them."),
+    "show": (ShowOptions, _run_show, "draw a prepared dataset: anomalies, labels and windows (PNG)",
+             "Draw the Bouguer, regional and residual anomalies (mGal), the labels in Table 1's colours and the "
+             "window outlines of each scale into one PNG."),
+}
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one parser per subcommand (each parsed on its own, with ``--config``)."""
+    top = argparse.ArgumentParser(
+        prog="ggm-data", description="Make, prepare and look at GGMNet datasets (gravity grids + geology labels).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, metavar="{synth,prepare,show}")
+    for name, (_, _, help_text, _) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    return top, {name: options.parser(f"ggm-data {name}", description, EPILOG)
+                 for name, (options, _, _, description) in COMMANDS.items()}
 
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ggm-data``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    top, commands = build_parsers()
-    if not argv or argv[0] not in commands:
+    top, parsers = build_parsers()
+    if not argv or argv[0] not in parsers:
         top.parse_args(argv)  # -h, a missing or an unknown command: argparse prints and exits
-    args = parse_with_config(commands[argv[0]], argv[1:])
+    options_class, run = COMMANDS[argv[0]][:2]
+    options = options_class.from_argv(parsers[argv[0]], argv[1:])
     logging.basicConfig(level=logging.INFO, format="ggm-data: %(message)s", stream=sys.stderr)
-    {"synth": _run_synth, "prepare": _run_prepare, "show": _run_show}[argv[0]](args)
+    run(options)
     return 0

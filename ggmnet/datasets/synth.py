@@ -29,7 +29,6 @@ The field within a few hundred km of the outer edge of the margin carries the ed
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -49,6 +48,7 @@ from ggmnet.classes import CLASS_CODES, COVER_INDEX, NUM_CLASSES, PAPER_SHARES_P
 from ggmnet.datasets.forward import REFERENCE_DENSITY, layered_gravity, moho_gravity
 from ggmnet.datasets.grids import KM_PER_DEG, PAPER_REGION, GeoGrid, Region, write_gmt_grid, write_label_grid
 from ggmnet.datasets.synth_geology import GeologyModel, cover_contrast_integral, fractal_noise, make_geology
+from ggmnet.engine.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Config, option
 from ggmnet.engine.runio import prepare_out_dir, write_json_atomic, write_run_metadata
 from ggmnet.errors import UserError
 
@@ -69,56 +69,45 @@ FFT_PAD_KM = 200.0
 SLICE_TOPS_KM = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0)
 
 
+def _region(value: Any) -> Region:
+    """A region from a Region, ``W,E,S,N`` text (or its list, as YAML writes it) or ``{west, east, ...}``."""
+    if isinstance(value, Region):
+        return value
+    if isinstance(value, dict):
+        return Region.from_dict(value, "synth config region")
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return Region.parse(str(value), "--region")
+
+
 @dataclasses.dataclass
-class SynthConfig:
+class SynthConfig(Config):
     """Everything that defines a synthetic scene (JSON round trip with :meth:`to_dict` / :meth:`from_dict`).
 
-    Attributes
-    ----------
-    region : the study area (degrees); the scene covers it plus ``margin_km``.
-    spacing_arcmin : node spacing of the output grids, arc minutes (WGM2012: 2).
-    margin_km : margin around the region, km (at least this wide everywhere).
-    seed : random seed; the same seed gives bit-identical arrays.
-    density_contrast : multiplier on the density differences between units (1 = the notes' table).
-    within_class_sd : multiplier on the per-pixel density variation inside units.
-    cover_scale : multiplier on the cover thickness.
-    noise_mgal : sd of the white noise, mGal.
-    correlated_noise_mgal : sd of the correlated noise (scale ~30 km), mGal.
-    cover_threshold_m : cover thicker than this is labelled 255, m.
-    boundary_jitter_px : sd of the label boundaries' displacement, nodes (0: none).
+    Each field is an option of ``ggm-data synth``, whose help gives its meaning and unit; values are checked
+    on construction.
     """
 
-    region: Region = PAPER_REGION
-    spacing_arcmin: float = 2.0
-    margin_km: float = 500.0
-    seed: int = 0
-    density_contrast: float = 1.0
-    within_class_sd: float = 1.0
-    cover_scale: float = 1.0
-    noise_mgal: float = 1.0
-    correlated_noise_mgal: float = 2.0
-    cover_threshold_m: float = 20.0
-    boundary_jitter_px: float = 1.0
+    region: Region = option(PAPER_REGION, "study area in degrees; the scene adds --margin-km around it", _region,
+                            metavar="W,E,S,N")
+    spacing_arcmin: float = option(2.0, "node spacing, arc minutes (WGM2012: 2)", POSITIVE)
+    margin_km: float = option(500.0, "margin around the region, km", NON_NEGATIVE)
+    seed: int = option(0, "random seed; the same seed gives bit-identical arrays", NON_NEGATIVE_INT)
+    density_contrast: float = option(1.0, "multiplier on the density differences between units (lower is harder)",
+                                     NON_NEGATIVE)
+    within_class_sd: float = option(1.0, "multiplier on the density variation inside units (higher is harder)",
+                                    NON_NEGATIVE)
+    cover_scale: float = option(1.0, "multiplier on the Cenozoic cover thickness (1: median 0.2 km, p90 2.2 km, "
+                                     "max 8 km)", NON_NEGATIVE)
+    noise_mgal: float = option(1.0, "sd of the white noise, mGal", NON_NEGATIVE)
+    correlated_noise_mgal: float = option(2.0, f"sd of the correlated noise (scale ~{CORRELATED_NOISE_KM:g} km), "
+                                               "mGal", NON_NEGATIVE)
+    cover_threshold_m: float = option(20.0, "cover thicker than this is labelled 255 (cover), m", NON_NEGATIVE)
+    boundary_jitter_px: float = option(1.0, "sd of the label boundaries' random displacement, nodes (0: none)",
+                                       NON_NEGATIVE)
 
     def __post_init__(self) -> None:
-        if isinstance(self.region, dict):
-            self.region = Region.from_dict(self.region, "synth config region")
-        checks = {
-            "spacing_arcmin": self.spacing_arcmin > 0,
-            "margin_km": self.margin_km >= 0,
-            "density_contrast": self.density_contrast >= 0,
-            "within_class_sd": self.within_class_sd >= 0,
-            "cover_scale": self.cover_scale >= 0,
-            "noise_mgal": self.noise_mgal >= 0,
-            "correlated_noise_mgal": self.correlated_noise_mgal >= 0,
-            "cover_threshold_m": self.cover_threshold_m >= 0,
-            "boundary_jitter_px": self.boundary_jitter_px >= 0,
-        }
-        for name, ok in checks.items():
-            value = getattr(self, name)
-            if not ok or not math.isfinite(value):
-                bound = "> 0" if name == "spacing_arcmin" else ">= 0"
-                raise UserError(f"--{name.replace('_', '-')} {value}: expected a finite number {bound}")
+        self.check()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (the region as ``{west, east, south, north}``)."""
@@ -391,49 +380,3 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None) ->
     """Generate the scene of ``config`` (default: :class:`SynthConfig()`) and write it into ``out_dir``."""
     scene = generate_scene(config or SynthConfig())
     return write_scene(scene, out_dir)
-
-
-def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the scene options (``--seed``, ``--region`` and the difficulty knobs) to ``parser``.
-
-    ``--out`` is the command's own. Defaults are :class:`SynthConfig`'s.
-    """
-    d = SynthConfig()
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    parser.add_argument("--region", default=str(d.region), metavar="W,E,S,N",
-                        help=f"study area in degrees (default {d.region}); the scene adds --margin-km around it")
-    parser.add_argument("--spacing-arcmin", type=float, default=d.spacing_arcmin,
-                        help=f"node spacing, arc minutes (default {d.spacing_arcmin:g}, as WGM2012)")
-    parser.add_argument("--margin-km", type=float, default=d.margin_km,
-                        help=f"margin around the region, km (default {d.margin_km:g})")
-    parser.add_argument("--density-contrast", type=float, default=d.density_contrast,
-                        help="multiplier on the density differences between units (default 1; lower is harder)")
-    parser.add_argument("--within-class-sd", type=float, default=d.within_class_sd,
-                        help="multiplier on the density variation inside units (default 1; higher is harder)")
-    parser.add_argument("--cover-scale", type=float, default=d.cover_scale,
-                        help="multiplier on the Cenozoic cover thickness (default 1: median 0.2 km, p90 "
-                             "2.2 km, max 8 km)")
-    parser.add_argument("--noise-mgal", type=float, default=d.noise_mgal,
-                        help=f"sd of the white noise, mGal (default {d.noise_mgal:g})")
-    parser.add_argument("--correlated-noise-mgal", type=float, default=d.correlated_noise_mgal,
-                        help=f"sd of the correlated noise (scale ~{CORRELATED_NOISE_KM:g} km), mGal "
-                             f"(default {d.correlated_noise_mgal:g})")
-    parser.add_argument("--cover-threshold-m", type=float, default=d.cover_threshold_m,
-                        help=f"cover thicker than this is labelled 255 (cover), m (default {d.cover_threshold_m:g})")
-    parser.add_argument("--boundary-jitter-px", type=float, default=d.boundary_jitter_px,
-                        help=f"sd of the label boundaries' random displacement, nodes (default "
-                             f"{d.boundary_jitter_px:g}; 0 for none)")
-
-
-def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    """The :class:`SynthConfig` of parsed :func:`add_synth_arguments` options (bad values: UserError)."""
-    region = args.region
-    if isinstance(region, (list, tuple)):  # a YAML --config may give the region as a list
-        region = ",".join(str(v) for v in region)
-    if not isinstance(region, Region):
-        region = Region.parse(str(region), "--region")
-    return SynthConfig(region=region, spacing_arcmin=args.spacing_arcmin, margin_km=args.margin_km,
-                       seed=args.seed, density_contrast=args.density_contrast,
-                       within_class_sd=args.within_class_sd, cover_scale=args.cover_scale,
-                       noise_mgal=args.noise_mgal, correlated_noise_mgal=args.correlated_noise_mgal,
-                       cover_threshold_m=args.cover_threshold_m, boundary_jitter_px=args.boundary_jitter_px)

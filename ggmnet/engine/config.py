@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import re
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -187,6 +186,8 @@ class Option:
         ``derive(config) -> value`` for a :data:`DERIVED` default, from the other options (already checked).
     derived
         How the derived default follows, in words (``--help`` and the printed line).
+    positional
+        An argument without a flag (a required one).
     """
 
     help: str
@@ -194,11 +195,13 @@ class Option:
     metavar: str | None = None
     derive: Callable[[Any], Any] | None = None
     derived: str | None = None
+    positional: bool = False
 
     def field(self, default: Any = dataclasses.MISSING, *, shown: str | None = None) -> Any:
-        """A dataclass field of this option with ``default`` (none given: required); ``shown`` words the
-        default in ``--help`` (default: the value itself)."""
-        return dataclasses.field(default=default, metadata={"option": self, "shown": shown})
+        """A dataclass field of this option with ``default`` (none given: required, keyword-only); ``shown``
+        words the default in ``--help`` (default: the value itself)."""
+        return dataclasses.field(default=default, kw_only=default is dataclasses.MISSING,
+                                 metadata={"option": self, "shown": shown})
 
 
 def option(default: Any, help: str, convert: Convert = text, *, shown: str | None = None, **kwargs: Any) -> Any:
@@ -227,7 +230,7 @@ def _default_text(field: dataclasses.Field, opt: Option) -> str:
         return "none"
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def read_config_file(path: str | os.PathLike, names: Sequence[str]) -> dict[str, Any]:
@@ -314,15 +317,17 @@ class Config:
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                     argument_default=argparse.SUPPRESS)
         for field, opt in _options(cls):
-            text_help = f"{opt.help}. Default: {_default_text(field, opt)}.".replace("%", "%%")
+            required = field.default is dataclasses.MISSING
+            text_help = (f"{opt.help}." + ("" if required else f" Default: {_default_text(field, opt)}.")
+                         + (" Required." if required and not opt.positional else "")).replace("%", "%%")
             if isinstance(field.default, bool):
                 p.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, help=text_help)
                 continue
             choices = getattr(opt.convert, "choices", None)
             metavar = opt.metavar or ("{" + ",".join(choices) + "}" if choices else None) \
                 or getattr(opt.convert, "metavar", None)
-            p.add_argument(flag(field.name), metavar=metavar, help=text_help,
-                           required=field.default is dataclasses.MISSING)
+            p.add_argument(*([field.name] if opt.positional else [flag(field.name)]), metavar=metavar,
+                           help=text_help)
         add_config_argument(p)
         return p
 
@@ -330,9 +335,12 @@ class Config:
     def from_argv(cls: type[C], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> C:
         """The checked settings of a command line: defaults < ``--config`` file < flags."""
         given = vars(parser.parse_args(argv))
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         path = given.pop("config", None)
-        values = {**(read_config_file(path, names) if path is not None else {}), **given}
+        values = {**(read_config_file(path, [f.name for f in fields]) if path is not None else {}), **given}
+        for field in fields:
+            if field.default is dataclasses.MISSING and field.name not in values:
+                raise UserError(f"{flag(field.name)} is required")
         return cls(**values).check()
 
 
@@ -341,31 +349,6 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML file of option values (keys as the long flags, with _ for -); flags given on the "
                              "command line override it. Default: none.")
-
-
-def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with a plain argparse ``parser`` (``ggm-data``'s): defaults < ``--config`` file < flags.
-
-    The file's values become flags placed before the command line's (a list as comma-separated text, true as
-    a bare switch, false and null leave the default), so argparse checks them as it checks flags.
-    """
-    args, _ = parser.parse_known_args(argv)
-    path = getattr(args, "config", None)
-    if path is None:
-        return parser.parse_args(argv)
-    tokens: list[str] = []
-    for name, value in read_config_file(path, [k for k in vars(args) if k != "config"]).items():
-        if value is None or value is False:
-            continue
-        tokens.append(flag(name))
-        if value is not True:
-            tokens.append(",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
-    return parser.parse_args([*tokens, *(sys.argv[1:] if argv is None else argv)])
-
-
-def namespace_to_config(args: argparse.Namespace) -> dict[str, Any]:
-    """A JSON-plain dict of parsed options (paths as strings), as ``run.json`` records them."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
 def launched_rank() -> int:
@@ -378,6 +361,18 @@ def setup_logging() -> None:
     warnings as ``warning: MESSAGE``."""
     logging.basicConfig(level=logging.INFO if launched_rank() == 0 else logging.WARNING, format="%(message)s")
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
+def run_command(config_class: type[C], parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                run: Callable[[C], Any], summary: Callable[[Any], str]) -> int:
+    """A training stage's console script: parse the settings, set up the log, ``run`` them, print
+    ``summary(result)`` on rank 0; exit status 0."""
+    config = config_class.from_argv(parser, argv)
+    setup_logging()
+    result = run(config)
+    if launched_rank() == 0:
+        print(summary(result))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- shared options

@@ -8,7 +8,7 @@ A stage subclasses :class:`Engine`, sets its class attributes and fills the hook
     run()                run.json, the tracker, start(tracker), then for each epoch:
         scalars = begin_epoch(epoch)             learning rate, temperature...; sets self.phase
         train   = train_epoch(epoch)             default: train_step(b) for b in batches(epoch), the means
-        scores  = validate()                     holds the monitored score (``fwiou``)
+        scores  = validate()                     default: forward/loss/predict over val_loader
         end_epoch(epoch, train, scores)          what the checkpoint must already see (schedule, genotype)
         best    = save_checkpoint(done, scores)  last.pt, and best.pt on a new best
         record  = epoch_record(done, scalars, train, scores)
@@ -16,7 +16,8 @@ A stage subclasses :class:`Engine`, sets its class attributes and fills the hook
         on_epoch_end(done, record)               every rank (a hook for tests and notebooks)
                          and returns finish(tracker).
 
-A stage may replace :meth:`Engine.train_epoch` or :meth:`Engine.validate` whole. ``last.pt`` holds
+A stage may replace :meth:`Engine.train_epoch` or :meth:`Engine.validate` whole (the scores must hold
+:attr:`Engine.monitor`). ``last.pt`` holds
 :meth:`Engine.checkpoint_state` plus :meth:`Engine.training_state` and the generator states; ``best.pt`` only
 :meth:`Engine.checkpoint_state` (see :mod:`ggmnet.engine.checkpoint`). Every rank runs the same steps; only
 rank 0 writes files and logs.
@@ -34,8 +35,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ggmnet.classes import NUM_CLASSES
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint, write_checkpoint
 from ggmnet.engine.config import RunConfig, flag
+from ggmnet.engine.device import autocast_for
 from ggmnet.engine.distributed import (
     DistContext,
     all_reduce_sum_,
@@ -47,6 +50,7 @@ from ggmnet.engine.rng import capture_rng_state, restore_rng_state, seed_everyth
 from ggmnet.engine.runio import file_sha256, latest_run_dir, new_run_dir, prepare_out_dir, write_run_metadata
 from ggmnet.engine.tracking import Tracker
 from ggmnet.errors import UserError
+from ggmnet.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +130,8 @@ class Engine:
         raise NotImplementedError
 
     def setup(self, state: dict[str, Any] | None) -> None:
-        """Build the data, the network and the optimisers, and set ``steps_per_epoch``; ``state`` is the
-        checkpoint being resumed (None for a new run)."""
+        """Build the data, the network and the optimisers; set ``steps_per_epoch``, ``val_loader`` and
+        ``network`` (the module validated, not wrapped by DDP). ``state``: the checkpoint resumed, or None."""
         raise NotImplementedError
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -161,8 +165,16 @@ class Engine:
         """One training step on ``batch``; returns the values whose means over the epoch it reports."""
         raise NotImplementedError
 
-    def validate(self) -> dict[str, Any]:
-        """Score the network on the validation tiles (equal on every rank); holds :attr:`monitor`."""
+    def forward(self, image: torch.Tensor) -> Any:
+        """The network's logits for a validation batch (under autocast; the network is in eval mode)."""
+        raise NotImplementedError
+
+    def loss(self, logits: Any, mask: torch.Tensor, pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``logits`` against ``mask`` (Eq. 19 in both stages)."""
+        raise NotImplementedError
+
+    def predict(self, logits: Any, mask: torch.Tensor) -> torch.Tensor:
+        """The predicted classes ``[B, H, W]`` of ``logits`` for a batch whose labels are ``mask``."""
         raise NotImplementedError
 
     def end_epoch(self, epoch: int, train: dict[str, Any], scores: dict[str, Any]) -> None:
@@ -302,6 +314,35 @@ class Engine:
         totals = all_reduce_sum_(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()
         count = self.steps_per_epoch * self.ctx.world_size
         return {key: total / count for key, total in zip(sums, totals)}
+
+    def inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A batch's image, mask and (training batches) instance-size weights, on the device."""
+        weights = batch.get("pixel_weights")
+        return (batch["image"].to(self.device, non_blocking=True), batch["mask"].to(self.device, non_blocking=True),
+                None if weights is None else weights.to(self.device, non_blocking=True))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Score :attr:`network` on the validation tiles of ``val_loader``, summed over the ranks.
+
+        Returns :meth:`ConfusionMatrix.compute`'s scores plus ``loss`` (:meth:`loss`, mean over batches) and
+        keeps the confusion matrix in ``self.confusion``; :meth:`forward`, :meth:`loss` and :meth:`predict`
+        are the stage's.
+        """
+        self.network.eval()
+        matrix = ConfusionMatrix(NUM_CLASSES)
+        total = torch.zeros(2, dtype=torch.float64)
+        for batch in self.val_loader:
+            image, mask, _ = self.inputs(batch)
+            with autocast_for(self.device, self.use_amp):
+                logits = self.forward(image)
+            total += torch.tensor([float(self.loss(logits, mask)), 1.0], dtype=torch.float64)
+            matrix.update(self.predict(logits, mask), mask)
+        all_reduce_sum_(total)
+        scores = matrix.all_reduce().compute()
+        scores["loss"] = float(total[0] / total[1]) if total[1] > 0 else None
+        self.confusion = matrix.matrix.copy()
+        return scores
 
     def save_checkpoint(self, epoch: int, scores: dict[str, Any]) -> bool:
         """After epoch ``epoch`` (1-based): ``best.pt`` when the monitored score improves, then ``last.pt``

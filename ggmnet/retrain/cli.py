@@ -17,14 +17,16 @@ from ggmnet.engine.config import (
     Option,
     boolean,
     choice,
-    launched_rank,
     option,
-    setup_logging,
+    run_command,
 )
 from ggmnet.errors import cli_entry
 from ggmnet.retrain.evaluate import SPLITS, evaluate
 from ggmnet.retrain.predict import DEFAULT_OVERLAP, DEFAULT_SCALE_DEG, predict_region
 
+RETRAIN_DESCRIPTION = ("Train GGMNet (from a searched genotype) or a baseline from scratch on a prepared "
+                       "dataset, validating every epoch (FWIoU, MPA, mIoU, per-class IoU) and checkpointing "
+                       "atomically.")
 RETRAIN_EPILOG = """\
 The defaults are the paper's (section 5.1): 600 epochs, 2048 px tiles cropped to 1024 (unless given, the crop
 is min(1024, --tile-size)), 4 tiles per GPU, Adam (lr 1e-3) until the training loss flattens, then SGD
@@ -49,10 +51,7 @@ def build_retrain_parser() -> argparse.ArgumentParser:
     """The ``retrain`` argument parser: a flag per option of :class:`ggmnet.retrain.train.RetrainConfig`."""
     from ggmnet.retrain.train import RetrainConfig
 
-    return RetrainConfig.parser(
-        "retrain", epilog=RETRAIN_EPILOG,
-        description="Train GGMNet (from a searched genotype) or a baseline from scratch on a prepared dataset, "
-                    "validating every epoch (FWIoU, MPA, mIoU, per-class IoU) and checkpointing atomically.")
+    return RetrainConfig.parser("retrain", RETRAIN_DESCRIPTION, RETRAIN_EPILOG)
 
 
 @cli_entry
@@ -60,12 +59,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """``retrain``: run or resume a retrain run; prints a one-line summary."""
     from ggmnet.retrain.train import RetrainConfig, format_summary, run_retrain
 
-    config = RetrainConfig.from_argv(build_retrain_parser(), argv)
-    setup_logging()
-    summary = run_retrain(config)
-    if launched_rank() == 0:
-        print(format_summary(summary))
-    return 0
+    return run_command(RetrainConfig, build_retrain_parser(), argv, run_retrain, format_summary)
 
 
 @dataclasses.dataclass
@@ -86,7 +80,7 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     """The ``ggm-evaluate`` argument parser."""
     return EvaluateOptions.parser(
         "ggm-evaluate",
-        description="Score a retrained checkpoint on a dataset split: MPA, FWIoU, mIoU, per-class IoU and "
+        "Score a retrained checkpoint on a dataset split: MPA, FWIoU, mIoU, per-class IoU and "
                     "accuracy on the outcrop, and, on a dataset with a bedrock grid, under the cover beside a "
                     "nearest-outcrop baseline. Writes evaluation_<split>.json and .md and prints the Markdown.")
 
@@ -131,7 +125,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
     """The ``ggm-predict`` argument parser."""
     return PredictOptions.parser(
         "ggm-predict",
-        description="Predict the bedrock classes of a region from a Bouguer gravity grid with a retrained "
+        "Predict the bedrock classes of a region from a Bouguer gravity grid with a retrained "
                     "checkpoint; writes prediction.nc (CF-1.8), prediction.png and run.json in --out.")
 
 

@@ -61,7 +61,6 @@ from ggmnet.engine.config import (
 from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.engine.distributed import (
     DistContext,
-    all_reduce_sum_,
     maybe_sync_batchnorm,
     unwrap_model,
     wrap_ddp,
@@ -220,7 +219,7 @@ class Retrainer(Engine):
         self.model = build_model(model_config)
         self.model_config = self.model.model_config()
         self._check_model_fits_data()
-        self.model = maybe_sync_batchnorm(self.model.to(self.device), self.ctx)
+        self.model = self.network = maybe_sync_batchnorm(self.model.to(self.device), self.ctx)
         self.ddp_model = wrap_ddp(self.model, self.ctx)
 
         self.schedule = OptimizerSchedule(
@@ -313,12 +312,10 @@ class Retrainer(Engine):
         return scores
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        image = batch["image"].to(self.device, non_blocking=True)
-        mask = batch["mask"].to(self.device, non_blocking=True)
-        pixel_weights = batch["pixel_weights"].to(self.device, non_blocking=True)
+        image, mask, pixel_weights = self.inputs(batch)
         with autocast_for(self.device, self.use_amp):
             logits = self.ddp_model(image)
-        loss = self.criterion(logits, mask, pixel_weights)
+        loss = self.loss(logits, mask, pixel_weights)
         optimizer = self.schedule.optimizer
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -327,25 +324,16 @@ class Retrainer(Engine):
         self.train_matrix.update(logits.detach().argmax(1), mask)
         return {"loss": float(loss.detach())}
 
-    @torch.no_grad()
-    def validate(self) -> dict[str, Any]:
-        """Score the network on the validation tiles: :meth:`ConfusionMatrix.compute`'s scores plus ``loss``
-        (Eq. 19, mean over batches); keeps the confusion matrix (summed over the ranks) for the pictures."""
-        self.model.eval()
-        matrix = ConfusionMatrix(self.model.num_classes)
-        total = torch.zeros(2, dtype=torch.float64)
-        for batch in self.val_loader:
-            image = batch["image"].to(self.device, non_blocking=True)
-            mask = batch["mask"].to(self.device, non_blocking=True)
-            with autocast_for(self.device, self.use_amp):
-                logits = self.model(image)
-            total += torch.tensor([float(self.criterion(logits, mask)), 1.0], dtype=torch.float64)
-            matrix.update(logits.argmax(1), mask)
-        all_reduce_sum_(total)
-        scores = matrix.all_reduce().compute()
-        scores["loss"] = float(total[0] / total[1]) if total[1] > 0 else None
-        self.confusion = matrix.matrix.copy()
-        return scores
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+    def loss(self, logits: torch.Tensor, mask: torch.Tensor,
+             pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 19."""
+        return self.criterion(logits, mask, pixel_weights)
+
+    def predict(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(1)
 
     def end_epoch(self, epoch: int, train: dict[str, Any], scores: dict[str, Any]) -> None:
         self.switched = self.schedule.end_epoch(train["loss"])

@@ -6,10 +6,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ggmnet.engine.config import launched_rank, setup_logging
+from ggmnet.engine.config import run_command
 from ggmnet.engine.runio import write_run_metadata
 from ggmnet.errors import cli_entry
 
+SEARCH_DESCRIPTION = ("Search the multi-resolution feature extraction module (MRFEM) of GGMNet with a "
+                      "differentiable supernet (Gumbel-softmax sampling, first-order alternating updates).")
 SEARCH_EPILOG = """\
 The defaults are the paper's scale (depth 22, 2048 px tiles cropped to 1024, 4 tiles per GPU, 50 epochs of
 which 20 warm up the weights; unless given, the warm-up is 40% of --epochs and the crop min(1024, --tile-size));
@@ -29,10 +31,7 @@ def build_search_parser() -> argparse.ArgumentParser:
     """The ``nas-search`` argument parser: a flag per option of :class:`ggmnet.search.search.SearchConfig`."""
     from ggmnet.search.search import SearchConfig
 
-    return SearchConfig.parser(
-        "nas-search", epilog=SEARCH_EPILOG,
-        description="Search the multi-resolution feature extraction module (MRFEM) of GGMNet with a "
-                    "differentiable supernet (Gumbel-softmax sampling, first-order alternating updates).")
+    return SearchConfig.parser("nas-search", SEARCH_DESCRIPTION, SEARCH_EPILOG)
 
 
 @cli_entry
@@ -40,12 +39,8 @@ def search_main(argv: Sequence[str] | None = None) -> int:
     """``nas-search``: run or resume an architecture search; prints the run folder."""
     from ggmnet.search.search import SearchConfig, run_search
 
-    config = SearchConfig.from_argv(build_search_parser(), argv)
-    setup_logging()
-    run_dir = run_search(config)
-    if launched_rank() == 0:
-        print(f"search run: {run_dir}\ngenotype:   {run_dir / 'genotype.json'}")
-    return 0
+    return run_command(SearchConfig, build_search_parser(), argv, run_search,
+                       lambda run_dir: f"search run: {run_dir}\ngenotype:   {run_dir / 'genotype.json'}")
 
 
 def build_export_parser() -> argparse.ArgumentParser:

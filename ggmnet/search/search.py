@@ -71,7 +71,6 @@ from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.engine.distributed import (
     DistContext,
     all_reduce_mean,
-    all_reduce_sum_,
     broadcast_module_,
     maybe_sync_batchnorm,
     wrap_ddp,
@@ -81,7 +80,7 @@ from ggmnet.engine.loop import Engine
 from ggmnet.engine.tracking import Tracker
 from ggmnet.errors import UserError
 from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
-from ggmnet.metrics import ConfusionMatrix, percent
+from ggmnet.metrics import percent
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, STRIDES, UNIT_CHANNELS
 from ggmnet.search_space.supernet import SOURCES, Supernet
@@ -248,7 +247,7 @@ class ArchitectureSearch(Engine):
         self.supernet_config = {"depth": cfg.depth, "num_classes": NUM_CLASSES, "in_channels": int(train.in_channels),
                                 "unit_channels": list(cfg.unit_channels)}
         supernet = build_supernet(self.supernet_config).to(self.device)
-        self.supernet = maybe_sync_batchnorm(supernet, self.ctx)
+        self.supernet = self.network = maybe_sync_batchnorm(supernet, self.ctx)
         broadcast_module_(self.supernet)
         self.arch_params = list(self.supernet.arch_parameters())
         # The architecture logits take no gradient outside the architecture step, so DDP (built while they
@@ -286,15 +285,9 @@ class ArchitectureSearch(Engine):
                 "arch_scaler": self.arch_scaler.state_dict(), "weight_scaler": self.weight_scaler.state_dict()}
 
     # ------------------------------------------------------------------ steps
-    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Image, mask and (training batches) the instance-size weights made by the loader's workers."""
-        weights = batch.get("pixel_weights")
-        return (batch["image"].to(self.device, non_blocking=True),
-                batch["mask"].to(self.device, non_blocking=True),
-                None if weights is None else weights.to(self.device, non_blocking=True))
-
-    def _loss(self, logits: list[torch.Tensor], mask: torch.Tensor,
-              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, logits: list[torch.Tensor], mask: torch.Tensor,
+             pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 19 summed over the three heads."""
         return sum_head_losses(self.criterion, logits, mask, pixel_weights=pixel_weights)
 
     def _average_arch_grads(self) -> None:
@@ -318,12 +311,12 @@ class ArchitectureSearch(Engine):
         weights' ``.grad`` is never touched: FasterSeg's leak of architecture-step gradients into the weight
         update cannot happen, and DDP's reducer sees nothing of this step.
         """
-        image, mask, pixel_weights = self._batch(batch)
+        image, mask, pixel_weights = self.inputs(batch)
         self._arch_requires_grad(True)
         try:
             with autocast_for(self.device, self.use_amp):
                 logits = self.supernet(image, mode="sample")
-            loss = self._loss(logits, mask, pixel_weights)
+            loss = self.loss(logits, mask, pixel_weights)
             if self.config.cost_weight > 0:
                 loss = loss + self.config.cost_weight * self.supernet.expected_cost()
             grads = torch.autograd.grad(self.arch_scaler.scale(loss), self.arch_params, allow_unused=True)
@@ -338,11 +331,11 @@ class ArchitectureSearch(Engine):
 
     def weight_step(self, batch: dict[str, Any]) -> float:
         """One weight update on a batch of half A through DDP (sampled architecture); returns its loss."""
-        image, mask, pixel_weights = self._batch(batch)
+        image, mask, pixel_weights = self.inputs(batch)
         self.weight_opt.zero_grad(set_to_none=True)
         with autocast_for(self.device, self.use_amp):
             logits = self.model(image, mode="sample")
-        loss = self._loss(logits, mask, pixel_weights)
+        loss = self.loss(logits, mask, pixel_weights)
         self.weight_scaler.scale(loss).backward()
         self.weight_scaler.unscale_(self.weight_opt)
         torch.nn.utils.clip_grad_norm_(self.weight_params, self.config.grad_clip)
@@ -376,30 +369,15 @@ class ArchitectureSearch(Engine):
         losses = {} if arch_batch is None else {"train/arch_loss": self.arch_step(arch_batch)}
         return {"train/loss": self.weight_step(weight_batch), **losses}
 
-    @torch.no_grad()
-    def validate(self) -> dict[str, Any]:
-        """Score the derived architecture (``mode="argmax"``) on the fixed validation tiles.
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The derived architecture's (``mode="argmax"``) three heads."""
+        return self.supernet(image, mode="argmax")
 
-        The prediction is the argmax of the three heads' logits upsampled to the tile and summed (the
-        supernet's stand-in for GGMNet's fusion of the branches). Returns the scores of
-        :meth:`ConfusionMatrix.compute` plus ``loss`` (Eq. 19 summed over heads, mean over batches).
-        """
-        self.supernet.eval()
-        matrix = ConfusionMatrix(NUM_CLASSES)
-        totals = torch.zeros(2, dtype=torch.float64)
-        for batch in self.val_loader:
-            image, mask, _ = self._batch(batch)
-            with autocast_for(self.device, self.use_amp):
-                logits = self.supernet(image, mode="argmax")
-            totals += torch.tensor([float(self._loss(logits, mask)), 1.0], dtype=torch.float64)
-            fused = sum(F.interpolate(z.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
-                        for z in logits)
-            matrix.update(fused.argmax(1), mask)
-        self.supernet.train()
-        all_reduce_sum_(totals)
-        scores = matrix.all_reduce().compute()
-        scores["loss"] = float(totals[0] / totals[1]) if totals[1] > 0 else None
-        return scores
+    def predict(self, logits: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """The argmax of the three heads' logits upsampled to the tile and summed (the supernet's stand-in for
+        GGMNet's fusion of the branches)."""
+        return sum(F.interpolate(z.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+                   for z in logits).argmax(1)
 
     # ------------------------------------------------------------------ outputs
     def provenance(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
