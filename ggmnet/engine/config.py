@@ -58,37 +58,30 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def integer(test: Callable[[int], bool], expected: str) -> Convert:
-    """An integer (or its text) for which ``test`` holds; ``expected`` says what is wanted."""
-    def convert(value: Any) -> int:
+def _numeric(kind: type, test: Callable[[Any], bool], expected: str, metavar: str) -> Convert:
+    def convert(value: Any) -> Any:
         if isinstance(value, str):
             try:
-                value = int(value.strip())
+                value = kind(value.strip())
             except ValueError:
                 raise ValueError(expected) from None
-        if not is_int(value) or not test(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not isinstance(value, kind if kind is int else (int, float)) or not test(value):
             raise ValueError(expected)
-        return value
+        return kind(value)
 
-    convert.metavar = "N"  # type: ignore[attr-defined]
+    convert.metavar = metavar  # type: ignore[attr-defined]
     return convert
+
+
+def integer(test: Callable[[int], bool], expected: str) -> Convert:
+    """An integer (or its text) for which ``test`` holds; ``expected`` says what is wanted."""
+    return _numeric(int, test, expected, "N")
 
 
 def number(test: Callable[[float], bool], expected: str) -> Convert:
     """A finite number (or its text) for which ``test`` holds, as a float."""
-    def convert(value: Any) -> float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(expected) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not test(value):
-            raise ValueError(expected)
-        return float(value)
-
-    convert.metavar = "X"  # type: ignore[attr-defined]
-    return convert
+    return _numeric(float, test, expected, "X")
 
 
 POSITIVE_INT = integer(lambda v: v >= 1, "a positive integer")
@@ -127,14 +120,11 @@ def choice(*values: str, expected: str | None = None) -> Convert:
 
 
 def boolean(value: Any) -> bool:
-    """``True``/``False`` (or ``true``, ``yes``, ``on``, ``1`` and their opposites as text)."""
+    """``True`` or ``False`` (or the text ``true``/``false``)."""
     if isinstance(value, bool):
         return value
-    text_value = str(value).strip().lower()
-    if text_value in ("true", "yes", "on", "1"):
-        return True
-    if text_value in ("false", "no", "off", "0"):
-        return False
+    if str(value).strip().lower() in ("true", "false"):
+        return str(value).strip().lower() == "true"
     raise ValueError("true or false")
 
 

@@ -55,10 +55,6 @@ from ggmnet.metrics import ConfusionMatrix
 log = logging.getLogger(__name__)
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
 class Engine:
     """One training run of a stage: set-up and resume in the constructor, :meth:`run` to train.
 
@@ -75,8 +71,8 @@ class Engine:
 
     Attributes
     ----------
-    run_dir
-        The run folder (the same path on every rank; only rank 0 writes to it).
+    run_dir, last_path, best_path
+        The run folder (the same path on every rank; only rank 0 writes to it) and its checkpoints.
     start_epoch, global_step
         Epochs and steps done before this process started (non-zero when resumed).
     best
@@ -104,6 +100,7 @@ class Engine:
         self.data_dir = self._dataset_dir()
         self.manifest_sha256 = file_sha256(self.data_dir / "manifest.json")
         self.run_dir, state = self._open_run()
+        self.last_path, self.best_path = (self.run_dir / "checkpoints" / name for name in ("last.pt", "best.pt"))
         self.start_epoch = 0
         self.global_step = 0
         self.best: dict[str, Any] = {"epoch": None, "scores": None}
@@ -205,14 +202,6 @@ class Engine:
         barrier()
         return Path(broadcast_object(str(path)))
 
-    @property
-    def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.pt"
-
     def _open_run(self) -> tuple[Path, dict[str, Any] | None]:
         """Choose the run folder (rank 0) and, with ``--resume``, read and check its last checkpoint (every rank).
 
@@ -251,11 +240,11 @@ class Engine:
         """Refuse a checkpoint that does not continue this run; take its derived settings."""
         if "rng" not in state:
             raise UserError(f"--resume {path}: holds no training state (resume from last.pt)")
-        saved = state.get("config", {})
+        saved, current = state.get("config", {}), self.config.to_dict()
         for key in self.resume_fixed:
-            if _plain(saved.get(key)) != _plain(getattr(self.config, key)):
-                raise UserError(f"--resume {path}: the run used {flag(key)} {saved.get(key)}, not "
-                                f"{getattr(self.config, key)}; resume with the same value")
+            if saved.get(key) != current[key]:
+                raise UserError(f"--resume {path}: the run used {flag(key)} {saved.get(key)}, not {current[key]}; "
+                                "resume with the same value")
         # checkpoints written before the engine name their dataset elsewhere; theirs is not checked
         sha = state["checkpoint"].get("dataset_manifest_sha256")
         if sha is not None and sha != self.manifest_sha256:
