@@ -15,7 +15,7 @@ windows of a prepared dataset and scores it on the validation windows after ever
   phase, gradient scaler and generator states) and ``best.pt`` (the model, without training state) at the
   best validation FWIoU. The format is the one ``ggm-evaluate`` and ``ggm-predict`` read
   (:func:`ggmnet.retrain.models.load_model`); the epoch loop is the engine's (:class:`ggmnet.engine.loop.Engine`);
-* **tracking** (:class:`~ggmnet.tracking.Tracker`, W&B plus local copies): train and validation loss and FWIoU
+* **tracking** (:class:`~ggmnet.engine.tracking.Tracker`, W&B plus local copies): train and validation loss and FWIoU
   curves (Figure 4; also drawn to ``RUN/curves.png`` after every epoch), learning rate and optimiser phase,
   a per-class IoU table, the confusion matrix as a heatmap and validation tiles with predicted and true
   masks (Figure 5) every ``image_every`` epochs and at the end, the genotype and the best checkpoint as
