@@ -121,33 +121,20 @@ def test_loader_order_depends_on_seed_and_epoch_and_shards_ranks():
     assert [int(v) for batch in plain for v in batch] == data
 
 
-class KeyEcho(torch.utils.data.Dataset):
-    """Items ``(augmentation key, index)``: the key its ``set_epoch`` was given in the loading process."""
+def test_reshuffled_takes_steps_batches_over_passes_keyed_by_epoch_pass_and_stream():
+    keys: list[int] = []
 
-    key = -1
+    class Recorder(list):
+        def set_epoch(self, key: int) -> None:
+            keys.append(key)
 
-    def __len__(self) -> int:
-        return 6
-
-    def set_epoch(self, key: int) -> None:
-        self.key = key
-
-    def __getitem__(self, index: int) -> tuple[int, int]:
-        return self.key, index
-
-
-@pytest.mark.parametrize("workers", [0, 1])
-def test_reshuffled_takes_steps_batches_over_passes_keyed_by_epoch_pass_and_stream(workers):
-    data = KeyEcho()
-    loader = make_loader(data, batch_size=2, shuffle=True, ctx=ALONE, seed=3, drop_last=True, num_workers=workers,
-                         augmented=data)
-    batches = [list(zip(*(t.tolist() for t in batch))) for batch in reshuffled(loader, 2, 7, stream=1, streams=2)]
-    keys = [[key for key, _ in batch] for batch in batches]
-    # pass p re-augments with 2 (1000 epoch + p) + 1, also in worker processes; the 7th batch opens pass 2
-    assert keys == [[4001] * 2] * 3 + [[4003] * 2] * 3 + [[4005] * 2]
-    order = [index for batch in batches for _, index in batch]
-    assert sorted(order[:6]) == list(range(6)) and order[:6] != order[6:12]
-    again = [list(zip(*(t.tolist() for t in batch))) for batch in reshuffled(loader, 2, 7, stream=1, streams=2)]
+    data = Recorder(range(6))
+    loader = make_loader(data, batch_size=2, shuffle=True, ctx=ALONE, seed=3, drop_last=True)
+    batches = [[int(v) for v in batch] for batch in reshuffled(loader, 2, 7, stream=1, streams=2, dataset=data)]
+    assert len(batches) == 7
+    assert keys == [2 * (1000 * 2 + p) + 1 for p in range(3)]  # the 7th batch opens the third pass, no more
+    assert sorted(sum(batches[:3], [])) == list(range(6)) and batches[:3] != batches[3:6]
+    again = [[int(v) for v in batch] for batch in reshuffled(loader, 2, 7, stream=1, streams=2)]
     assert again == batches
 
 

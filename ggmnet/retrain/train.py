@@ -209,8 +209,7 @@ class Retrainer(Engine):
             raise UserError(f"--batch-size {cfg.batch_size}: larger than the {per_rank} training window(s) "
                             f"each of {self.ctx.world_size} process(es) gets from {self.data_dir}")
         self.loader = make_loader(self.train_data, batch_size=cfg.batch_size, shuffle=True, ctx=self.ctx,
-                                  num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True,
-                                  augmented=self.train_data)
+                                  num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True)
         self.steps_per_epoch = cfg.steps_per_epoch or len(self.loader)
         self.val_loader, self.val_ids = validation_loader(self.val_data, tiles=cfg.val_tiles, seed=cfg.seed,
                                                           batch_size=cfg.batch_size, num_workers=cfg.num_workers,
@@ -301,7 +300,7 @@ class Retrainer(Engine):
 
     def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
         """Pass ``p`` over the windows reshuffles and re-augments with the key ``1000 epoch + p``."""
-        return reshuffled(self.loader, epoch, self.steps_per_epoch)
+        return reshuffled(self.loader, epoch, self.steps_per_epoch, dataset=self.train_data)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """The engine's steps; returns the mean loss and the scores of the training batches' predictions."""

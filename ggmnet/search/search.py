@@ -237,8 +237,7 @@ class ArchitectureSearch(Engine):
                             f"each process gets from either half of {len(train)}")
         self.loader_a, self.loader_b = (
             make_loader(Subset(train, half.tolist()), batch_size=cfg.batch_size, shuffle=True, ctx=self.ctx,
-                        num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True, augmented=train)
-            for half in (half_a, half_b))
+                        num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True) for half in (half_a, half_b))
         self.steps_per_epoch = cfg.steps_per_epoch or len(self.loader_a)
         self.val_loader, val_ids = validation_loader(val, tiles=cfg.val_tiles, seed=cfg.seed,
                                                      batch_size=cfg.batch_size, num_workers=cfg.num_workers,
@@ -353,12 +352,12 @@ class ArchitectureSearch(Engine):
         lr = weight_lr(epoch, self.config)
         for group in self.weight_opt.param_groups:
             group["lr"] = lr
+        self.train_data.set_epoch(epoch)
         self.model.train()
         return {"tau": self.tau, "lr/weights": lr}
 
     def batches(self, epoch: int) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
-        """(B batch or None in the warm-up, A batch) pairs: the halves reshuffle and re-augment as two streams
-        of one epoch."""
+        """(B batch or None in the warm-up, A batch) pairs: the halves reshuffle as two streams of one epoch."""
         weights = reshuffled(self.loader_a, epoch, self.steps_per_epoch, stream=0, streams=2)
         if not self.searching:
             return ((None, batch) for batch in weights)
