@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ggmnet.engine.checkpoint import CheckpointFormat
 from ggmnet.engine.config import DERIVED, EPOCHS, NON_NEGATIVE_INT, NUM_WORKERS, RunConfig, option
-from ggmnet.engine.loaders import make_loader, reshuffled
+from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
 from ggmnet.engine.loop import Engine
 from ggmnet.errors import UserError
 
@@ -168,3 +168,58 @@ def test_a_resumed_run_keeps_its_derived_settings(dataset, tmp_path):
     assert longer.config.derived["halve_after"] == "as in the run resumed"
     assert longer.start_epoch == 2
     assert ToyStage(toy(dataset, tmp_path / "new", epochs=6)).config.halve_after == 3
+
+
+class KeyedData(Dataset):
+    """Twelve samples augmented from a generator seeded by (key, index), the key in shared memory so that it
+    reaches persistent loader workers (as TileDataset does)."""
+
+    def __init__(self) -> None:
+        self.key = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return 12
+
+    def set_epoch(self, key: int) -> None:
+        self.key.fill_(key)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        noise = np.random.default_rng([int(self.key), i]).normal(size=4).astype(np.float32)
+        return {"image": torch.full((4,), float(i)) + torch.from_numpy(noise), "mask": torch.tensor([float(i % 3)])}
+
+
+class WorkersToy(ToyStage):
+    """The toy with a persistent worker per loader, keyed augmentation, global-RNG noise in each step (as the
+    search's Gumbel samples) and a validation pass over a loader."""
+
+    def setup(self, state: dict[str, Any] | None) -> None:
+        super().setup(state)
+        self.data = KeyedData()
+        self.loader = make_loader(self.data, batch_size=3, shuffle=True, ctx=self.ctx, seed=0, drop_last=True,
+                                  num_workers=1)
+        self.val_loader, _ = validation_loader(KeyedData(), tiles=4, seed=0, batch_size=2, num_workers=1,
+                                               ctx=self.ctx)
+
+    def batches(self, epoch: int):
+        return reshuffled(self.loader, epoch, self.steps_per_epoch, dataset=self.data)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        batch = {**batch, "image": batch["image"] + 0.01 * torch.randn(batch["image"].shape)}
+        return super().train_step(batch)
+
+    def validate(self) -> dict[str, Any]:
+        seen = sum(len(batch["image"]) for batch in self.val_loader)
+        return {"fwiou": super().validate()["fwiou"] * seen / 4}
+
+
+def test_resume_is_exact_with_loader_workers(dataset, tmp_path):
+    straight = WorkersToy(toy(dataset, tmp_path / "straight")).run()
+
+    def stop(epoch: int, record: dict) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        WorkersToy(toy(dataset, tmp_path / "resumed"), on_epoch_end=stop).run()
+    resumed = WorkersToy(toy(dataset, tmp_path / "resumed", resume=True)).run()
+    assert torch.equal(weights(resumed / "checkpoints" / "last.pt"), weights(straight / "checkpoints" / "last.pt"))
