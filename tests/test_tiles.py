@@ -160,6 +160,29 @@ def test_augmentation_is_seeded_by_seed_epoch_and_index(tmp_path):
     assert torch.equal(plain["image"], TileDataset(data, "train", tile_size=48, crop_size=32)[1]["image"])
 
 
+def test_every_epoch_draws_new_augmentation_in_persistent_workers(tmp_path):
+    # A persistent worker keeps its own copy of the dataset: the epoch set in the main process must still
+    # reach it, so that epoch 1 is augmented differently from epoch 0, and exactly as a fresh loader (a
+    # resumed run) set to epoch 1 augments it.
+    rng = np.random.default_rng(2)
+    data = write_dataset(tmp_path, {"residual": rng.normal(size=(31, 31)).astype(np.float32)},
+                         rng.integers(0, 10, size=(31, 31)).astype(np.uint8),
+                         [(0.0, 1.0, 0.0, 1.0, "train"), (1.0, 3.0, 1.0, 3.0, "train")])
+
+    def epochs(first, count):
+        dataset = TileDataset(data, "train", tile_size=48, crop_size=32, augment=True, seed=5)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, persistent_workers=True)
+        images = []
+        for epoch in range(first, first + count):
+            dataset.set_epoch(epoch)
+            images.append(next(iter(loader))["image"])
+        return images
+
+    epoch0, epoch1 = epochs(0, 2)
+    assert not torch.equal(epoch0, epoch1)
+    assert torch.equal(epoch1, epochs(1, 1)[0])
+
+
 def test_geology_prior_hides_outcrop_blobs_and_scores_only_them(tmp_path):
     label = np.full((31, 31), COVER_INDEX, np.uint8)
     label[:, :16] = np.arange(16)[None, :] % 10  # outcrop in the west half, cover in the east

@@ -281,7 +281,9 @@ class TileDataset(torch.utils.data.Dataset):
         self.geology_prior = bool(geology_prior)
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
-        self.epoch = 0
+        # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
+        # dataset, and set_epoch in the main process must reach them all.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.normalisation = self.manifest["normalisation"]
         self.fields = ["residual"] if channels == "pseudocolour" else [
             n for n in PHYSICAL_CHANNELS if n in variables]
@@ -304,9 +306,15 @@ class TileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    @property
+    def epoch(self) -> int:
+        """The augmentation stream in use (see :meth:`set_epoch`)."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before each epoch, as with DistributedSampler)."""
-        self.epoch = int(epoch)
+        """Select the augmentation stream of ``epoch`` (call before each epoch, as with DistributedSampler,
+        and before iterating the loader). It reaches the loader's worker processes, persistent ones too."""
+        self._epoch.fill_(int(epoch))
 
     def _load(self) -> dict[str, np.ndarray]:
         """The grids this dataset needs, read once per process (so each DataLoader worker has its own)."""
