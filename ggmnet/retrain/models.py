@@ -10,7 +10,7 @@ Entries:
 * ``ggmnet``: :class:`~ggmnet.retrain.ggmnet_model.GGMNet` from a genotype (dict or :class:`Genotype`) and the
   Table 5 switches.
 * ``hrnet_w32``: the Table 6 baseline HRNetV1-W32, timm's ``hrnet_w32`` backbone (random initialisation)
-  with a light segmentation head (:class:`HRNetSegmentation`).
+  with a light segmentation head (:mod:`ggmnet.retrain.hrnet`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ggmnet.errors import UserError
 from ggmnet.retrain.ggmnet_model import GGMNet
+from ggmnet.retrain.hrnet import HRNetSegmentation
 from ggmnet.search_space.genotype import Genotype
-from ggmnet.search_space.operations import ConvNormAct
 
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
 CHECKPOINT_FORMAT = "ggmnet-checkpoint"
@@ -75,43 +74,6 @@ def model_config_of(model: nn.Module) -> dict[str, Any]:
     """The ``model_config`` of a registered network (a DDP wrapper is looked through)."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     return inner.model_config()
-
-
-class HRNetSegmentation(nn.Module):
-    """HRNetV1-W32 (timm ``hrnet_w32``, ``features_only``) with a light segmentation head.
-
-    The backbone returns its four parallel branches (32, 64, 128 and 256 channels at strides 4, 8, 16, 32;
-    timm's ``feature_location=""``, HRNet's own features rather than the classifier's widened ones). The head
-    upsamples them bilinearly to stride 4, concatenates them, applies a 1x1 conv-BN-ReLU and a 1x1
-    classifier, and upsamples the logits to the input size (HRNetV2's segmentation head).
-
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]``. Random initialisation, as every
-    network of the paper was trained from scratch (5.1).
-    """
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        import timm  # imported here: only this baseline needs it, and it takes seconds to import
-
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
-        self.backbone = timm.create_model("hrnet_w32", pretrained=False, features_only=True,
-                                          in_chans=self.in_channels, feature_location="", out_indices=(1, 2, 3, 4))
-        width = sum(self.backbone.feature_info.channels())
-        self.fuse = ConvNormAct(width, width, 1)
-        self.classifier = nn.Conv2d(width, self.num_classes, 1)
-
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": "hrnet_w32", "in_channels": self.in_channels, "num_classes": self.num_classes}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
-        size = features[0].shape[-2:]
-        up = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                              for f in features[1:]]
-        logits = self.classifier(self.fuse(torch.cat(up, dim=1)))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 @register_model
