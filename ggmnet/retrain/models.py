@@ -5,12 +5,20 @@ As in timm, each network is a thin entry point registered by name (:func:`regist
 network's ``model_config`` (its name plus the entry point's keyword arguments, JSON-plain), from which
 :func:`build_model` rebuilds it and :func:`load_model` restores its weights.
 
-Entries:
+Entries (one file per family; every baseline takes ``in_channels`` and ``num_classes``, which ``retrain`` reads
+from the dataset, and starts from random weights, as in the paper):
 
 * ``ggmnet``: :class:`~ggmnet.retrain.ggmnet_model.GGMNet` from a genotype (dict or :class:`Genotype`) and the
   Table 5 switches.
-* ``hrnet_w32``: the Table 6 baseline HRNetV1-W32, timm's ``hrnet_w32`` backbone (random initialisation)
-  with a light segmentation head (:mod:`ggmnet.retrain.hrnet`).
+* ``fc_hardnet70``: Table 6's FC-HarDNet-70 (:mod:`ggmnet.retrain.hardnet`), 4.1 M parameters.
+* ``fasterseg``: Table 6's FasterSeg, the released searched student in ggmnet's operators
+  (:mod:`ggmnet.retrain.fasterseg`), 4.7 M.
+* ``hrnet_w32``: Table 6's HRNetV1-W32, timm's backbone with a light head (:mod:`ggmnet.retrain.hrnet`), 29.5 M.
+* ``unet``, ``unet_resnet18``: smp's U-Net on ResNet-34 / ResNet-18 encoders (:mod:`ggmnet.retrain.unet`),
+  24.4 M and 14.3 M; no Table 6 row.
+
+Parameter counts at 3 input channels and 10 classes; ``benchmarks/bench_model_size.py`` prints them beside
+Table 6 with the FLOPs.
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ import torch
 from torch import nn
 
 from ggmnet.errors import UserError
+from ggmnet.retrain.fasterseg import BASE_CHANNELS, FasterSeg
 from ggmnet.retrain.ggmnet_model import GGMNet
+from ggmnet.retrain.hardnet import FCHarDNet
 from ggmnet.retrain.hrnet import HRNetSegmentation
+from ggmnet.retrain.unet import UNet
 from ggmnet.search_space.genotype import Genotype
 
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
@@ -89,6 +100,30 @@ def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: boo
 def hrnet_w32(*, in_channels: int = 3, num_classes: int = 10) -> HRNetSegmentation:
     """The HRNetV1-W32 baseline of Table 6 (timm backbone, random weights)."""
     return HRNetSegmentation(in_channels, num_classes)
+
+
+@register_model
+def fc_hardnet70(*, in_channels: int = 3, num_classes: int = 10) -> FCHarDNet:
+    """The FC-HarDNet-70 baseline of Table 6 (Chao et al. 2019)."""
+    return FCHarDNet(in_channels, num_classes)
+
+
+@register_model
+def fasterseg(*, in_channels: int = 3, num_classes: int = 10, base_channels: int = BASE_CHANNELS) -> FasterSeg:
+    """The FasterSeg baseline of Table 6: the released student at base width ``base_channels`` (release: 12)."""
+    return FasterSeg(in_channels, num_classes, base_channels=base_channels)
+
+
+@register_model
+def unet(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-34 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet")
+
+
+@register_model
+def unet_resnet18(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-18 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet_resnet18")
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
