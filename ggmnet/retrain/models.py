@@ -10,10 +10,12 @@ from the dataset, and starts from random weights, as in the paper):
 
 * ``ggmnet``: :class:`~ggmnet.retrain.ggmnet_model.GGMNet` from a genotype (dict or :class:`Genotype`) and the
   Table 5 switches.
-* ``fc_hardnet70``: Table 6's FC-HarDNet-70 (:mod:`ggmnet.retrain.hardnet`), 4.1 M parameters.
+* ``fc_hardnet70``: Table 6's FC-HarDNet-70 (:mod:`ggmnet.retrain.hardnet`), 4.12 M parameters (Table 6:
+  4.1 M).
 * ``fasterseg``: Table 6's FasterSeg, the released searched student in ggmnet's operators
-  (:mod:`ggmnet.retrain.fasterseg`), 4.7 M.
-* ``hrnet_w32``: Table 6's HRNetV1-W32, timm's backbone with a light head (:mod:`ggmnet.retrain.hrnet`), 29.5 M.
+  (:mod:`ggmnet.retrain.fasterseg`), 4.65 M (Table 6: 4.7 M).
+* ``hrnet_w32``: Table 6's HRNetV1-W32, timm's backbone with a light head (:mod:`ggmnet.retrain.hrnet`), 29.5 M
+  (Table 6: 28.5 M).
 * ``unet``, ``unet_resnet18``: smp's U-Net on ResNet-34 / ResNet-18 encoders (:mod:`ggmnet.retrain.unet`),
   24.4 M and 14.3 M; no Table 6 row.
 
