@@ -19,7 +19,8 @@ warm-up and a tenfold drop every 50 epochs. Run it on GPUs, e.g.
   torchrun --nproc_per_node=4 -m ggmnet.retrain.cli --genotype genotype.json --data DIR
 CPU recipe (see experiments/retrain_cpu.yaml):
   retrain --genotype genotype.json --config experiments/retrain_cpu.yaml
-Table 5's ablations: --ablation a|b|c|d|ours; Table 6's baseline: --model hrnet_w32 (no genotype).
+Table 5's ablations: --ablation a|b|c|d|ours; Table 6's baselines and U-Nets: --model NAME (no genotype; input
+channels and classes from the dataset), e.g. --model fasterseg.
 The run folder gets run.json, genotype.json, checkpoints/last.pt (every epoch) and best.pt (best validation
 FWIoU; the file ggm-evaluate and ggm-predict take), curves.png, metrics.jsonl, tables/ and images/.
 Interrupt at any time and rerun with --resume (and the same --out) to continue exactly where it stopped.
@@ -48,7 +49,9 @@ def build_retrain_parser() -> argparse.ArgumentParser:
                    help="run folder. Default: a new runs/retrain/MODEL-DATE-TIME (with --resume: the newest run "
                         "there).")
     p.add_argument("--model", choices=list_models(), default=d.model,
-                   help=f"network: ggmnet (from --genotype) or hrnet_w32 (Table 6's baseline). Default: {d.model}.")
+                   help="network: ggmnet (from --genotype) or a baseline trained from scratch ("
+                        f"{', '.join(m for m in list_models() if m != 'ggmnet')}; fc_hardnet70, fasterseg and "
+                        f"hrnet_w32 are Table 6's). Default: {d.model}.")
     p.add_argument("--ablation", choices=tuple(ABLATIONS), default=d.ablation,
                    help="Table 5's row for ggmnet: a = U-shaped baseline, b = +attention refinement, "
                         "c = +feature fusion, d = +deformable convolution, ours = +residual connections. "

@@ -102,7 +102,7 @@ class RetrainConfig:
     genotype
         Genotype JSON of the MRFEM (``nas-export`` output); needed for ``model="ggmnet"`` unless resuming.
     model
-        A registered model: ``ggmnet`` or ``hrnet_w32`` (Table 6's baseline).
+        A registered model (:func:`~ggmnet.retrain.models.list_models`): ``ggmnet`` or a baseline.
     ablation
         Table 5's row for GGMNet: ``a`` (U-shaped baseline), ``b`` (+ARM), ``c`` (+FFM), ``d`` (+deformable
         convolution) or ``ours`` (+residual connections: the full GGMNet).
@@ -380,9 +380,12 @@ class Retrainer:
     def _model_config(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         """The model to build: from the genotype and the ablation, or the resumed checkpoint's."""
         cfg = self.config
-        if cfg.model == "hrnet_w32":
-            config = {"name": "hrnet_w32", "in_channels": int(self.train_data.in_channels),
+        if cfg.model != "ggmnet":
+            # A baseline takes its input channels and classes from the dataset; resumed, its other arguments too.
+            config = {"name": cfg.model, "in_channels": int(self.train_data.in_channels),
                       "num_classes": int(self.train_data.num_classes)}
+            if resume_state is not None:
+                config = {**resume_state["model_config"], **config}
         elif cfg.genotype is not None:
             genotype = Genotype.load(cfg.genotype)
             config = {"name": "ggmnet", "genotype": genotype.to_dict(), **ABLATIONS[cfg.ablation]}
