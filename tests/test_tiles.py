@@ -11,10 +11,10 @@ import torch
 
 from ggmnet.classes import COVER_INDEX
 from ggmnet.datasets.tiles import (
-    augment_d4,
-    centred_coordinates,
     TileDataset,
+    augment_d4,
     augment_geometry,
+    centred_coordinates,
     colour_lut,
     cover_distances_deg,
     input_channels_from_fields,
