@@ -1,31 +1,37 @@
-"""Parameters and FLOPs of GGMNet at MRFEM depths 16-24 beside HRNet-W32 (paper Tables 4 and 6).
+"""Parameters and FLOPs of GGMNet at MRFEM depths 16-24 and of every registered baseline (paper Tables 4 and 6).
 
 GGMNet is built from ``default_genotype(depth)`` (expansion 4 everywhere: a hand-made stand-in for a
 searched genotype, so its sizes differ from the paper's searched ones) or from ``--genotype FILE`` for one
-searched architecture. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass in
-eval mode (2 FLOPs per multiply-add); torchvision's deformable convolution, which the counter does not
-know, is counted as the convolution it computes plus 8 FLOPs per bilinear sample (4 products, 4 sums).
+searched architecture; every other model of ``list_models()`` at its defaults, beside Table 6's parameter
+count where it has a row. All at 3 input channels and 10 classes. FLOPs come from
+``torch.utils.flop_counter.FlopCounterMode`` on one forward pass in eval mode (2 FLOPs per multiply-add), run
+on PyTorch's meta device (shapes only, no arithmetic: a second per network at any size); torchvision's
+deformable convolution, which the counter does not know, is counted as the convolution it computes plus 8 FLOPs
+per bilinear sample (4 products, 4 sums).
 
-    .venv/bin/python benchmarks/bench_model_size.py [--size 512] [--depths 16 18 20 22 24] [--genotype FILE]
+    .venv/bin/python benchmarks/bench_model_size.py [--size 1024] [--depths 16 18 20 22 24] [--genotype FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import time
+from collections.abc import Callable
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch.utils.flop_counter import FlopCounterMode
 
 from ggmnet.retrain.ggmnet_model import GGMNet
-from ggmnet.retrain.models import create_model
+from ggmnet.retrain.models import create_model, list_models
 from ggmnet.search_space.genotype import Genotype, default_genotype
 
-#: Table 4 (parameters, M, of the searched GGMNet at each MRFEM depth) and Table 6 (M).
+#: Table 4 (parameters, M, of the searched GGMNet at each MRFEM depth) and Table 6 (M, by registered name).
 PAPER_TABLE4_PARAMS_M = {16: 4.7, 18: 6.5, 20: 8.6, 22: 10.3, 24: 12.4}
-PAPER_TABLE6_PARAMS_M = {"FC-HarDNet-70": 4.1, "FasterSeg": 4.7, "HRNetV1-W32": 28.5, "GGMNet": 10.3}
+PAPER_TABLE6_PARAMS_M = {"fc_hardnet70": 4.1, "fasterseg": 4.7, "hrnet_w32": 28.5, "ggmnet": 10.3}
+#: Table 6's names of the registered baselines.
+PAPER_TABLE6_NAMES = {"fc_hardnet70": "FC-HarDNet-70", "fasterseg": "FasterSeg", "hrnet_w32": "HRNetV1-W32",
+                      "ggmnet": "GGMNet"}
 
 
 def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
@@ -38,42 +44,51 @@ def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwarg
     return conv + sampling
 
 
-def measure(model: torch.nn.Module, size: int, in_channels: int) -> tuple[float, float, float]:
-    """(parameters in M, GFLOPs of one forward pass on 1 x C x size x size, seconds it took)."""
-    model.eval()
+def measure(build: Callable[[], torch.nn.Module], size: int, in_channels: int) -> tuple[float, float]:
+    """(parameters in M, GFLOPs of one forward pass on 1 x C x size x size) of the network ``build()`` makes.
+
+    The network and its input live on the meta device: the counter sees every operator's shapes, and nothing
+    is allocated or computed.
+    """
+    with torch.device("meta"):
+        model = build().eval()
+        x = torch.randn(1, in_channels, size, size)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    x = torch.randn(1, in_channels, size, size)
     counter = FlopCounterMode(display=False,
                               custom_mapping={torch.ops.torchvision.deform_conv2d: deform_conv2d_flop})
-    start = time.perf_counter()
     with torch.no_grad(), counter:
         model(x)
-    return params, counter.get_total_flops() / 1e9, time.perf_counter() - start
+    return params, counter.get_total_flops() / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512, help="input side, pixels (default 512)")
+    parser.add_argument("--size", type=int, default=1024, help="input side, pixels (default 1024, the paper's crop)")
     parser.add_argument("--depths", type=int, nargs="+", default=[16, 18, 20, 22, 24],
                         help="MRFEM depths of default_genotype (default 16 18 20 22 24)")
     parser.add_argument("--genotype", default=None, help="also measure this searched genotype JSON")
     args = parser.parse_args()
 
     print(f"input 1 x 3 x {args.size} x {args.size}; FLOPs of one forward pass (2 per multiply-add)")
-    print(f"{'network':<34} {'params (M)':>10} {'paper (M)':>10} {'GFLOPs':>9} {'GMACs':>8} {'s':>6}")
-    rows = [(f"GGMNet default_genotype({d})", GGMNet(default_genotype(d)), PAPER_TABLE4_PARAMS_M.get(d))
-            for d in args.depths]
+    print(f"{'network':<40} {'params (M)':>10} {'paper (M)':>10} {'ratio':>6} {'GFLOPs':>9} {'GMACs':>8}")
+    rows = [(f"GGMNet default_genotype({d}), Table 4", lambda d=d: GGMNet(default_genotype(d)),
+             PAPER_TABLE4_PARAMS_M.get(d)) for d in args.depths]
     if args.genotype:
         genotype = Genotype.load(args.genotype)
-        rows.append((f"GGMNet {args.genotype} (d{genotype.depth})", GGMNet(genotype),
+        rows.append((f"GGMNet {args.genotype} (d{genotype.depth})", lambda: GGMNet(genotype),
                      PAPER_TABLE4_PARAMS_M.get(genotype.depth)))
-    rows.append(("HRNet-W32 (timm) + seg head", create_model("hrnet_w32", in_channels=3, num_classes=10),
-                 PAPER_TABLE6_PARAMS_M["HRNetV1-W32"]))
-    for name, model, paper in rows:
-        params, gflops, seconds = measure(model, args.size, 3)
-        paper_text = "--" if paper is None or math.isnan(paper) else f"{paper:.1f}"
-        print(f"{name:<34} {params:>10.2f} {paper_text:>10} {gflops:>9.1f} {gflops / 2:>8.1f} {seconds:>6.1f}")
-    print("paper Table 6 parameters (M): " + ", ".join(f"{k} {v}" for k, v in PAPER_TABLE6_PARAMS_M.items()))
+    for name in list_models():
+        if name != "ggmnet":
+            label = f"{name} ({PAPER_TABLE6_NAMES[name]}, Table 6)" if name in PAPER_TABLE6_NAMES else name
+            rows.append((label, lambda name=name: create_model(name, in_channels=3, num_classes=10),
+                         PAPER_TABLE6_PARAMS_M.get(name)))
+    for label, build, paper in rows:
+        params, gflops = measure(build, args.size, 3)
+        known = paper is not None and not math.isnan(paper)
+        paper_text, ratio = (f"{paper:.1f}", f"{params / paper:.2f}") if known else ("--", "--")
+        print(f"{label:<40} {params:>10.2f} {paper_text:>10} {ratio:>6} {gflops:>9.1f} {gflops / 2:>8.1f}")
+    print("paper Table 6 parameters (M): " + ", ".join(f"{PAPER_TABLE6_NAMES[k]} {v}"
+                                                       for k, v in PAPER_TABLE6_PARAMS_M.items()))
 
 
 if __name__ == "__main__":

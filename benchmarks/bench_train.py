@@ -1,4 +1,4 @@
-"""Training throughput (images/s) and peak memory of GGMNet's training step (or HRNet-W32's).
+"""Training throughput (images/s) and peak memory of GGMNet's training step (or a registered baseline's).
 
 One step is what ``retrain`` does per batch: forward (under autocast on CUDA with ``--amp``), Eq. 19's loss
 (with its instance weights, computed on the CPU from the mask), backward and an Adam step, on random tiles and
@@ -6,7 +6,7 @@ masks. On the CPU the figures are for a small size (default batch 2 of 256^2); o
 measured as well (batch 4 of 1024^2 crops with AMP). Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA,
 the process's peak resident set (``ru_maxrss``) on the CPU.
 
-    .venv/bin/python benchmarks/bench_train.py [--depth 22] [--ablation ours] [--model ggmnet|hrnet_w32]
+    .venv/bin/python benchmarks/bench_train.py [--depth 22] [--ablation ours] [--model ggmnet|NAME]
         [--steps 3] [--cpu-size 256] [--cpu-batch 2]
 """
 
@@ -21,13 +21,13 @@ import torch
 from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.losses import WeightedBootstrappedCE
 from ggmnet.retrain.ggmnet_model import ABLATIONS, GGMNet
-from ggmnet.retrain.models import create_model
+from ggmnet.retrain.models import create_model, list_models
 from ggmnet.search_space.genotype import default_genotype
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:
-    if args.model == "hrnet_w32":
-        return create_model("hrnet_w32", in_channels=3, num_classes=10)
+    if args.model != "ggmnet":
+        return create_model(args.model, in_channels=3, num_classes=10)
     return GGMNet(default_genotype(args.depth), **ABLATIONS[args.ablation])
 
 
@@ -78,7 +78,8 @@ def bench(args: argparse.Namespace, device: torch.device, size: int, batch: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("ggmnet", "hrnet_w32"), default="ggmnet")
+    parser.add_argument("--model", choices=list_models(), default="ggmnet",
+                        help="registered network (default ggmnet, from default_genotype(--depth))")
     parser.add_argument("--depth", type=int, default=22, help="MRFEM depth of default_genotype (default 22)")
     parser.add_argument("--ablation", choices=tuple(ABLATIONS), default="ours")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")

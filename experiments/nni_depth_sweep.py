@@ -1,117 +1,367 @@
-"""Sweep the MRFEM depth 16..24 (Table 4) with NNI 3.0, one nas-search per trial.
+"""Sweep the MRFEM depth (Table 4 of the paper, depths 16..24): search, export, retrain and score per depth.
 
-NNI is optional (``pip install -e .[sweeps]``: nni 3.0 with pytorch-lightning 2.6.6 and setuptools 80.10.2;
-see the project's notes on NNI). This adapter drives an ``nni.experiment.Experiment("local")`` with the
-GridSearch tuner over ``depth`` in {16, 18, 20, 22, 24} and ``trial_concurrency=1``: NNI 3.0 can hand a trial
-another trial's parameters when several run at once (issue #5726), so trials run one after the other and each
-one also reports the depth it actually ran. Every trial calls :func:`ggmnet.search.search.run_search` and
-reports the validation FWIoU of its last epoch (its intermediate results are the per-epoch FWIoU).
+Each trial is one row of Table 4: at its depth it runs a search (:func:`ggmnet.search.search.run_search`),
+exports the genotype of the search's last checkpoint (:func:`ggmnet.search.export.export_genotype`),
+retrains GGMNet from that genotype (:func:`ggmnet.retrain.train.run_retrain`) and reports the depth, the
+parameter count of the retrained network and its best validation FWIoU and MPA. The sweep writes
+``OUT/table4.md`` and ``OUT/table4.json`` with these rows beside the paper's figures, and keeps every trial's
+folders under ``OUT/depthD/`` (``search/``, ``genotype.json``, ``retrain/``, ``trial.json``).
 
-Caution: NNI's manager listens on every interface (``*:PORT``) with no way to bind localhost only; run the
-sweep in a network namespace or behind a firewall.
+Two engines give the same outputs:
 
-Usage::
+* ``nni``: NNI 3.0 multi-trial NAS (``nni.nas.experiment.NasExperiment``) over a model space whose one
+  choice is ``depth``, with the GridSearch strategy and the **sequential** execution engine: the trials run
+  one after the other inside this process. This mode starts no NNI manager and no web server and opens no
+  port (no listening socket appeared in ``ss -ltnp`` while a sweep ran; ``tests/test_nni_sweep.py`` checks
+  the same with psutil). NNI writes its log and checkpoint under ``OUT/nni/`` and adds the experiment to its
+  list in ``~/nni-experiments/.experiment``. Each trial reports ``{"default": FWIoU, "fwiou", "mpa",
+  "depth", "parameters"}`` with ``nni.report_final_result``; the sweep checks that every trial ran the depth
+  NNI sampled for it and reported the FWIoU NNI recorded.
+* ``loop``: the same trials in a plain loop, without NNI.
+* ``auto`` (default): ``nni`` when NNI 3.0 imports (``pip install -e '.[sweeps]'``), else ``loop``.
 
-    python experiments/nni_depth_sweep.py --config experiments/search_cpu.yaml --out runs/depth-sweep
-    python experiments/nni_depth_sweep.py --depths 16,20,24 --port 18080 -- --epochs 4
+NNI's other mode, ``nni.experiment.Experiment("local")`` (tuner plus web UI), is not used: its manager
+listens on every interface (``*:PORT``; ``nni_node/rest_server/index.js`` calls ``app.listen(port)`` with no
+host) and NNI 3.0 has no setting that binds it to the loopback only; with several trials at once it can also
+pair one trial's metric with another trial's parameters (NNI issue #5726). If you run it anyway, do so in a
+network namespace or behind a firewall.
 
-Arguments after ``--`` are passed to every trial's nas-search (e.g. ``--data DIR``).
+The settings of every trial's search and retrain come from the dataclass defaults (the paper's scale),
+overridden by ``--search-config`` and ``--retrain-config`` YAML recipes (keys as in ``nas-search`` and
+``retrain``); the sweep sets ``depth``, ``data``, ``out`` and ``genotype`` itself. Usage::
+
+    python experiments/nni_depth_sweep.py --search-config experiments/search_cpu.yaml \\
+        --retrain-config experiments/retrain_cpu.yaml --data data/prepared --out runs/depth-sweep
+    python experiments/nni_depth_sweep.py --depths 16,20,24 --engine loop ...
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import shlex
+import logging
 import sys
-import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve()
+import yaml
+
+from ggmnet.engine.runio import prepare_out_dir, write_bytes_atomic, write_json_atomic, write_run_metadata
+from ggmnet.errors import UserError, cli_entry
+from ggmnet.retrain.models import load_model
+from ggmnet.retrain.train import RetrainConfig, run_retrain
+from ggmnet.search.export import export_genotype
+from ggmnet.search.search import SearchConfig, run_search
+
+log = logging.getLogger("nni_depth_sweep")
+
 PAPER_DEPTHS = (16, 18, 20, 22, 24)
+#: Table 4 of the paper: depth -> (parameters in M, MPA %, FWIoU %).
+PAPER_TABLE4 = {16: (4.7, 50.9, 36.8), 18: (6.5, 55.3, 38.33), 20: (8.6, 59.8, 40.31),
+                22: (10.3, 63.1, 42.88), 24: (12.4, 61.5, 41.12)}
+ENGINES = ("auto", "nni", "loop")
+#: Settings the sweep chooses itself; a recipe may not set them.
+_SWEEP_KEYS = {"search": ("data", "out", "resume"), "retrain": ("genotype", "data", "out", "resume")}
+NNI_INSTALL_HINT = ("pip install -e '.[sweeps]' (nni==3.0, pytorch-lightning==2.6.6, setuptools==80.10.2, "
+                    "filelock==3.11.0, typeguard==4.1.2)")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+def load_recipe(path: str | Path | None, kind: str) -> dict[str, Any]:
+    """The values of a ``nas-search`` (``kind="search"``) or ``retrain`` YAML recipe; unknown keys are refused."""
+    if path is None:
+        return {}
+    option = f"--{kind}-config"
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file (expected a YAML recipe)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{option} {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{option} {path}: expected a mapping of option names to values")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    config_class = SearchConfig if kind == "search" else RetrainConfig
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise UserError(f"{option} {path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def parse_depths(text: str) -> list[int]:
+    """``"16,18,20"`` -> ``[16, 18, 20]``; a one-line :class:`UserError` for anything else."""
+    try:
+        depths = [int(d) for d in text.split(",")]
+    except ValueError:
+        raise UserError(f"--depths {text}: expected comma-separated integers") from None
+    if len(set(depths)) != len(depths):
+        raise UserError(f"--depths {text}: a depth is given twice")
+    return depths
+
+
+def nni_available() -> tuple[bool, str]:
+    """Whether NNI 3.0's NAS API imports, and if not, why (one line)."""
+    try:
+        _import_nni()
+    except Exception as err:  # unmaintained NNI fails to import in several ways (e.g. NNI issue #5764)
+        return False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return True, ""
 
 
 def _import_nni():
-    """``nni``, or exit with a one-line message saying how to install it."""
-    try:
+    """``nni``, with ``nni.nas`` loaded (needs pytorch-lightning) and its PyTorch-version warnings silenced."""
+    with warnings.catch_warnings():
+        # NNI 3.0 warns once per unknown torch.nn class ("your PyTorch version might not be supported"):
+        # harmless on torch 2.14 (see the project's NNI notes).
+        warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module", category=RuntimeWarning)
         import nni
-    except ImportError:
-        raise SystemExit("nni_depth_sweep: error: NNI is not installed (pip install -e '.[sweeps]': "
-                         "nni==3.0, pytorch-lightning==2.6.6, setuptools==80.10.2)") from None
+        import nni.nas.experiment  # noqa: F401
     return nni
 
 
-def run_trial(search_args: Sequence[str]) -> None:
-    """One NNI trial: take ``depth`` from the tuner, search, report the FWIoU per epoch and at the end."""
+# ------------------------------------------------------------------------------------------------ one trial
+
+def run_trial(depth: int, *, out: str, data: str | None, search: dict[str, Any], retrain: dict[str, Any],
+              report: bool) -> dict[str, Any]:
+    """One row of Table 4 at ``depth``: search, export, retrain; returns (and, with ``report``, reports) it.
+
+    ``search`` and ``retrain`` are recipe values (:func:`load_recipe`); the folders go under ``out/depthD``.
+    With ``report`` the row goes to NNI (``nni.report_final_result``), its FWIoU as the ``default`` metric and
+    the depth in the same dict, so the result names the depth that produced it.
+    """
+    trial_dir = prepare_out_dir(Path(out) / f"depth{depth}")
+    log.info("depth %d: search -> %s", depth, trial_dir / "search")
+    search_dir = run_search(SearchConfig(**{**search, "depth": depth, "data": data,
+                                            "out": str(trial_dir / "search")}).check())
+    genotype_path = trial_dir / "genotype.json"
+    export_genotype(genotype_path, run=search_dir, force=True)
+    log.info("depth %d: retrain from %s -> %s", depth, genotype_path, trial_dir / "retrain")
+    summary = run_retrain(RetrainConfig(**{**retrain, "genotype": str(genotype_path), "data": data,
+                                           "out": str(trial_dir / "retrain")}).check())
+    best = Path(summary["best_checkpoint"])
+    model, _ = load_model(best if best.is_file() else summary["last_checkpoint"])
+    row = {
+        "depth": depth,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "fwiou": summary["best_val_fwiou"],
+        "mpa": summary["best_val_mpa"],
+        "best_epoch": summary["best_epoch"],
+        "search_dir": str(search_dir),
+        "genotype": str(genotype_path),
+        "retrain_dir": summary["run_dir"],
+    }
+    write_json_atomic(trial_dir / "trial.json", row)
+    log.info("depth %d: %.2f M parameters, val FWIoU %s, MPA %s", depth, row["parameters"] / 1e6,
+             _pct(row["fwiou"]), _pct(row["mpa"]))
+    if report:
+        nni = _import_nni()
+        nni.report_final_result({"default": row["fwiou"] or 0.0, "fwiou": row["fwiou"], "mpa": row["mpa"],
+                                 "depth": depth, "parameters": row["parameters"]})
+    return row
+
+
+def _nni_trial(model: Any, **settings: Any) -> None:
+    """NNI's evaluator function: run the trial at the depth of the frozen model space NNI hands over."""
+    run_trial(int(model.depth), report=True, **settings)
+
+
+# ------------------------------------------------------------------------------------------------ engines
+
+def _sweep_loop(depths: Sequence[int], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    return [run_trial(d, report=False, **settings) for d in depths]
+
+
+def _sweep_nni(depths: Sequence[int], settings: dict[str, Any], work_dir: Path) -> list[dict[str, Any]]:
+    """The trials as an NNI 3.0 multi-trial NAS experiment: GridSearch, sequential engine, no NNI manager."""
     nni = _import_nni()
-    from ggmnet.search.cli import build_search_parser
-    from ggmnet.search.search import SearchConfig, run_search
-    from ggmnet.search_space.genotype import Genotype
+    from nni.mutable import ensure_frozen
+    from nni.nas import strategy
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+    from nni.nas.nn.pytorch import ModelSpace
+    from nni.nas.space import model_context
 
-    params = nni.get_next_parameter() or {}
-    depth = int(params.get("depth", 22))
-    config = SearchConfig.from_argv(build_search_parser(), [*search_args, "--depth", str(depth)])
-    config.out = str(Path(config.out or "runs/depth-sweep") / f"depth{depth}-{nni.get_trial_id()}")
-    run_dir = run_search(config)
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("val/fwiou") is not None:
-            nni.report_intermediate_result({"default": row["val/fwiou"], "depth": depth, "epoch": row["epoch"]})
-    metrics = Genotype.load(run_dir / "genotype.json").provenance.get("metrics", {})
-    nni.report_final_result({"default": metrics.get("fwiou") or 0.0, "mpa": metrics.get("mpa") or 0.0,
-                             "depth": depth, "run_dir": str(run_dir)})
+    class DepthSpace(ModelSpace):
+        """A model space with one choice, the MRFEM depth; the trial builds the real networks itself."""
 
+        def __init__(self, choices: list[int]):
+            super().__init__()
+            self.choices = list(choices)
+            self.depth = ensure_frozen(self.add_mutable(nni.choice("depth", self.choices)))
 
-def run_sweep(depths: Sequence[int], port: int, search_args: Sequence[str], experiment_dir: Path) -> None:
-    """Start the NNI experiment over ``depths`` and wait for it; print the trials' results."""
-    _import_nni()
-    from nni.experiment import Experiment
+        def freeze(self, sample: dict[str, Any]) -> DepthSpace:
+            with model_context(sample):
+                return DepthSpace(self.choices)
 
-    experiment = Experiment("local")
-    experiment.config.experiment_name = "ggmnet MRFEM depth sweep"
-    experiment.config.search_space = {"depth": {"_type": "choice", "_value": list(depths)}}
-    experiment.config.tuner.name = "GridSearch"
-    experiment.config.trial_command = shlex.join(
-        [sys.executable, str(HERE), "--trial", "--", *search_args])
-    experiment.config.trial_code_directory = str(HERE.parent.parent)
-    experiment.config.trial_concurrency = 1
-    experiment.config.max_trial_number = len(depths)
-    experiment.config.experiment_working_directory = str(experiment_dir)
-    experiment.start(port)
+    config = NasExperimentConfig("sequential", "simplified")
+    config.experiment_name = "ggmnet MRFEM depth sweep (Table 4)"
+    config.max_trial_number = len(depths)
+    config.experiment_working_directory = str(work_dir.resolve())
+    experiment = NasExperiment(DepthSpace(list(depths)), FunctionalEvaluator(_nni_trial, **settings),
+                               strategy.GridSearch(), config)
     try:
-        while experiment.get_status() not in ("DONE", "STOPPED", "ERROR", "NO_MORE_TRIAL"):
-            time.sleep(10)
-        for job in experiment.list_trial_jobs():
-            print(f"trial {job.trialJobId}: {job.status} {job.finalMetricData}")
+        experiment.start()  # the sequential engine runs every trial before start() returns
+        models = experiment.export_top_models(top_k=len(depths))
     finally:
         experiment.stop()
+    # NNI's record of each trial (the depth it sampled, the metric it received) against the trial's own.
+    rows = []
+    for model in sorted(models, key=lambda m: m.sample["depth"]):
+        depth = int(model.sample["depth"])
+        trial_file = Path(settings["out"]) / f"depth{depth}" / "trial.json"
+        if not trial_file.is_file():
+            raise RuntimeError(f"NNI lists depth {depth} but its trial wrote no {trial_file}")
+        row = json.loads(trial_file.read_text(encoding="utf-8"))
+        if row["depth"] != depth or model.metric != (row["fwiou"] or 0.0):
+            raise RuntimeError(f"NNI paired depth {depth} and metric {model.metric} with a trial that ran depth "
+                               f"{row['depth']} and reported FWIoU {row['fwiou']}")
+        rows.append({**row, "nni": {"sample": dict(model.sample), "metric": model.metric,
+                                    "status": str(model.status.value)}})
+    missing = sorted(set(depths) - {r["depth"] for r in rows})
+    if missing:
+        raise RuntimeError(f"NNI finished without a result for depth(s) {missing}")
+    return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    search_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="nni_depth_sweep", description=__doc__.split("\n\n")[0])
+def run_depth_sweep(depths: Sequence[int], *, out: str | Path, data: str | Path | None = None,
+                    search: dict[str, Any] | None = None, retrain: dict[str, Any] | None = None,
+                    engine: str = "auto") -> dict[str, Any]:
+    """Run the trials at ``depths`` with ``engine`` and write ``out/table4.md`` and ``out/table4.json``.
+
+    Parameters
+    ----------
+    depths
+        MRFEM depths, one trial each (the paper: 16, 18, 20, 22, 24).
+    out
+        Sweep folder; must not yet hold a trial of any of ``depths``.
+    data
+        Prepared dataset folder for every search and retrain; None: the synthetic default.
+    search, retrain
+        Recipe values (:func:`load_recipe`) over the ``SearchConfig`` / ``RetrainConfig`` defaults. A search
+        ``depth`` is ignored; ``data``, ``out``, ``resume``, ``genotype`` and a ``model`` other than ``ggmnet``
+        are refused.
+    engine
+        ``nni``, ``loop`` or ``auto`` (``nni`` when it imports).
+
+    Returns
+    -------
+    dict
+        The contents of ``table4.json``: the engine used and one row per depth (depth, parameters, FWIoU,
+        MPA, run folders, the paper's figures, and for ``nni`` what NNI recorded).
+    """
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    if not depths:
+        raise UserError("--depths: give at least one depth")
+    search, retrain = dict(search or {}), dict(retrain or {})
+    search.pop("depth", None)  # a recipe's depth (search_cpu.yaml has one) gives way to the trial's
+    for kind, values in (("search", search), ("retrain", retrain)):
+        fixed = sorted(set(values) & set(_SWEEP_KEYS[kind]))
+        if fixed:
+            raise UserError(f"{kind} settings {', '.join(fixed)}: set by the sweep (use --data and --out)")
+    if retrain.get("model", "ggmnet") != "ggmnet":
+        raise UserError(f"retrain setting model {retrain['model']}: Table 4 retrains ggmnet")
+    if engine != "loop":
+        ok, why = nni_available()
+        if not ok and engine == "nni":
+            raise UserError(f"--engine nni: NNI does not import ({why}); {NNI_INSTALL_HINT}")
+        if not ok:
+            log.info("NNI does not import (%s): running the plain loop", why)
+        engine = "nni" if ok else "loop"
+    out = prepare_out_dir(out)
+    taken = [d for d in depths if (out / f"depth{d}").exists()]
+    if taken:
+        raise UserError(f"--out {out}: already holds depth{taken[0]}/ (choose another folder)")
+    # Settings a trial needs, as plain JSON values (NNI stores them in its checkpoint).
+    settings = {"out": str(out), "data": None if data is None else str(data), "search": search, "retrain": retrain}
+    write_run_metadata(out, {"depths": list(depths), "engine": engine, **settings}, seed=None, name="sweep.json")
+    log.info("depth sweep over %s with engine %s -> %s", ", ".join(map(str, depths)), engine, out)
+    rows = _sweep_nni(depths, settings, out / "nni") if engine == "nni" else _sweep_loop(depths, settings)
+    for row in rows:
+        paper = PAPER_TABLE4.get(row["depth"])
+        row["paper"] = None if paper is None else dict(zip(("parameters_m", "mpa_pct", "fwiou_pct"), paper))
+    table = {"engine": engine, "rows": sorted(rows, key=lambda r: r["depth"])}
+    write_json_atomic(out / "table4.json", table)
+    write_bytes_atomic(out / "table4.md", format_table4(table).encode("utf-8"))
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def format_table4(table: dict[str, Any]) -> str:
+    """Table 4 as Markdown: this sweep's figures beside the paper's, one row per depth."""
+    def num(value: float | None, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    lines = [
+        f"# Table 4: depth of the MRFEM (engine: {table['engine']})",
+        "",
+        "Validation scores of the retrained GGMNet at its best epoch; the paper's figures (real WGM2012 data, "
+        "2048 px tiles, 600 epochs) beside them.",
+        "",
+        "| Depth of MRFEM | Parameters (M) | MPA (%) | FWIoU (%) | paper: Parameters (M) | paper: MPA (%) "
+        "| paper: FWIoU (%) | run folders |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        paper = row["paper"] or {}
+        lines.append(
+            f"| {row['depth']} | {row['parameters'] / 1e6:.2f} "
+            f"| {num(None if row['mpa'] is None else 100 * row['mpa'], '.1f')} "
+            f"| {num(None if row['fwiou'] is None else 100 * row['fwiou'], '.2f')} "
+            f"| {num(paper.get('parameters_m'), '.1f')} | {num(paper.get('mpa_pct'), '.1f')} "
+            f"| {num(paper.get('fwiou_pct'), '.2f')} | `{row['search_dir']}`, `{row['retrain_dir']}` |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nni_depth_sweep",
+        description="Sweep the MRFEM depth (Table 4): at each depth search, export the genotype, retrain "
+                    "GGMNet, and score it; write OUT/table4.md and OUT/table4.json.",
+        epilog="Network: the nni engine runs NNI 3.0 multi-trial NAS with the sequential execution engine "
+               "in this process; it starts no NNI manager or web server and opens no port. NNI's "
+               "Experiment('local') mode is not used because its manager listens on every interface "
+               "(*:PORT) and NNI 3.0 cannot bind it to the loopback only.")
     p.add_argument("--depths", default=",".join(map(str, PAPER_DEPTHS)),
-                   help="comma-separated depths to search. Default: 16,18,20,22,24 (Table 4).")
-    p.add_argument("--port", type=int, default=18080, help="NNI manager port. Default: 18080.")
-    p.add_argument("--experiment-dir", type=Path, default=Path("runs/nni"),
-                   help="NNI's working folder. Default: runs/nni.")
-    p.add_argument("--config", help="nas-search YAML recipe passed to every trial (e.g. "
-                                    "experiments/search_cpu.yaml).")
-    p.add_argument("--out", help="folder of the trials' run folders. Default: runs/depth-sweep.")
-    p.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(own)
-    if args.trial:
-        run_trial(search_args)
-        return 0
-    try:
-        depths = [int(d) for d in args.depths.split(",")]
-    except ValueError:
-        p.error(f"--depths {args.depths}: expected comma-separated integers")
-    extra = [*(["--config", args.config] if args.config else []), *(["--out", args.out] if args.out else [])]
-    run_sweep(depths, args.port, [*extra, *search_args], args.experiment_dir)
+                   help="comma-separated MRFEM depths, one trial each. Default: 16,18,20,22,24 (Table 4).")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="nni: NNI 3.0 multi-trial NAS (GridSearch, sequential engine, no server, no port); "
+                        "loop: a plain loop without NNI; auto: nni when it imports, else loop. Default: auto.")
+    p.add_argument("--search-config", metavar="FILE.yaml",
+                   help="nas-search YAML recipe for every trial's search (e.g. experiments/search_cpu.yaml); "
+                        "its depth is replaced by the trial's. Default: none (the paper's scale).")
+    p.add_argument("--retrain-config", metavar="FILE.yaml",
+                   help="retrain YAML recipe for every trial's retrain (e.g. experiments/retrain_cpu.yaml). "
+                        "Default: none (the paper's scale, 600 epochs).")
+    p.add_argument("--data", metavar="DIR",
+                   help="prepared dataset folder. Default: the synthetic default under $GGMNET_DATA.")
+    p.add_argument("--out", default="runs/depth-sweep", metavar="DIR",
+                   help="sweep folder: depthD/ per trial, nni/ (NNI's log), table4.md, table4.json, "
+                        "sweep.json. Default: runs/depth-sweep.")
+    return p
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("nni").propagate = False  # NNI prints its log lines itself
+    table = run_depth_sweep(parse_depths(args.depths), out=args.out, data=args.data,
+                            search=load_recipe(args.search_config, "search"),
+                            retrain=load_recipe(args.retrain_config, "retrain"), engine=args.engine)
+    sys.stdout.write(format_table4(table))
     return 0
 
 

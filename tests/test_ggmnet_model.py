@@ -1,4 +1,7 @@
-"""GGMNet and the model registry: every ablation trains, deformable conv against plain conv, odd sizes, loading."""
+"""GGMNet and the model registry: every ablation trains, deformable conv against plain conv, odd sizes, loading.
+
+The checks every registered network passes (baselines included) are in ``test_models.py``.
+"""
 
 from __future__ import annotations
 
@@ -33,16 +36,10 @@ def _one_thread():
 TINY = default_genotype(depth=2)
 
 
-def _model(name: str) -> torch.nn.Module:
-    if name == "hrnet_w32":
-        return create_model("hrnet_w32", in_channels=3, num_classes=10)
-    return GGMNet(TINY, **ABLATIONS[name])
-
-
-@pytest.mark.parametrize("name", [*ABLATIONS, "hrnet_w32"])
-def test_forward_and_backward_reach_every_parameter(name):
+@pytest.mark.parametrize("row", list(ABLATIONS))
+def test_every_ablation_trains_every_parameter(row):
     torch.manual_seed(0)
-    model = _model(name).train()
+    model = GGMNet(TINY, **ABLATIONS[row]).train()
     x = torch.randn(2, 3, 32, 32)  # batch 2: the ARM's BatchNorm sees one pooled value per sample
     target = torch.randint(0, 10, (2, 32, 32))
     logits = model(x)
@@ -118,7 +115,7 @@ def test_wrong_input_channels_fail_clearly():
 
 
 def test_registry_and_model_config_round_trip():
-    assert list_models() == ["ggmnet", "hrnet_w32"]
+    assert "ggmnet" in list_models()
     with pytest.raises(UserError, match="--model nope"):
         create_model("nope")
     model = GGMNet(TINY, **ABLATIONS["c"])

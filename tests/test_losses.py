@@ -74,41 +74,70 @@ def test_instance_size_weights_batched_torch_and_all_ignored():
     assert torch.count_nonzero(w[1]) == 0
 
 
-def reference_loss(logits, target, class_weights, top_k_fraction, pixel_weights=None):
-    """Eq. 19 written out with numpy: softmax, weighted NLL, sort, keep the top K of N valid pixels."""
+def reference_loss(logits, target, class_weights, top_k_fraction, pixel_weights=None, selection="posterior"):
+    """Eq. 19 written out with numpy: softmax; rank the N valid pixels by their posterior p_{i,y_i} (ascending,
+    i.e. unweighted cross-entropy descending) or, for ``selection="weighted"``, by the weighted loss; keep K;
+    return the kept weighted losses and K."""
     c = logits.shape[1]
     flat_logits = logits.transpose(0, 2, 3, 1).reshape(-1, c)
     flat_target = target.reshape(-1)
     flat_pw = np.ones(flat_target.shape) if pixel_weights is None else pixel_weights.reshape(-1)
-    losses = []
+    rows = []
     for row, y, pw in zip(flat_logits, flat_target, flat_pw):
         if y == 255:
             continue
         p = np.exp(row) / np.exp(row).sum()
-        losses.append(class_weights[y] * pw * -np.log(p[y]))
-    k = math.ceil(top_k_fraction * len(losses))
-    return sorted(losses, reverse=True)[:k], k
+        nll = -np.log(p[y])
+        rows.append((nll, class_weights[y] * pw * nll))
+    k = math.ceil(top_k_fraction * len(rows))
+    key = 0 if selection == "posterior" else 1
+    return [r[1] for r in sorted(rows, key=lambda r: r[key], reverse=True)[:k]], k
 
 
-def test_uniform_logits_give_ln3_times_top_weights():
-    # p = 1/3 everywhere; the 5 valid pixels weigh [1, 1, 0.5, 2, 2]; K = ceil(0.5 * 5) = 3 keeps 2, 2, 1.
-    crit = WeightedBootstrappedCE(CLASS_WEIGHTS, top_k_fraction=0.5, instance_weighting=False)
-    loss = crit(torch.zeros(1, 3, 2, 3), torch.from_numpy(TARGET))
-    assert loss.item() == pytest.approx(math.log(3) * 5 / 3, rel=1e-6)
+def test_eq19_by_hand_selects_by_posterior_not_by_weight():
+    # Four pixels of two classes with posteriors of the true class 0.9, 0.2, 0.6, 0.5 (class weights 1 and 10).
+    # K = ceil(0.5 * 4) = 2: Eq. 19 keeps the two lowest posteriors, 0.2 (class 0) and 0.5 (class 1):
+    # l = (1 * -ln 0.2 + 10 * -ln 0.5) / 2. Ranking the weighted losses instead would keep 10 * -ln 0.6 and
+    # 10 * -ln 0.5 (both class 1 pixels).
+    p_true = np.array([0.9, 0.2, 0.6, 0.5])
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    logit_true = np.log(p_true / (1 - p_true))  # two classes: p = sigmoid(logit_true - 0)
+    logits = torch.zeros(1, 2, 1, 4, dtype=torch.float64)
+    for i, (y, z) in enumerate(zip([0, 0, 1, 1], logit_true)):
+        logits[0, y, 0, i] = z
+    weights = [1.0, 10.0]
+    eq19 = WeightedBootstrappedCE(weights, top_k_fraction=0.5, instance_weighting=False)
+    assert eq19(logits, target).item() == pytest.approx((-math.log(0.2) - 10 * math.log(0.5)) / 2, rel=1e-6)
+    variant = WeightedBootstrappedCE(weights, top_k_fraction=0.5, instance_weighting=False, selection="weighted")
+    assert variant(logits, target).item() == pytest.approx(-10 * (math.log(0.6) + math.log(0.5)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="selection"):
+        WeightedBootstrappedCE(weights, selection="largest")
 
 
+def test_uniform_logits_give_ln3_times_mean_kept_weight():
+    # p = 1/3 everywhere: every pixel ties, K = ceil(0.5 * 5) = 3 are kept whatever their weights (1, 1, 0.5,
+    # 2, 2), so the loss is ln 3 times the mean weight of the kept three; the weighted variant keeps 2, 2, 1.
+    crit = WeightedBootstrappedCE(CLASS_WEIGHTS, top_k_fraction=0.5, instance_weighting=False, selection="weighted")
+    assert crit(torch.zeros(1, 3, 2, 3), torch.from_numpy(TARGET)).item() == pytest.approx(math.log(3) * 5 / 3)
+    crit = WeightedBootstrappedCE(CLASS_WEIGHTS, top_k_fraction=1.0, instance_weighting=False)
+    assert crit(torch.zeros(1, 3, 2, 3), torch.from_numpy(TARGET)).item() == pytest.approx(math.log(3) * 6.5 / 5)
+
+
+@pytest.mark.parametrize("selection", ["posterior", "weighted"])
 @pytest.mark.parametrize("fraction", [0.15, 0.5, 1.0])
-def test_matches_hand_computation_and_gradient_only_on_kept_pixels(fraction):
+def test_matches_hand_computation_and_gradient_only_on_kept_pixels(fraction, selection):
     logits = torch.tensor(LOGITS, dtype=torch.float32, requires_grad=True)
-    crit = WeightedBootstrappedCE(CLASS_WEIGHTS, top_k_fraction=fraction, instance_weighting=False)
+    crit = WeightedBootstrappedCE(CLASS_WEIGHTS, top_k_fraction=fraction, instance_weighting=False,
+                                  selection=selection)
     loss = crit(logits, torch.from_numpy(TARGET))
-    kept, k = reference_loss(LOGITS, TARGET, CLASS_WEIGHTS, fraction)
+    kept, k = reference_loss(LOGITS, TARGET, CLASS_WEIGHTS, fraction, selection=selection)
     assert loss.item() == pytest.approx(sum(kept) / k, rel=1e-5)
 
     loss.backward()
-    per_pixel, _ = crit.pixel_losses(logits.detach(), torch.from_numpy(TARGET))
-    threshold = min(kept)
-    kept_mask = (per_pixel >= threshold - 1e-6) & torch.from_numpy(TARGET != 255)
+    nll, weights, valid = crit.pixel_terms(logits.detach(), torch.from_numpy(TARGET))
+    ranking = nll if selection == "posterior" else weights * nll
+    threshold = torch.sort(ranking[valid], descending=True).values[k - 1]
+    kept_mask = (ranking >= threshold - 1e-6) & valid
     assert int(kept_mask.sum()) == k
     grad_norm = logits.grad.abs().sum(dim=1)[0]
     assert torch.all(grad_norm[~kept_mask[0]] == 0)

@@ -129,6 +129,25 @@ def test_an_existing_run_is_not_overwritten_and_resume_keeps_settings(finished_r
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_baseline_trains_resumes_and_loads_without_a_genotype(tiny_dataset, tmp_path):
+    out = tmp_path / "fasterseg"
+
+    def stop_after_one(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    config = {"model": "fasterseg", "epochs": 2}
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config(tiny_dataset, None, out, **config), on_epoch_end=stop_after_one)
+    # Resumed, the network keeps the arguments the run recorded (base_channels), not only the dataset's.
+    run_retrain(retrain_config(tiny_dataset, None, out, resume=True, **config))
+    model, checkpoint = load_model(out / "checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["model_config"] == {"name": "fasterseg", "in_channels": 3, "num_classes": 10,
+                                          "base_channels": 14}
+    assert not (out / "genotype.json").exists()
+
+
 def _cli_error(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         train_main(argv)

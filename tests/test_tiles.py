@@ -12,7 +12,9 @@ import torch
 from ggmnet.classes import COVER_INDEX
 from ggmnet.datasets.tiles import (
     TileDataset,
+    augment_d4,
     augment_geometry,
+    centred_coordinates,
     colour_lut,
     cover_distances_deg,
     input_channels_from_fields,
@@ -160,6 +162,29 @@ def test_augmentation_is_seeded_by_seed_epoch_and_index(tmp_path):
     assert torch.equal(plain["image"], TileDataset(data, "train", tile_size=48, crop_size=32)[1]["image"])
 
 
+def test_every_epoch_draws_new_augmentation_in_persistent_workers(tmp_path):
+    # A persistent worker keeps its own copy of the dataset: the epoch set in the main process must still
+    # reach it, so that epoch 1 is augmented differently from epoch 0, and exactly as a fresh loader (a
+    # resumed run) set to epoch 1 augments it.
+    rng = np.random.default_rng(2)
+    data = write_dataset(tmp_path, {"residual": rng.normal(size=(31, 31)).astype(np.float32)},
+                         rng.integers(0, 10, size=(31, 31)).astype(np.uint8),
+                         [(0.0, 1.0, 0.0, 1.0, "train"), (1.0, 3.0, 1.0, 3.0, "train")])
+
+    def epochs(first, count):
+        dataset = TileDataset(data, "train", tile_size=48, crop_size=32, augment=True, seed=5)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, persistent_workers=True)
+        images = []
+        for epoch in range(first, first + count):
+            dataset.set_epoch(epoch)
+            images.append(next(iter(loader))["image"])
+        return images
+
+    epoch0, epoch1 = epochs(0, 2)
+    assert not torch.equal(epoch0, epoch1)
+    assert torch.equal(epoch1, epochs(1, 1)[0])
+
+
 def test_geology_prior_hides_outcrop_blobs_and_scores_only_them(tmp_path):
     label = np.full((31, 31), COVER_INDEX, np.uint8)
     label[:, :16] = np.arange(16)[None, :] % 10  # outcrop in the west half, cover in the east
@@ -214,3 +239,71 @@ def test_class_counts_and_errors(tmp_path):
         TileDataset(data, "train", return_bedrock=True)
     with pytest.raises(UserError, match="manifest.json"):
         TileDataset(tmp_path / "nowhere", "train")
+
+
+def test_fixed_resolution_tiles_show_the_grid_and_only_the_splits_labels(tmp_path):
+    # 10 px per degree on a 0.1-degree grid is one pixel per node: an 11 px tile centred on the 1-degree
+    # window (0.5 E, 0.5 N) is exactly the window's 11 x 11 nodes, north up. A 31 px tile centred on the second
+    # window (2 E, 2 N) reaches 0.5 degrees past the grid's east and north edges: the image repeats the edge
+    # values there, the mask is 255 outside the grid and outside the split's windows.
+    rng = np.random.default_rng(4)
+    field = rng.normal(size=(31, 31)).astype(np.float32)
+    label = rng.integers(0, 10, size=(31, 31)).astype(np.uint8)
+    data = write_dataset(tmp_path, {"residual": field}, label,
+                         [(0.0, 1.0, 0.0, 1.0, "train"), (1.0, 3.0, 1.0, 3.0, "val")])
+    train = TileDataset(data, "train", tile_size=11, pixels_per_degree=10, channels="physical")
+    item = train[0]
+    np.testing.assert_allclose(item["image"][0].numpy(), field[:11, :11][::-1], atol=1e-6)
+    np.testing.assert_array_equal(item["mask"].numpy(), label[:11, :11][::-1])
+
+    val = TileDataset(data, "val", tile_size=31, pixels_per_degree=10, channels="physical")
+    item = val[0]
+    lon_t, lat_t = centred_coordinates(2.0, 2.0, 31, 10)
+    np.testing.assert_allclose([lon_t[0], lon_t[-1], lat_t[0], lat_t[-1]], [0.5, 3.5, 3.5, 0.5])
+    expected = np.full((31, 31), 255, dtype=np.int64)
+    # rows: latitude 3.5 (row 0) .. 0.5 (row 30); the val window covers 1..3 N, 1..3 E: rows 5..25, cols 5..25
+    expected[5:26, 5:26] = label[10:31, 10:31][::-1]
+    np.testing.assert_array_equal(item["mask"].numpy(), expected)
+    assert item["image"][0, 0, 0] == pytest.approx(field[30, 5])  # north-west corner: clipped to the grid's north
+    assert train.class_counts.sum() == pytest.approx(100 * np.count_nonzero(label[:11, :11] != 255) / 121, abs=1)
+
+    with pytest.raises(UserError, match="crop"):
+        TileDataset(data, "train", tile_size=11, crop_size=8, pixels_per_degree=10)
+    with pytest.raises(UserError, match="pixels-per-degree"):
+        TileDataset(data, "train", tile_size=11, pixels_per_degree=0)
+    with pytest.raises(UserError, match="augment"):
+        TileDataset(data, "train", tile_size=11, augment="rotate")
+
+
+def test_fixed_resolution_augmentation_moves_the_centre_within_the_window(tmp_path):
+    rng = np.random.default_rng(5)
+    rows_field, cols_field = np.meshgrid(np.arange(31.0), np.arange(31.0), indexing="ij")
+    label = rng.integers(0, 10, size=(31, 31)).astype(np.uint8)
+    data = write_dataset(tmp_path, {"residual": rows_field.astype(np.float32),
+                                    "vertical_derivative": cols_field.astype(np.float32)},
+                         label, [(1.0, 2.0, 1.0, 2.0, "train")])
+    plain = TileDataset(data, "train", tile_size=5, pixels_per_degree=10, channels="physical")
+    moved = TileDataset(data, "train", tile_size=5, pixels_per_degree=10, channels="physical", augment="none")
+    assert torch.equal(plain[0]["image"], moved[0]["image"])
+    centres = []
+    for epoch in range(20):
+        augmented = TileDataset(data, "train", tile_size=5, pixels_per_degree=10, channels="physical",
+                                augment="d4", seed=epoch)
+        image = augmented[0]["image"].numpy()
+        # the centre pixel is bilinear between nodes: the two linear fields give its (row, col) node position
+        centres.append((image[0, 2, 2], image[1, 2, 2]))
+    rows, cols = np.array(centres).T
+    assert rows.min() >= 10 - 1e-3 and rows.max() <= 20 + 1e-3 and cols.min() >= 10 and cols.max() <= 20
+    assert np.ptp(rows) > 3 and np.ptp(cols) > 3
+
+
+def test_d4_augmentation_is_a_pixel_permutation_applied_alike():
+    image = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4)
+    mask = (image[0] % 7).to(torch.uint8)[None]
+    seen = set()
+    for seed in range(40):
+        out, (out_mask,) = augment_d4(image, [mask], np.random.default_rng(seed))
+        assert torch.equal(torch.sort(out.flatten()).values, torch.sort(image.flatten()).values)
+        assert torch.equal(out_mask[0], (out[0] % 7).to(torch.uint8))
+        seen.add(tuple(out[0].flatten().tolist()))
+    assert len(seen) == 8

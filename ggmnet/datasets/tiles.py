@@ -51,6 +51,10 @@ BRIGHTNESS = (0.8, 1.2)
 NOISE_SHARE = (0.01, 0.10)
 TRANSLATE_SHARE = 0.1
 
+#: Training augmentations: ``paper`` (section 5.1.1, see :class:`TileDataset`), ``d4`` (the eight flips and
+#: right-angle rotations of the square: exact, no interpolation, no value changes) or ``none``.
+AUGMENTATIONS = ("paper", "d4", "none")
+
 
 @functools.cache
 def colour_lut(name: str = "jet") -> np.ndarray:
@@ -144,6 +148,15 @@ def sample_bilinear(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
     return across[local] * (1.0 - wy) + across[local1] * wy
 
 
+def _on_grid(lon: np.ndarray, lat: np.ndarray, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+    """(H, W) bool: which pixels of the tensor grid ``lat_t`` x ``lon_t`` lie within half a node of the grid."""
+    half_x = 0.5 * abs(lon[-1] - lon[0]) / max(lon.size - 1, 1)
+    half_y = 0.5 * abs(lat[-1] - lat[0]) / max(lat.size - 1, 1)
+    in_x = (lon_t >= lon[0] - half_x) & (lon_t <= lon[-1] + half_x)
+    in_y = (lat_t >= lat[0] - half_y) & (lat_t <= lat[-1] + half_y)
+    return in_y[:, None] & in_x[None, :]
+
+
 def sample_nearest(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
                    lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
     """Nearest-node sampling of ``values`` (ny, nx) onto ``lat_t`` (H,) x ``lon_t`` (W,); keeps the dtype."""
@@ -208,6 +221,28 @@ def augment_geometry(image: torch.Tensor, masks: Sequence[torch.Tensor],
     return img.as_subclass(torch.Tensor), [m.as_subclass(torch.Tensor) for m in out_masks]
 
 
+def augment_d4(image: torch.Tensor, masks: Sequence[torch.Tensor],
+               rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One of the eight symmetries of the square (rotation by k x 90 degrees, then a horizontal flip with
+    p = 0.5), the same for ``image`` [C, H, W] and each of ``masks`` [1, H, W]: exact pixel permutations."""
+    k = int(rng.integers(4))
+    flip = bool(rng.random() < 0.5)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        x = torch.rot90(x, k, dims=(-2, -1))
+        return x.flip(-1) if flip else x
+
+    return apply(image), [apply(m) for m in masks]
+
+
+def centred_coordinates(lon0: float, lat0: float, size: int, pixels_per_degree: float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates of a ``size`` px square tile at ``pixels_per_degree`` centred on (lon0, lat0):
+    ``lon`` west to east and ``lat`` north to south, each (size,) degrees."""
+    offsets = (np.arange(size) - 0.5 * (size - 1)) / float(pixels_per_degree)
+    return lon0 + offsets, lat0 - offsets
+
+
 class TileDataset(torch.utils.data.Dataset):
     """Windows of a prepared dataset rendered as tiles.
 
@@ -224,13 +259,22 @@ class TileDataset(torch.utils.data.Dataset):
         crop with ``augment``, else the central crop. None: the whole tile. Only the cropped pixels are
         rendered, which gives the same pixels as rendering the tile and cropping it.
     augment
-        Section 5.1.1: random crop, horizontal and vertical flips (p = 0.5 each), rotation by 0-180 degrees and
+        ``"paper"`` (or True), section 5.1.1: random crop, horizontal and vertical flips (p = 0.5 each), rotation by 0-180 degrees and
         translation up to 10 % of the size (image exposed corners 0, mask corners 255 so they are ignored),
         contrast 0.5-1.5 and brightness 0.8-1.2 (``ColorJitter``'s operations on pseudo-colour; on physical
         channels the same multiplicative factors about the tile mean), Gaussian noise of sd 1-10 % of the
         tile's range. Photometric changes come before the geometric ones so that exposed corners stay 0.
         Parameters come from a generator seeded by (seed, epoch, index): a resumed run sees the same stream.
-    channels
+        ``"d4"``: the random crop (or random centre), then one of the eight flips and right-angle rotations
+        (:func:`augment_d4`): the field's values and the pixel grid are kept exactly. ``"none"`` (or False): no
+        augmentation, central crops.
+    pixels_per_degree
+        None (the paper): every window is rendered at ``tile_size`` px, whatever its size in degrees. A number:
+        *fixed-resolution* tiles of ``tile_size`` px at this ground resolution (e.g. 30 = one pixel per 2'
+        node), one per window, centred on the window (a uniformly random point of it with augmentation), so
+        every tile shows the same ground scale and the windows become areas to sample from. The mask then
+        holds the labels of the pixels inside any window of ``split`` (255 elsewhere and outside the region),
+        so nothing outside the split's own windows is learned or scored. ``crop_size`` must be None.
         ``"pseudocolour"`` or ``"physical"`` (see :func:`input_channels_from_fields`).
     geology_prior
         Append 11 channels: one-hot of the known outcrop class (10) and known/unknown (1). With ``augment``,
@@ -250,8 +294,9 @@ class TileDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_dir: str | os.PathLike, split: str | Sequence[str], *, tile_size: int = 2048,
-                 crop_size: int | None = None, augment: bool = False, channels: str = "pseudocolour",
-                 geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False) -> None:
+                 crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
+                 geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
+                 pixels_per_degree: float | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -265,6 +310,16 @@ class TileDataset(torch.utils.data.Dataset):
             raise UserError(f"--tile-size {tile_size}: expected at least 2 pixels")
         if crop_size is not None and not 1 <= crop_size <= tile_size:
             raise UserError(f"--crop-size {crop_size}: expected 1 to the tile size ({tile_size}) pixels")
+        if pixels_per_degree is not None:
+            if not (isinstance(pixels_per_degree, (int, float)) and math.isfinite(pixels_per_degree)
+                    and pixels_per_degree > 0):
+                raise UserError(f"--pixels-per-degree {pixels_per_degree}: expected a positive number")
+            if crop_size is not None and crop_size != tile_size:
+                raise UserError(f"--crop-size {crop_size}: fixed-resolution tiles (--pixels-per-degree "
+                                f"{pixels_per_degree:g}) are sampled at --tile-size; leave the crop out")
+        augment = {True: "paper", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
+        if augment not in AUGMENTATIONS:
+            raise UserError(f"--augment {augment}: expected one of {', '.join(AUGMENTATIONS)}")
         entries = [w for w in self.manifest["windows"] if w["split"] in names]
         if not entries:
             raise UserError(f"{self.data_dir / 'manifest.json'}: no windows in split {'+'.join(names)}")
@@ -276,12 +331,16 @@ class TileDataset(torch.utils.data.Dataset):
         self.split = names
         self.tile_size = int(tile_size)
         self.crop_size = int(crop_size) if crop_size is not None else None
-        self.augment = bool(augment)
+        self.pixels_per_degree = None if pixels_per_degree is None else float(pixels_per_degree)
+        self.augmentation = augment
+        self.augment = augment != "none"
         self.channels = channels
         self.geology_prior = bool(geology_prior)
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
-        self.epoch = 0
+        # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
+        # dataset, and set_epoch in the main process must reach them all.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.normalisation = self.manifest["normalisation"]
         self.fields = ["residual"] if channels == "pseudocolour" else [
             n for n in PHYSICAL_CHANNELS if n in variables]
@@ -290,23 +349,33 @@ class TileDataset(torch.utils.data.Dataset):
         self.num_classes = NUM_CLASSES
         self.class_counts = self._class_counts(entries)
         self._grids: dict[str, np.ndarray] | None = None
+        self._in_split: np.ndarray | None = None
         self._grids_pid: int | None = None
         self._cover_distances: np.ndarray | None = None
 
     def _class_counts(self, entries: list[dict[str, Any]]) -> np.ndarray:
-        """Outcrop pixels per class over the selected windows, each window's node counts scaled to its tile."""
+        """Outcrop pixels per class over the selected windows, each window's node counts scaled to its tile
+        (fixed-resolution tiles: to the window's area at ``pixels_per_degree``)."""
         total = np.zeros(NUM_CLASSES, dtype=np.float64)
         for w in entries:
             counts = np.asarray(w["class_counts"], dtype=np.float64)
-            total += counts * (self.tile_size ** 2 / max(int(w["nodes"]), 1))
+            pixels = (self.tile_size ** 2 if self.pixels_per_degree is None
+                      else (float(w["scale_deg"]) * self.pixels_per_degree) ** 2)
+            total += counts * (pixels / max(int(w["nodes"]), 1))
         return np.rint(total).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.windows)
 
+    @property
+    def epoch(self) -> int:
+        """The augmentation stream in use (see :meth:`set_epoch`)."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before each epoch, as with DistributedSampler)."""
-        self.epoch = int(epoch)
+        """Select the augmentation stream of ``epoch`` (call before each epoch, as with DistributedSampler,
+        and before iterating the loader). It reaches the loader's worker processes, persistent ones too."""
+        self._epoch.fill_(int(epoch))
 
     def _load(self) -> dict[str, np.ndarray]:
         """The grids this dataset needs, read once per process (so each DataLoader worker has its own)."""
@@ -317,39 +386,74 @@ class TileDataset(torch.utils.data.Dataset):
             if self.geology_prior:
                 self._cover_distances = cover_distances_deg(self._grids["label"], self._grids["lon"],
                                                             self._grids["lat"])
+            if self.pixels_per_degree is not None:
+                self._in_split = self._split_nodes(self._grids["lon"], self._grids["lat"])
         return self._grids
 
-    def render(self, index: int, rows: slice | None = None, cols: slice | None = None) -> dict[str, np.ndarray]:
-        """Render window ``index`` at ``tile_size`` (optionally only tile rows/cols ``rows``, ``cols``),
-        without augmentation: ``image`` (C, H, W) float32 data channels, ``label`` and optional ``bedrock``
-        (H, W) uint8."""
+    def _split_nodes(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """(ny, nx) bool: the grid nodes inside at least one window of this dataset's split."""
+        from ggmnet.datasets.windows import window_slices
+
+        inside = np.zeros((lat.size, lon.size), dtype=bool)
+        for window in self.windows:
+            rows, cols = window_slices(window, lon, lat)
+            inside[rows, cols] = True
+        return inside
+
+    def render(self, index: int, rows: slice | None = None, cols: slice | None = None, *,
+               coordinates: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Render window ``index`` at ``tile_size`` (optionally only tile rows/cols ``rows``, ``cols``), or the
+        pixels at ``coordinates`` = (lon (W,), lat (H,)), without augmentation: ``image`` (C, H, W) float32
+        data channels, ``label`` and optional ``bedrock`` (H, W) uint8. Fixed-resolution datasets set
+        ``label`` to 255 outside the split's windows and outside the grid."""
         grids = self._load()
-        lon_t, lat_t = tile_coordinates(self.windows[index], self.tile_size)
-        lon_t = lon_t[cols] if cols is not None else lon_t
-        lat_t = lat_t[rows] if rows is not None else lat_t
+        if coordinates is None:
+            lon_t, lat_t = tile_coordinates(self.windows[index], self.tile_size)
+            lon_t = lon_t[cols] if cols is not None else lon_t
+            lat_t = lat_t[rows] if rows is not None else lat_t
+        else:
+            lon_t, lat_t = coordinates
         lon, lat = grids["lon"], grids["lat"]
         fields = {n: sample_bilinear(grids[n], lon, lat, lon_t, lat_t) for n in self.fields}
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
                "label": sample_nearest(grids["label"], lon, lat, lon_t, lat_t)}
         if self.return_bedrock:
             out["bedrock"] = sample_nearest(grids["bedrock"], lon, lat, lon_t, lat_t)
+        if self._in_split is not None:
+            known = sample_nearest(self._in_split, lon, lat, lon_t, lat_t) & _on_grid(lon, lat, lon_t, lat_t)
+            out["label"] = np.where(known, out["label"], np.uint8(COVER_INDEX))
         return out
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        size = self.crop_size or self.tile_size
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)]) if self.augment else None
+    def _sample_coordinates(self, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates of item ``index``: its window's tile cropped at a random (augmenting) or central
+        place, or a fixed-resolution tile centred on a random (augmenting) or the central point of the window."""
+        window = self.windows[index]
+        if self.pixels_per_degree is None:
+            size = self.crop_size or self.tile_size
+            if rng is not None:
+                r0, c0 = (int(v) for v in rng.integers(0, self.tile_size - size + 1, size=2))
+            else:
+                r0 = c0 = (self.tile_size - size) // 2
+            lon_t, lat_t = tile_coordinates(window, self.tile_size)
+            return lon_t[c0:c0 + size], lat_t[r0:r0 + size]
         if rng is not None:
-            r0, c0 = (int(v) for v in rng.integers(0, self.tile_size - size + 1, size=2))
+            lon0, lat0 = rng.uniform(window.west, window.east), rng.uniform(window.south, window.north)
         else:
-            r0 = c0 = (self.tile_size - size) // 2
-        tile = self.render(index, slice(r0, r0 + size), slice(c0, c0 + size))
+            lon0, lat0 = 0.5 * (window.west + window.east), 0.5 * (window.south + window.north)
+        return centred_coordinates(float(lon0), float(lat0), self.tile_size, self.pixels_per_degree)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)]) if self.augment else None
+        tile = self.render(index, coordinates=self._sample_coordinates(index, rng))
         image = torch.from_numpy(tile["image"])
         masks = [torch.from_numpy(tile["label"])[None]]
         if self.return_bedrock:
             masks.append(torch.from_numpy(tile["bedrock"])[None])
-        if rng is not None:
+        if self.augmentation == "paper":
             image = augment_photometric(image, rng, pseudocolour=self.channels == "pseudocolour")
             image, masks = augment_geometry(image, masks, rng)
+        elif self.augmentation == "d4":
+            image, masks = augment_d4(image, masks, rng)
         label = masks[0][0].to(torch.int64)
         item: dict[str, Any] = {"window": self.windows[index].id}
         if self.geology_prior:
@@ -375,7 +479,7 @@ class TileDataset(torch.utils.data.Dataset):
         if where.size == 0:
             return hidden
         distances = self._cover_distances
-        px_per_deg = self.tile_size / window.scale_deg
+        px_per_deg = self.pixels_per_degree or self.tile_size / window.scale_deg
         h, w = known.shape
         yy, xx = np.ogrid[:h, :w]
         for _ in range(int(rng.integers(1, 5))):

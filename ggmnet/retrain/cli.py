@@ -35,7 +35,8 @@ GPUs, e.g.
   torchrun --nproc_per_node=4 -m ggmnet.retrain.cli --genotype genotype.json --data DIR
 CPU recipe (see experiments/retrain_cpu.yaml):
   retrain --genotype genotype.json --config experiments/retrain_cpu.yaml
-Table 5's ablations: --ablation a|b|c|d|ours; Table 6's baseline: --model hrnet_w32 (no genotype).
+Table 5's ablations: --ablation a|b|c|d|ours; Table 6's baselines and U-Nets: --model NAME (no genotype; input
+channels and classes from the dataset), e.g. --model fasterseg.
 The run folder gets run.json, genotype.json, checkpoints/last.pt (every epoch, the whole state for --resume)
 and best.pt (the model of the best validation FWIoU; the file ggm-evaluate and ggm-predict take),
 curves.png, metrics.jsonl, tables/ and images/.

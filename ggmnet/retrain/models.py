@@ -5,12 +5,22 @@ As in timm, each network is a thin entry point registered by name (:func:`regist
 network's ``model_config`` (its name plus the entry point's keyword arguments, JSON-plain), from which
 :func:`build_model` rebuilds it and :func:`load_model` restores its weights.
 
-Entries:
+Entries (one file per family; every baseline takes ``in_channels`` and ``num_classes``, which ``retrain`` reads
+from the dataset, and starts from random weights, as in the paper):
 
 * ``ggmnet``: :class:`~ggmnet.retrain.ggmnet_model.GGMNet` from a genotype (dict or :class:`Genotype`) and the
   Table 5 switches.
-* ``hrnet_w32``: the Table 6 baseline HRNetV1-W32, timm's ``hrnet_w32`` backbone (random initialisation)
-  with a light segmentation head (:class:`HRNetSegmentation`).
+* ``fc_hardnet70``: Table 6's FC-HarDNet-70 (:mod:`ggmnet.retrain.hardnet`), 4.12 M parameters (Table 6:
+  4.1 M).
+* ``fasterseg``: Table 6's FasterSeg, the released searched student in ggmnet's operators
+  (:mod:`ggmnet.retrain.fasterseg`), 4.65 M (Table 6: 4.7 M).
+* ``hrnet_w32``: Table 6's HRNetV1-W32, timm's backbone with a light head (:mod:`ggmnet.retrain.hrnet`), 29.5 M
+  (Table 6: 28.5 M).
+* ``unet``, ``unet_resnet18``: smp's U-Net on ResNet-34 / ResNet-18 encoders (:mod:`ggmnet.retrain.unet`),
+  24.4 M and 14.3 M; no Table 6 row.
+
+Parameter counts at 3 input channels and 10 classes; ``benchmarks/bench_model_size.py`` prints them beside
+Table 6 with the FLOPs.
 """
 
 from __future__ import annotations
@@ -20,14 +30,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
 from ggmnet.errors import UserError
+from ggmnet.retrain.fasterseg import BASE_CHANNELS, FasterSeg
 from ggmnet.retrain.ggmnet_model import GGMNet
+from ggmnet.retrain.hardnet import FCHarDNet
+from ggmnet.retrain.hrnet import HRNetSegmentation
+from ggmnet.retrain.unet import UNet
 from ggmnet.search_space.genotype import Genotype
-from ggmnet.search_space.operations import ConvNormAct
 
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
 CHECKPOINT_FORMAT = "ggmnet-checkpoint"
@@ -78,43 +90,6 @@ def model_config_of(model: nn.Module) -> dict[str, Any]:
     return inner.model_config()
 
 
-class HRNetSegmentation(nn.Module):
-    """HRNetV1-W32 (timm ``hrnet_w32``, ``features_only``) with a light segmentation head.
-
-    The backbone returns its four parallel branches (32, 64, 128 and 256 channels at strides 4, 8, 16, 32;
-    timm's ``feature_location=""``, HRNet's own features rather than the classifier's widened ones). The head
-    upsamples them bilinearly to stride 4, concatenates them, applies a 1x1 conv-BN-ReLU and a 1x1
-    classifier, and upsamples the logits to the input size (HRNetV2's segmentation head).
-
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]``. Random initialisation, as every
-    network of the paper was trained from scratch (5.1).
-    """
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        import timm  # imported here: only this baseline needs it, and it takes seconds to import
-
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
-        self.backbone = timm.create_model("hrnet_w32", pretrained=False, features_only=True,
-                                          in_chans=self.in_channels, feature_location="", out_indices=(1, 2, 3, 4))
-        width = sum(self.backbone.feature_info.channels())
-        self.fuse = ConvNormAct(width, width, 1)
-        self.classifier = nn.Conv2d(width, self.num_classes, 1)
-
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": "hrnet_w32", "in_channels": self.in_channels, "num_classes": self.num_classes}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
-        size = features[0].shape[-2:]
-        up = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                              for f in features[1:]]
-        logits = self.classifier(self.fuse(torch.cat(up, dim=1)))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
 @register_model
 def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: bool = True,
            deformable: bool = True, residual: bool = True) -> GGMNet:
@@ -128,6 +103,30 @@ def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: boo
 def hrnet_w32(*, in_channels: int = 3, num_classes: int = 10) -> HRNetSegmentation:
     """The HRNetV1-W32 baseline of Table 6 (timm backbone, random weights)."""
     return HRNetSegmentation(in_channels, num_classes)
+
+
+@register_model
+def fc_hardnet70(*, in_channels: int = 3, num_classes: int = 10) -> FCHarDNet:
+    """The FC-HarDNet-70 baseline of Table 6 (Chao et al. 2019)."""
+    return FCHarDNet(in_channels, num_classes)
+
+
+@register_model
+def fasterseg(*, in_channels: int = 3, num_classes: int = 10, base_channels: int = BASE_CHANNELS) -> FasterSeg:
+    """The FasterSeg baseline of Table 6: the released student at base width ``base_channels`` (release: 12)."""
+    return FasterSeg(in_channels, num_classes, base_channels=base_channels)
+
+
+@register_model
+def unet(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-34 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet")
+
+
+@register_model
+def unet_resnet18(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-18 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet_resnet18")
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

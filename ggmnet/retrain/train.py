@@ -99,7 +99,9 @@ class RetrainConfig(RunConfig):
     genotype: str | None = option(None, "genotype of the searched MRFEM (nas-export output); required for --model "
                                         "ggmnet unless resuming. Its in_channels and num_classes must match the "
                                         "dataset's input", metavar="FILE.json")
-    model: str = option("ggmnet", "network: ggmnet (from --genotype) or a baseline (hrnet_w32: Table 6's)",
+    model: str = option("ggmnet", "network: ggmnet (from --genotype) or a baseline trained from scratch ("
+                                  f"{', '.join(m for m in list_models() if m != 'ggmnet')}; fc_hardnet70, fasterseg "
+                                  "and hrnet_w32 are Table 6's)",
                         choice(*list_models(), expected=f"one of {', '.join(list_models())}"))
     ablation: str = option("ours", "Table 5's row for ggmnet: a = U-shaped baseline, b = +attention refinement, "
                                    "c = +feature fusion, d = +deformable convolution, ours = +residual connections",
@@ -234,9 +236,12 @@ class Retrainer(Engine):
     def _model_config(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         """The model to build: from the genotype and the ablation, or the resumed checkpoint's."""
         cfg = self.config
-        if cfg.model == "hrnet_w32":
-            config = {"name": "hrnet_w32", "in_channels": int(self.train_data.in_channels),
+        if cfg.model != "ggmnet":
+            # A baseline takes its input channels and classes from the dataset; resumed, its other arguments too.
+            config = {"name": cfg.model, "in_channels": int(self.train_data.in_channels),
                       "num_classes": int(self.train_data.num_classes)}
+            if resume_state is not None:
+                config = {**resume_state["model_config"], **config}
         elif cfg.genotype is not None:
             genotype = Genotype.load(cfg.genotype)
             config = {"name": "ggmnet", "genotype": genotype.to_dict(), **ABLATIONS[cfg.ablation]}
