@@ -26,8 +26,9 @@ from ggmnet.datasets.grids import GeoGrid, Region, read_gravity_grid, write_gmt_
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import torch_save_atomic
+from ggmnet.inference import tile_origins
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
-from ggmnet.retrain.predict import predict_region, tile_origins, upsampling_factors
+from ggmnet.retrain.predict import predict_region, upsampling_factors
 from ggmnet.search_space.genotype import default_genotype
 
 JUNGGAR = Region(80.0, 92.0, 43.0, 48.0)

@@ -16,9 +16,9 @@ from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.datasets.windows import Scale, Window
 from ggmnet.engine.runio import file_sha256
+from ggmnet.inference import nearest_outcrop_baseline, prior_channels
 from ggmnet.retrain.cli import evaluate_main as main
-from ggmnet.retrain.evaluate import evaluate, format_report, nearest_outcrop_baseline, score_model
-from ggmnet.retrain.predict import prior_channels
+from ggmnet.retrain.evaluate import evaluate, format_report, score_model
 
 C = 255  # cover
 

@@ -1,8 +1,8 @@
 """The package's import graph: no cycle, and no module importing a layer above its own.
 
 Layers, lowest first: ``errors``/``classes`` < the yardsticks ``metrics``/``losses`` < ``engine`` <
-``datasets``/``search_space`` < ``search``/``retrain`` < ``inference`` (a trained model's map of a dataset,
-which uses ``retrain.predict``). Imports inside functions count too.
+``datasets``/``search_space`` < ``inference`` (a model's map of a grid) < ``search``/``retrain``. Imports inside
+functions count too.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ggmnet"
 LAYERS = {"ggmnet": 0, "ggmnet.errors": 0, "ggmnet.classes": 0, "ggmnet.metrics": 1, "ggmnet.losses": 1,
-          "ggmnet.engine": 2, "ggmnet.datasets": 3, "ggmnet.search_space": 3, "ggmnet.search": 4, "ggmnet.retrain": 4,
-          "ggmnet.inference": 5}
+          "ggmnet.engine": 2, "ggmnet.datasets": 3, "ggmnet.search_space": 3, "ggmnet.inference": 4,
+          "ggmnet.search": 5, "ggmnet.retrain": 5}
 
 
 def _modules() -> dict[str, Path]:

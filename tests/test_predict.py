@@ -15,18 +15,10 @@ from torch import nn
 from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.engine.runio import torch_save_atomic
+from ggmnet.inference import array_renderer, blend_window, predict_nodes, predict_tiled, tile_origins
 from ggmnet.retrain.cli import predict_main as main
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
-from ggmnet.retrain.predict import (
-    array_renderer,
-    blend_window,
-    entropy_nats,
-    predict_nodes,
-    predict_region,
-    predict_tiled,
-    tile_origins,
-    upsampling_factors,
-)
+from ggmnet.retrain.predict import entropy_nats, predict_region, upsampling_factors
 from ggmnet.search_space.genotype import default_genotype
 
 # A small scene: 0.05-degree nodes over 79-83 E, 42-46 N; the dataset's region is 80-82 E, 43-45 N and the

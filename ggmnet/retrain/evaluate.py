@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -38,6 +37,7 @@ from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
+from ggmnet.inference import nearest_outcrop_baseline
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
 
@@ -49,35 +49,6 @@ SECTIONS = (
     ("under_cover", "Model under the cover (true bedrock)"),
     ("nearest_outcrop_baseline", "Nearest-outcrop baseline under the cover (no gravity)"),
 )
-
-
-def nearest_outcrop_baseline(labels: np.ndarray, *, fallback: int,
-                             sampling: Sequence[float] | None = None) -> np.ndarray:
-    """Extend each outcrop label into the cover: every cover pixel takes the class of the nearest outcrop pixel.
-
-    Parameters
-    ----------
-    labels : np.ndarray
-        ``(H, W)`` class indices, 255 = cover. Only these labels are used (never a bedrock grid).
-    fallback : int
-        Class given to every pixel when ``labels`` has no outcrop pixel at all (e.g. the dataset's most
-        common outcrop class, also label information).
-    sampling : sequence of float, optional
-        Pixel size along (rows, columns), e.g. in km, so that "nearest" is measured on the ground.
-
-    Returns
-    -------
-    np.ndarray
-        ``(H, W)`` class indices without 255; equal to ``labels`` on the outcrop. Ties between two outcrop
-        pixels at the same distance go to whichever ``distance_transform_edt`` returns.
-    """
-    labels = np.asarray(labels)
-    cover = labels == COVER_INDEX
-    if cover.all():
-        return np.full_like(labels, fallback)
-    rows, cols = ndimage.distance_transform_edt(cover, sampling=sampling, return_distances=False,
-                                                return_indices=True)
-    return labels[rows, cols]
 
 
 def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:

@@ -28,140 +28,24 @@ import datetime as _dt
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import special
-from torch import nn
-from tqdm import tqdm
 
 from ggmnet.classes import CLASS_CODES, CLASS_COLOURS, CLASS_NAMES, COVER_INDEX, NUM_CLASSES, colourise
 from ggmnet.datasets.grids import Region, read_gravity_grid, read_labels, resample_labels
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
-from ggmnet.datasets.tiles import (
-    PHYSICAL_CHANNELS,
-    input_channels_from_fields,
-    sample_bilinear,
-    sample_nearest,
-)
+from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
+from ggmnet.inference import DEFAULT_OVERLAP, predict_nodes
 from ggmnet.retrain.models import load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
-#: Default share of a tile that overlaps its neighbour.
-DEFAULT_OVERLAP = 0.25
-
-#: A tile renderer: ``render(row0, col0, size) -> float32 [C, size, size]`` for pixel rows ``row0..row0+size-1``
-#: and columns ``col0..col0+size-1`` (pixels past the image's edge repeat the edge).
-TileRenderer = Callable[[int, int, int], np.ndarray]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Tiling and blending
-# --------------------------------------------------------------------------------------------------------------
-
-def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
-    """First pixel of each tile along an axis of ``length`` pixels.
-
-    Tiles of ``tile`` px advance by ``round(tile * (1 - overlap))`` px; the last one is moved back to end at the
-    edge, so every pixel is covered and no tile sticks out (a single tile at 0 when ``length <= tile``).
-    """
-    if length <= tile:
-        return [0]
-    stride = max(1, int(round(tile * (1.0 - overlap))))
-    origins = list(range(0, length - tile, stride))
-    origins.append(length - tile)
-    return origins
-
-
-def blend_window(tile: int) -> np.ndarray:
-    """Hann weight of a tile's pixels along one axis: ``sin^2(pi (i + 1/2) / tile)``, float64 ``(tile,)``.
-
-    Largest in the middle, where the network sees context on all sides, small but positive at the edges, so
-    the summed weight is positive everywhere. Shifted by half a tile, two windows sum to exactly 1.
-    """
-    i = np.arange(tile, dtype=np.float64)
-    return np.sin(np.pi * (i + 0.5) / tile) ** 2
-
-
-def array_renderer(image: np.ndarray | torch.Tensor) -> TileRenderer:
-    """A :data:`TileRenderer` cutting tiles from an in-memory image ``[C, H, W]`` (edge pixels repeated)."""
-    image = np.asarray(image, dtype=np.float32)
-
-    def render(row0: int, col0: int, size: int) -> np.ndarray:
-        rows = np.minimum(np.arange(row0, row0 + size), image.shape[1] - 1)
-        cols = np.minimum(np.arange(col0, col0 + size), image.shape[2] - 1)
-        return image[:, rows[:, None], cols[None, :]]
-
-    return render
-
-
-@torch.inference_mode()
-def predict_tiled(model: nn.Module, render: TileRenderer, shape: tuple[int, int], *, tile_size: int,
-                  overlap: float = DEFAULT_OVERLAP, step: tuple[int, int] = (1, 1), batch_size: int = 1,
-                  device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
-    """Class probabilities over an image of ``shape`` = (H, W) px, by overlapping tiles and Hann blending.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Maps ``[B, C, tile, tile]`` to logits ``[B, K, tile, tile]``; run in eval mode.
-    render : callable
-        ``render(row0, col0, tile) -> [C, tile, tile]`` float32 input of a tile (see :data:`TileRenderer`).
-    shape : (int, int)
-        Image height and width in pixels.
-    tile_size : int
-        Tile edge in pixels; an image smaller than a tile is predicted as one tile with its edge repeated.
-    overlap : float
-        Share of a tile overlapping its neighbour, in [0, 1).
-    step : (int, int)
-        Keep every ``step[0]``-th row and ``step[1]``-th column (pixels ``0, step, 2 step, ...``); only those
-        are accumulated, so the memory is ``K * ceil(H / step[0]) * ceil(W / step[1])`` floats.
-    batch_size : int
-        Tiles per forward pass.
-    device : torch.device or str
-        Where the model runs.
-    progress : bool
-        Show a tqdm bar over the tiles.
-
-    Returns
-    -------
-    np.ndarray
-        float32 ``[K, ceil(H / step[0]), ceil(W / step[1])]``: at each kept pixel, the sum over tiles of
-        ``weight * softmax(logits)`` divided by the sum of the weights (so the probabilities sum to 1).
-    """
-    height, width = shape
-    sy, sx = step
-    out_h, out_w = -(-height // sy), -(-width // sx)
-    window = blend_window(tile_size).astype(np.float32)
-    origins = [(y0, x0) for y0 in tile_origins(height, tile_size, overlap)
-               for x0 in tile_origins(width, tile_size, overlap)]
-    model.eval().to(device)
-    acc: np.ndarray | None = None
-    wsum = np.zeros((out_h, out_w), dtype=np.float32)
-    with tqdm(total=len(origins), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
-        for first in range(0, len(origins), batch_size):
-            batch = origins[first:first + batch_size]
-            inputs = torch.from_numpy(np.stack([render(y0, x0, tile_size) for y0, x0 in batch])).to(device)
-            probs = torch.softmax(model(inputs).float(), dim=1).cpu().numpy()
-            if acc is None:
-                acc = np.zeros((probs.shape[1], out_h, out_w), dtype=np.float32)
-            for (y0, x0), prob in zip(batch, probs):
-                # Kept pixels of this tile: global rows/cols that are multiples of the step, inside the image.
-                ly = np.arange((-y0) % sy, min(tile_size, height - y0), sy)
-                lx = np.arange((-x0) % sx, min(tile_size, width - x0), sx)
-                oy, ox = (y0 + ly[0]) // sy, (x0 + lx[0]) // sx
-                weight = window[ly][:, None] * window[lx][None, :]
-                acc[:, oy:oy + ly.size, ox:ox + lx.size] += prob[:, ly[:, None], lx[None, :]] * weight
-                wsum[oy:oy + ly.size, ox:ox + lx.size] += weight
-            bar.update(len(batch))
-    return acc / wsum
 
 
 def entropy_nats(probability: np.ndarray) -> np.ndarray:
@@ -184,62 +68,6 @@ def upsampling_factors(spacing_deg: tuple[float, float], scale_deg: float, tile_
     pixel_deg = scale_deg / max(tile_size - 1, 1)
     dlon, dlat = spacing_deg
     return max(1, int(round(dlat / pixel_deg))), max(1, int(round(dlon / pixel_deg)))
-
-
-def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray,
-                        factors: tuple[int, int], normalisation: dict, channels: str,
-                        prior: np.ndarray | None = None) -> TileRenderer:
-    """A :data:`TileRenderer` for fields on a node grid upsampled by integer ``factors`` = (f_lat, f_lon).
-
-    As in training tiles (:class:`ggmnet.datasets.tiles.TileDataset`), pixel rows run north to south and
-    columns west to east: pixel ``(r, c)`` lies at latitude ``lat[-1] - r dlat / f_lat`` and longitude
-    ``lon[0] + c dlon / f_lon``. Each field (ny, nx) on the nodes ``lon`` (nx,), ``lat`` (ny,) is sampled
-    there with the training sampler (bilinear, edges repeated beyond the grid), then turned into the network
-    input by :func:`ggmnet.datasets.tiles.input_channels_from_fields`. ``prior`` (optional, uint8 ``(ny, nx)``
-    class indices, 255 = cover) appends the geology-prior channels of :func:`prior_channels`, from each
-    pixel's nearest node as training does.
-    """
-    fy, fx = factors
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
-
-    def render(row0: int, col0: int, size: int) -> np.ndarray:
-        lon_t = lon[0] + np.arange(col0, col0 + size) * (dlon / fx)
-        lat_t = lat[-1] - np.arange(row0, row0 + size) * (dlat / fy)
-        tile = {name: sample_bilinear(values, lon, lat, lon_t, lat_t) for name, values in fields.items()}
-        image = input_channels_from_fields(tile, normalisation, channels)
-        if prior is not None:
-            image = np.concatenate([image, prior_channels(sample_nearest(prior, lon, lat, lon_t, lat_t))])
-        return image
-
-    return render
-
-
-def prior_channels(labels: np.ndarray) -> np.ndarray:
-    """Geology-prior channels of a label array ``(H, W)``, as :class:`~ggmnet.datasets.tiles.TileDataset`
-    appends them: one-hot of the 10 outcrop classes, then the known mask; float32 ``[11, H, W]``, cover
-    (255) zero in all eleven."""
-    labels = np.asarray(labels)
-    onehot = (labels[None] == np.arange(NUM_CLASSES)[:, None, None]).astype(np.float32)
-    known = (labels != COVER_INDEX).astype(np.float32)[None]
-    return np.concatenate([onehot, known])
-
-
-def predict_nodes(model: nn.Module, fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray, *,
-                  normalisation: dict, channels: str, factors: tuple[int, int], tile_size: int,
-                  overlap: float = DEFAULT_OVERLAP, batch_size: int = 1, device: torch.device | str = "cpu",
-                  prior: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
-    """Class probabilities on a node grid: render north-up tiles of the upsampled grid, blend, keep the nodes.
-
-    ``fields`` (ny, nx) on nodes ``lon`` (nx,), ``lat`` (ny,) ascending, upsampled by ``factors`` =
-    (f_lat, f_lon) (see :func:`node_field_renderer` and :func:`predict_tiled` for the other arguments).
-    Returns float32 ``[K, ny, nx]`` with latitude ascending, like the input.
-    """
-    shape = ((lat.size - 1) * factors[0] + 1, (lon.size - 1) * factors[1] + 1)
-    render = node_field_renderer(fields, lon, lat, factors, normalisation, channels, prior=prior)
-    north_up = predict_tiled(model, render, shape, tile_size=tile_size, overlap=overlap, step=factors,
-                             batch_size=batch_size, device=device, progress=progress)
-    return np.ascontiguousarray(north_up[:, ::-1])
 
 
 # --------------------------------------------------------------------------------------------------------------
