@@ -1,0 +1,221 @@
+"""Deformable convolution (Dai et al. 2017; modulated: Zhu et al. 2019) with a fast CPU path.
+
+:func:`deform_conv2d` computes exactly what :func:`torchvision.ops.deform_conv2d` computes, and
+:class:`DeformConv2d` is a drop-in subclass of :class:`torchvision.ops.DeformConv2d` (same parameters, same
+state-dict keys) whose forward calls it. On CUDA, and for anything the fast path does not cover (weight groups,
+dtypes other than float32 and float64, shapes torchvision rejects), the call goes to torchvision's kernel.
+
+Why: torchvision's CPU kernel runs one thread over scalar loops; in a 512 x 512 GGMNet inference its three
+deformable layers cost about ten times the rest of the network.
+
+The CPU formulation (no compiled code, three library calls)
+-----------------------------------------------------------
+For input ``x [N, C, H, W]``, weight ``w [C_out, C, kh, kw]`` (``K = kh * kw`` taps), offsets
+``[N, 2 * G * K, Ho, Wo]`` (pixels; a ``(dy, dx)`` pair per offset group ``g < G`` and tap ``k``) and an optional
+modulation mask ``m [N, G * K, Ho, Wo]``, output pixel ``p`` is
+
+    out[o, p] = sum_{g, k} m[g, k, p] * sum_{c in g} w[o, c, k] * bilinear(x[c], p_k + offset[g, k, p]),
+
+with ``p_k = (p_y * stride - pad + i * dilation, p_x * stride - pad + j * dilation)`` for tap ``k = (i, j)``.
+Bilinear sampling is linear in the image and commutes with mixing channels, so the channels are mixed first:
+
+1. ``z = x @ w``: one matrix product gives, at every input pixel, each group's ``K * C_out`` tap-weighted sums
+   ``z[g, k, o] = sum_{c in g} w[o, c, k] * x[c]`` (the input is zero-padded by one pixel on the left and top
+   and two on the right and bottom first, so the padding pixels of ``z`` are zero rows).
+2. For every output pixel, its ``4 * G * K`` bilinear corners (rows of ``z`` viewed as ``[rows, C_out]``) and
+   their weights (bilinear weight times mask) are listed, and one
+   :func:`torch.nn.functional.embedding_bag` call (``mode="sum"``, ``per_sample_weights``) sums them:
+   ``[N * Ho * Wo, C_out]``, transposed to ``[N, C_out, Ho, Wo]``.
+
+Each sample reads ``C_out`` values instead of ``C`` (GGMNet's decoder maps 144, 72 and 27 channels to 48, 24
+and 24), no
+``[C * K, Ho * Wo]`` column matrix is built, and autograd gives every gradient (``embedding_bag`` differentiates
+with respect to the table and the per-sample weights). Out-of-image corners read the zero padding, and a
+sample whose four corners all lie outside (``y < -1``, ``y >= H``, ``x < -1`` or ``x >= W``) points at a block of
+zero rows, so its value and every gradient through it are zero. Corner indices come from ``floor`` of the exact
+sampling position, computed as torchvision computes it, so values and gradients equal torchvision's also at
+integer positions (e.g. zero offsets), where the offset gradient is the forward difference of the zero-padded
+image (even at ``y = -1``, whose value is zero). A formulation with
+:func:`torch.nn.functional.grid_sample` (``align_corners=True``) gives the same values, but its normalised
+coordinates move integer positions by an ulp, which turns the offset gradient into the backward difference at
+about one in eight of them (zero offsets, i.e. GGMNet's initialisation, included), and it samples ``C`` channels
+per tap.
+
+Set the environment variable ``GGMNET_DEFORM_CONV=torchvision`` to run torchvision's kernel everywhere (A/B
+checks); the default, ``auto``, takes the fast path on CPU.
+
+References
+----------
+Dai et al. (2017), Deformable convolutional networks, ICCV; Zhu et al. (2019), Deformable ConvNets v2: more
+deformable, better results, CVPR.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+from torch.nn.modules.utils import _pair
+
+from ggmnet.errors import UserError
+
+#: Environment variable choosing the kernel: ``auto`` (fast path on CPU, torchvision's elsewhere) or
+#: ``torchvision`` (torchvision's everywhere).
+KERNEL_ENV = "GGMNET_DEFORM_CONV"
+KERNELS = ("auto", "torchvision")
+
+IntPair = int | tuple[int, int]
+
+#: Bilinear corners sampled per chunk of output rows on the CPU path (4 per tap and output pixel): bounds the
+#: per-sample index and weight arrays to a few MiB.
+_CORNERS_PER_CHUNK = 2 ** 20
+
+
+def kernel_choice() -> str:
+    """The kernel :envvar:`GGMNET_DEFORM_CONV` asks for, ``auto`` when unset."""
+    choice = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    if choice not in KERNELS:
+        raise UserError(f"{KERNEL_ENV}={choice!r}: expected one of {', '.join(KERNELS)}")
+    return choice
+
+
+def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                  stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
+                  mask: Tensor | None = None) -> Tensor:
+    """Deformable convolution with :func:`torchvision.ops.deform_conv2d`'s semantics.
+
+    Parameters
+    ----------
+    input
+        ``[N, C, H, W]``.
+    offset
+        ``[N, 2 * G * kh * kw, Ho, Wo]``: for each offset group and kernel tap (row-major), the ``(dy, dx)``
+        displacement of its sampling position, in pixels.
+    weight, bias
+        ``[C_out, C / groups, kh, kw]`` and ``[C_out]`` (or None).
+    stride, padding, dilation
+        As for :func:`torch.nn.functional.conv2d`; the padding is zeros.
+    mask
+        Optional modulation ``[N, G * kh * kw, Ho, Wo]`` multiplying each sample.
+
+    Returns
+    -------
+    Tensor
+        ``[N, C_out, Ho, Wo]``. CPU float32/float64 tensors with ``groups == 1`` take the fast path described in
+        the module docstring; everything else goes to torchvision's kernel.
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    if kernel_choice() == "auto" and _fast_path_applies(input, offset, weight, bias, mask, stride, padding,
+                                                        dilation):
+        with torch.autocast("cpu", enabled=False):
+            return _deform_conv2d_cpu(input, offset, weight, bias, stride, padding, dilation, mask)
+    return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,
+                                         dilation=dilation, mask=mask)
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _fast_path_applies(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
+                       stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> bool:
+    """True for non-empty CPU float32/float64 tensors of valid shapes and ``groups == 1``."""
+    tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
+    if any(t.device.type != "cpu" or t.dtype != input.dtype for t in tensors):
+        return False
+    if input.dtype not in (torch.float32, torch.float64) or input.ndim != 4 or weight.ndim != 4:
+        return False
+    n, c, h, w = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    taps = kh * kw
+    if min(n, c, h, w, c_out, taps) == 0 or c_per_group != c or offset.ndim != 4 or offset.shape[1] % (2 * taps):
+        return False
+    groups = offset.shape[1] // (2 * taps)
+    if groups == 0 or c % groups or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        return False
+    out_size = (_output_size(h, kh, stride[0], padding[0], dilation[0]),
+                _output_size(w, kw, stride[1], padding[1], dilation[1]))
+    if min(out_size) < 1 or offset.shape != (n, 2 * groups * taps, *out_size):
+        return False
+    if mask is not None and mask.shape != (n, groups * taps, *out_size):
+        return False
+    return bias is None or bias.shape == (c_out,)
+
+
+def _deform_conv2d_cpu(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                       padding: tuple[int, int], dilation: tuple[int, int], mask: Tensor | None) -> Tensor:
+    """The fast formulation (module docstring): ``z = x @ w`` at every pixel, then weighted ``embedding_bag`` sums."""
+    n, c, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    taps = kh * kw
+    groups = offset.shape[1] // (2 * taps)
+    ho, wo = offset.shape[-2:]
+    hp, wp = h + 3, w + 3  # one zero row/column before the image, two after
+    dtype = x.dtype
+
+    # 1. The table z[n, g, pixel, k, :] of tap-weighted channel sums: rows of C_out values.
+    padded = F.pad(x, (1, 2, 1, 2)).view(n, groups, c // groups, hp * wp).transpose(2, 3)
+    w_taps = weight.view(c_out, groups, c // groups, taps).permute(1, 2, 3, 0).reshape(groups, c // groups,
+                                                                                         taps * c_out)
+    table = torch.matmul(padded, w_taps).view(-1, c_out)
+
+    # 2. Sampling positions (pixels of the unpadded input) of the taps, before the offsets: [rows or cols, 1, K].
+    tap_y = (torch.arange(kh, dtype=dtype) * dilation[0]).repeat_interleave(kw)
+    tap_x = (torch.arange(kw, dtype=dtype) * dilation[1]).repeat(kh)
+    grid_y = (torch.arange(ho, dtype=dtype) * stride[0] - padding[0]).view(ho, 1, 1) + tap_y
+    grid_x = (torch.arange(wo, dtype=dtype) * stride[1] - padding[1]).view(wo, 1, 1) + tap_x
+    # Table row of the padded pixel (0, 0) of each image, group and tap, and a block of zero rows.
+    rows = n * groups * hp * wp * taps
+    index_dtype = torch.int32 if rows < 2 ** 31 else torch.int64
+    image = torch.arange(n * groups, dtype=index_dtype).view(n, 1, 1, groups, 1) * (hp * wp)
+    origin = image * taps + torch.arange(taps, dtype=index_dtype)
+    zero_block = ((h + 1) * wp + w + 1) * taps
+    corner_steps = torch.tensor([0, 1, wp, wp + 1], dtype=index_dtype) * taps
+
+    # 3. Output rows in chunks, so that the per-sample arrays stay small (and their memory is reused).
+    per_row = 4 * n * wo * groups * taps
+    chunk = max(1, _CORNERS_PER_CHUNK // per_row)
+    offset_rows = offset.view(n, 2 * groups * taps, ho * wo)
+    mask_rows = None if mask is None else mask.view(n, groups * taps, ho * wo)
+    outputs = []
+    for r0 in range(0, ho, chunk):
+        r1 = min(ho, r0 + chunk)
+        pixels = slice(r0 * wo, r1 * wo)
+        yx = offset_rows[..., pixels].transpose(1, 2).contiguous().view(n, r1 - r0, wo, groups, taps, 2)
+        sy = yx[..., 0] + grid_y[r0:r1].view(r1 - r0, 1, 1, taps)
+        sx = yx[..., 1] + grid_x.view(wo, 1, taps)
+        # Bilinear weights of the corners (top-left, top-right, bottom-left, bottom-right), times the mask.
+        y0, x0 = sy.detach().floor(), sx.detach().floor()
+        ly, lx = sy - y0, sx - x0
+        hy, hx = 1 - ly, 1 - lx
+        if mask_rows is not None:
+            m = mask_rows[..., pixels].transpose(1, 2).contiguous().view(n, r1 - r0, wo, groups, taps)
+            hy, ly = hy * m, ly * m
+        weights = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1)
+        # Top-left corner's row; a sample with no corner in the image reads the zero block.
+        inside = (y0 >= -1) & (y0 < h) & (x0 >= -1) & (x0 < w)
+        within = torch.add(x0.to(index_dtype) + 1, y0.to(index_dtype) + 1, alpha=wp)
+        top_left = torch.where(inside, torch.add(origin, within, alpha=taps), zero_block)
+        corners = top_left.unsqueeze(-1) + corner_steps
+        bags = n * (r1 - r0) * wo
+        sums = F.embedding_bag(corners.view(bags, -1), table, per_sample_weights=weights.view(bags, -1), mode="sum")
+        outputs.append(sums.view(n, -1, c_out).transpose(1, 2))
+    out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0].contiguous()
+    out = out.view(n, c_out, ho, wo)
+    return out if bias is None else out + bias.view(1, c_out, 1, 1)
+
+
+class DeformConv2d(torchvision.ops.DeformConv2d):
+    """:class:`torchvision.ops.DeformConv2d` (same constructor, parameters and state-dict keys) on
+    :func:`deform_conv2d`, so the CPU takes the fast path.
+
+    ``forward(input [N, C, H, W], offset [N, 2 * G * kh * kw, Ho, Wo], mask [N, G * kh * kw, Ho, Wo] | None)
+    -> [N, C_out, Ho, Wo]``.
+    """
+
+    def forward(self, input: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
+        return deform_conv2d(input, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask)
