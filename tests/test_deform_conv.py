@@ -104,6 +104,21 @@ def test_cpu_path_equals_torchvision_in_value_and_gradients(case, offsets, chunk
         assert expected.abs().sum() > 0, name
 
 
+def test_non_contiguous_inputs_give_the_same_result():
+    (x, offset, weight, bias, mask), kwargs = _inputs("mask-2-groups", "random")
+    strided = [x.detach().contiguous(memory_format=torch.channels_last),
+               offset.detach().transpose(2, 3).contiguous().transpose(2, 3),
+               weight.detach().contiguous(memory_format=torch.channels_last), bias.detach(),
+               mask.detach().contiguous(memory_format=torch.channels_last)]
+    assert not any(t.is_contiguous() for t in strided[:3])
+    tensors = [t.requires_grad_() for t in strided]
+    ours, our_grads = _value_and_grads(deform_conv2d, tensors, kwargs)
+    ref, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, [x, offset, weight, bias, mask], kwargs)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    for got, expected in zip(our_grads, ref_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 def test_float32_matches_torchvision_at_a_decoder_like_size():
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 27, 33, 41, generator=gen)

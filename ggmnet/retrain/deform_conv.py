@@ -8,8 +8,8 @@ dtypes other than float32 and float64, shapes torchvision rejects), the call goe
 Why: torchvision's CPU kernel runs one thread over scalar loops; in a 512 x 512 GGMNet inference its three
 deformable layers cost about ten times the rest of the network.
 
-The CPU formulation (no compiled code, three library calls)
------------------------------------------------------------
+The CPU formulation (library calls only, no compiled code)
+---------------------------------------------------------
 For input ``x [N, C, H, W]``, weight ``w [C_out, C, kh, kw]`` (``K = kh * kw`` taps), offsets
 ``[N, 2 * G * K, Ho, Wo]`` (pixels; a ``(dy, dx)`` pair per offset group ``g < G`` and tap ``k``) and an optional
 modulation mask ``m [N, G * K, Ho, Wo]``, output pixel ``p`` is
@@ -20,26 +20,28 @@ with ``p_k = (p_y * stride - pad + i * dilation, p_x * stride - pad + j * dilati
 Bilinear sampling is linear in the image and commutes with mixing channels, so the channels are mixed first:
 
 1. ``z = x @ w``: one matrix product gives, at every input pixel, each group's ``K * C_out`` tap-weighted sums
-   ``z[g, k, o] = sum_{c in g} w[o, c, k] * x[c]`` (the input is zero-padded by one pixel on the left and top
-   and two on the right and bottom first, so the padding pixels of ``z`` are zero rows).
-2. For every output pixel, its ``4 * G * K`` bilinear corners (rows of ``z`` viewed as ``[rows, C_out]``) and
-   their weights (bilinear weight times mask) are listed, and one
-   :func:`torch.nn.functional.embedding_bag` call (``mode="sum"``, ``per_sample_weights``) sums them:
-   ``[N * Ho * Wo, C_out]``, transposed to ``[N, C_out, Ho, Wo]``.
+   ``z[g, k, o] = sum_{c in g} w[o, c, k] * x[c]``, a table of ``N * G * (H + 4) * (W + 4) * K`` rows of
+   ``C_out`` values (the input is zero-padded by two pixels first, so the border rows are zero).
+2. For every output pixel, its ``4 * G * K`` bilinear corners (rows of the table) and their weights (bilinear
+   weight times mask) are listed, and :func:`torch.nn.functional.embedding_bag` (``mode="sum"``,
+   ``per_sample_weights``) sums them into ``[N * Ho * Wo, C_out]``, transposed to ``[N, C_out, Ho, Wo]``. This
+   runs over chunks of output rows (``_CORNERS_PER_CHUNK`` corners), so that the index and weight arrays take a
+   few tens of MiB at any tile size.
 
 Each sample reads ``C_out`` values instead of ``C`` (GGMNet's decoder maps 144, 72 and 27 channels to 48, 24
-and 24), no
-``[C * K, Ho * Wo]`` column matrix is built, and autograd gives every gradient (``embedding_bag`` differentiates
-with respect to the table and the per-sample weights). Out-of-image corners read the zero padding, and a
-sample whose four corners all lie outside (``y < -1``, ``y >= H``, ``x < -1`` or ``x >= W``) points at a block of
-zero rows, so its value and every gradient through it are zero. Corner indices come from ``floor`` of the exact
-sampling position, computed as torchvision computes it, so values and gradients equal torchvision's also at
-integer positions (e.g. zero offsets), where the offset gradient is the forward difference of the zero-padded
-image (even at ``y = -1``, whose value is zero). A formulation with
-:func:`torch.nn.functional.grid_sample` (``align_corners=True``) gives the same values, but its normalised
-coordinates move integer positions by an ulp, which turns the offset gradient into the backward difference at
-about one in eight of them (zero offsets, i.e. GGMNet's initialisation, included), and it samples ``C`` channels
-per tap.
+and 24), no ``[C * K, Ho * Wo]`` column matrix is built (the table has ``K * C_out`` values per input pixel), and
+autograd gives every gradient (``embedding_bag`` differentiates with respect to the table and the per-sample
+weights). Out-of-image corners read the zero border; a sample whose top-left corner lies further out
+(``y < -1``, ``y >= H``, ``x < -1`` or ``x >= W``) is moved onto the border, where all four corners are zero, so
+its value and every gradient through it are zero. Corner indices come from ``floor`` of the sampling position,
+computed as torchvision computes it, so values and gradients equal torchvision's also at integer positions
+(e.g. zero offsets, GGMNet's initialisation), where the offset gradient is the forward difference of the
+zero-padded image (even at ``y = -1``, whose value is zero). A formulation with
+:func:`torch.nn.functional.grid_sample` (``align_corners=True``; one bilinear sample per tap, then 1x1
+convolutions) gives the same values, but its normalised coordinates move integer positions by an ulp, which
+turns that offset gradient into the backward difference at about one in eight of them; it samples ``C``
+channels per tap, and on one thread it took 1.3-3 times as long as this path at GGMNet's three decoder sizes
+(``benchmarks/bench_deform.py`` compares this path with torchvision's kernel).
 
 Set the environment variable ``GGMNET_DEFORM_CONV=torchvision`` to run torchvision's kernel everywhere (A/B
 checks); the default, ``auto``, takes the fast path on CPU.
@@ -71,7 +73,7 @@ IntPair = int | tuple[int, int]
 
 #: Bilinear corners sampled per chunk of output rows on the CPU path (4 per tap and output pixel): bounds the
 #: per-sample index and weight arrays to a few MiB.
-_CORNERS_PER_CHUNK = 2 ** 20
+_CORNERS_PER_CHUNK = 2 ** 21
 
 
 def kernel_choice() -> str:
@@ -153,56 +155,55 @@ def _deform_conv2d_cpu(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor |
     taps = kh * kw
     groups = offset.shape[1] // (2 * taps)
     ho, wo = offset.shape[-2:]
-    hp, wp = h + 3, w + 3  # one zero row/column before the image, two after
+    hp, wp = h + 4, w + 4  # a zero border two pixels wide
     dtype = x.dtype
 
     # 1. The table z[n, g, pixel, k, :] of tap-weighted channel sums: rows of C_out values.
-    padded = F.pad(x, (1, 2, 1, 2)).view(n, groups, c // groups, hp * wp).transpose(2, 3)
-    w_taps = weight.view(c_out, groups, c // groups, taps).permute(1, 2, 3, 0).reshape(groups, c // groups,
+    padded = F.pad(x, (2, 2, 2, 2)).reshape(n, groups, c // groups, hp * wp).transpose(2, 3)
+    w_taps = weight.reshape(c_out, groups, c // groups, taps).permute(1, 2, 3, 0).reshape(groups, c // groups,
                                                                                          taps * c_out)
     table = torch.matmul(padded, w_taps).view(-1, c_out)
 
-    # 2. Sampling positions (pixels of the unpadded input) of the taps, before the offsets: [rows or cols, 1, K].
+    # 2. Sampling positions of the taps before the offsets, pixels of the unpadded input: [K, (y, x), Ho * Wo].
     tap_y = (torch.arange(kh, dtype=dtype) * dilation[0]).repeat_interleave(kw)
     tap_x = (torch.arange(kw, dtype=dtype) * dilation[1]).repeat(kh)
-    grid_y = (torch.arange(ho, dtype=dtype) * stride[0] - padding[0]).view(ho, 1, 1) + tap_y
-    grid_x = (torch.arange(wo, dtype=dtype) * stride[1] - padding[1]).view(wo, 1, 1) + tap_x
-    # Table row of the padded pixel (0, 0) of each image, group and tap, and a block of zero rows.
-    rows = n * groups * hp * wp * taps
-    index_dtype = torch.int32 if rows < 2 ** 31 else torch.int64
-    image = torch.arange(n * groups, dtype=index_dtype).view(n, 1, 1, groups, 1) * (hp * wp)
-    origin = image * taps + torch.arange(taps, dtype=index_dtype)
-    zero_block = ((h + 1) * wp + w + 1) * taps
-    corner_steps = torch.tensor([0, 1, wp, wp + 1], dtype=index_dtype) * taps
+    row_y = (torch.arange(ho, dtype=dtype) * stride[0] - padding[0]).repeat_interleave(wo)
+    col_x = (torch.arange(wo, dtype=dtype) * stride[1] - padding[1]).repeat(ho)
+    base = torch.stack((tap_y[:, None] + row_y, tap_x[:, None] + col_x), dim=1)
+    # Table rows of the four corners of image pixel (0, 0), for each image, group and tap: [N, G, K, 4, 1].
+    index_dtype = torch.int32 if n * groups * hp * wp * taps < 2 ** 31 else torch.int64
+    image = torch.arange(n * groups, dtype=index_dtype).view(n, groups, 1, 1, 1) * (hp * wp)
+    steps = torch.tensor([0, 1, wp, wp + 1], dtype=index_dtype).view(4, 1) + (2 * wp + 2)
+    origin = (image + steps) * taps + torch.arange(taps, dtype=index_dtype).view(taps, 1, 1)
+    # Top-left corners further out than one pixel are moved to the border, whose corners are all zero.
+    lowest = torch.tensor([[-2.0], [-2.0]], dtype=dtype)
+    highest = torch.tensor([[float(h)], [float(w)]], dtype=dtype)
 
-    # 3. Output rows in chunks, so that the per-sample arrays stay small (and their memory is reused).
-    per_row = 4 * n * wo * groups * taps
-    chunk = max(1, _CORNERS_PER_CHUNK // per_row)
-    offset_rows = offset.view(n, 2 * groups * taps, ho * wo)
-    mask_rows = None if mask is None else mask.view(n, groups * taps, ho * wo)
+    # 3. Output rows in chunks, so that the per-sample arrays stay small (and their memory is reused). The
+    # arithmetic runs on planes [N, G, K, ..., pixels]; embedding_bag wants each output pixel's samples together.
+    chunk = max(1, _CORNERS_PER_CHUNK // (4 * n * wo * groups * taps))
+    offset_planes = offset.reshape(n, groups, taps, 2, ho * wo)
+    mask_planes = None if mask is None else mask.reshape(n, groups, taps, 1, ho * wo)
     outputs = []
     for r0 in range(0, ho, chunk):
-        r1 = min(ho, r0 + chunk)
-        pixels = slice(r0 * wo, r1 * wo)
-        yx = offset_rows[..., pixels].transpose(1, 2).contiguous().view(n, r1 - r0, wo, groups, taps, 2)
-        sy = yx[..., 0] + grid_y[r0:r1].view(r1 - r0, 1, 1, taps)
-        sx = yx[..., 1] + grid_x.view(wo, 1, taps)
+        pixels = slice(r0 * wo, min(ho, r0 + chunk) * wo)
+        count = pixels.stop - pixels.start
+        yx = offset_planes[..., pixels] + base[..., pixels]  # [N, G, K, (y, x), pixels]
+        low = yx.detach().floor()
+        frac = yx - low
         # Bilinear weights of the corners (top-left, top-right, bottom-left, bottom-right), times the mask.
-        y0, x0 = sy.detach().floor(), sx.detach().floor()
-        ly, lx = sy - y0, sx - x0
-        hy, hx = 1 - ly, 1 - lx
-        if mask_rows is not None:
-            m = mask_rows[..., pixels].transpose(1, 2).contiguous().view(n, r1 - r0, wo, groups, taps)
-            hy, ly = hy * m, ly * m
-        weights = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1)
-        # Top-left corner's row; a sample with no corner in the image reads the zero block.
-        inside = (y0 >= -1) & (y0 < h) & (x0 >= -1) & (x0 < w)
-        within = torch.add(x0.to(index_dtype) + 1, y0.to(index_dtype) + 1, alpha=wp)
-        top_left = torch.where(inside, torch.add(origin, within, alpha=taps), zero_block)
-        corners = top_left.unsqueeze(-1) + corner_steps
-        bags = n * (r1 - r0) * wo
-        sums = F.embedding_bag(corners.view(bags, -1), table, per_sample_weights=weights.view(bags, -1), mode="sum")
-        outputs.append(sums.view(n, -1, c_out).transpose(1, 2))
+        weights = torch.stack((1 - frac, frac), dim=4)  # [N, G, K, (y, x), (low, high), pixels]
+        wy, wx = weights[:, :, :, 0], weights[:, :, :, 1]
+        if mask_planes is not None:
+            wy = wy * mask_planes[..., pixels]
+        weights = (wy.unsqueeze(4) * wx.unsqueeze(3)).view(n, -1, count).transpose(1, 2).contiguous()
+        low = torch.clamp(low, lowest, highest).to(index_dtype)
+        within = torch.add(low[:, :, :, 1], low[:, :, :, 0], alpha=wp).unsqueeze(3)
+        corners = torch.empty(n, count, groups, taps, 4, dtype=index_dtype)
+        torch.add(origin, within, alpha=taps, out=corners.permute(0, 2, 3, 4, 1))
+        sums = F.embedding_bag(corners.view(n * count, -1), table, per_sample_weights=weights.view(n * count, -1),
+                               mode="sum")
+        outputs.append(sums.view(n, count, c_out).transpose(1, 2))
     out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0].contiguous()
     out = out.view(n, c_out, ho, wo)
     return out if bias is None else out + bias.view(1, c_out, 1, 1)
