@@ -11,7 +11,8 @@ from ``default_genotype`` (random weights; the offset convolutions drawn with st
 on the fast path and on torchvision's kernel (``GGMNET_DEFORM_CONV=torchvision``), GGMNet without deformable
 convolution (Table 5's row c switches, residual cells kept) and HRNet-W32 (timm). The four run in turn, round by
 round, so that a shared machine's load falls on all alike; median of ``--repeats`` after a warm-up; the ratio
-fast GGMNet / HRNet-W32. Then the peak resident memory of one inference of each, in a fresh process each.
+fast GGMNet / HRNet-W32. Then the peak resident memory of one inference of each above the resident size before
+it, in a fresh process each (Linux).
 
 Timings are printed, never asserted; compare ratios measured in one run.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -130,14 +130,25 @@ def inference(model: torch.nn.Module, kernel_name: str, x: torch.Tensor) -> Call
     return run
 
 
+def memory_status_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, MiB, from ``/proc/self/status``."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024.0
+
+
 def peak_memory_mib(name: str, depth: int, size: int) -> float:
-    """Peak resident memory of one inference above the resident size before it, MiB (this process)."""
+    """Peak resident memory of one inference above the resident size before it, MiB (this process).
+
+    ``VmHWM`` rather than ``ru_maxrss``, which a child process inherits from its parent's size at the fork.
+    """
     model, kernel_name = build(name, depth)
     x = torch.randn(1, 3, size, size)
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the present size
+        f.write("5")
+    before = memory_status_mib("VmRSS")
     inference(model, kernel_name, x)()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - before
+    return memory_status_mib("VmHWM") - before
 
 
 def network_benchmark(size: int, depth: int, repeats: int, memory: bool) -> None:

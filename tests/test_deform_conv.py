@@ -90,10 +90,7 @@ def test_offsets_reach_outside_the_image_and_its_edges():
 
 @pytest.mark.parametrize("offsets", ["random", "integer", "zero"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("chunks", ["one", "row-by-row"])
-def test_cpu_path_equals_torchvision_in_value_and_gradients(case, offsets, chunks, monkeypatch):
-    if chunks == "row-by-row":
-        monkeypatch.setattr(deform_conv, "_CORNERS_PER_CHUNK", 1)
+def test_cpu_path_equals_torchvision_in_value_and_gradients(case, offsets):
     tensors, kwargs = _inputs(case, offsets)
     ours, our_grads = _value_and_grads(deform_conv2d, tensors, kwargs)
     ref, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, tensors, kwargs)
@@ -102,6 +99,21 @@ def test_cpu_path_equals_torchvision_in_value_and_gradients(case, offsets, chunk
     for name, got, expected in zip(names, our_grads, ref_grads):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
         assert expected.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("corners_per_chunk", [1, 200, 2 ** 21])
+@pytest.mark.parametrize("case", ["mask-2-groups", "stride-2-batch-3", "asymmetric"])
+def test_without_autograd_any_chunking_of_the_output_rows_gives_torchvisions_output(case, corners_per_chunk,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(deform_conv, "_CORNERS_PER_CHUNK", corners_per_chunk)  # 1: row by row
+    (x, offset, weight, bias, mask), kwargs = _inputs(case, "integer")
+    with torch.no_grad():
+        ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs)
+        torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs), ref,
+                                   rtol=1e-10, atol=1e-10)
+    with torch.inference_mode():
+        torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs), ref,
+                                   rtol=1e-10, atol=1e-10)
 
 
 def test_non_contiguous_inputs_give_the_same_result():

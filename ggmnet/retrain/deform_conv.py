@@ -24,9 +24,9 @@ Bilinear sampling is linear in the image and commutes with mixing channels, so t
    ``C_out`` values (the input is zero-padded by two pixels first, so the border rows are zero).
 2. For every output pixel, its ``4 * G * K`` bilinear corners (rows of the table) and their weights (bilinear
    weight times mask) are listed, and :func:`torch.nn.functional.embedding_bag` (``mode="sum"``,
-   ``per_sample_weights``) sums them into ``[N * Ho * Wo, C_out]``, transposed to ``[N, C_out, Ho, Wo]``. This
-   runs over chunks of output rows (``_CORNERS_PER_CHUNK`` corners), so that the index and weight arrays take a
-   few tens of MiB at any tile size.
+   ``per_sample_weights``) sums them into ``[N * Ho * Wo, C_out]``, transposed to ``[N, C_out, Ho, Wo]``.
+   Without autograd this runs over chunks of output rows (``_CORNERS_PER_CHUNK`` corners), so that the index and
+   weight arrays take a few tens of MiB at any tile size.
 
 Each sample reads ``C_out`` values instead of ``C`` (GGMNet's decoder maps 144, 72 and 27 channels to 48, 24
 and 24), no ``[C * K, Ho * Wo]`` column matrix is built (the table has ``K * C_out`` values per input pixel), and
@@ -71,8 +71,8 @@ KERNELS = ("auto", "torchvision")
 
 IntPair = int | tuple[int, int]
 
-#: Bilinear corners sampled per chunk of output rows on the CPU path (4 per tap and output pixel): bounds the
-#: per-sample index and weight arrays to a few MiB.
+#: Bilinear corners sampled per chunk of output rows on the CPU path without autograd (4 per tap and output
+#: pixel): bounds the per-sample index and weight arrays to a few tens of MiB.
 _CORNERS_PER_CHUNK = 2 ** 21
 
 
@@ -179,9 +179,15 @@ def _deform_conv2d_cpu(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor |
     lowest = torch.tensor([[-2.0], [-2.0]], dtype=dtype)
     highest = torch.tensor([[float(h)], [float(w)]], dtype=dtype)
 
-    # 3. Output rows in chunks, so that the per-sample arrays stay small (and their memory is reused). The
-    # arithmetic runs on planes [N, G, K, ..., pixels]; embedding_bag wants each output pixel's samples together.
-    chunk = max(1, _CORNERS_PER_CHUNK // (4 * n * wo * groups * taps))
+    # 3. Without autograd, output rows go in chunks, so that the per-sample arrays stay small and their memory is
+    # reused; with it, every chunk's arrays would be kept for the backward pass anyway, and every chunk's
+    # embedding_bag backward would fill a gradient of the whole table. The arithmetic runs on planes
+    # [N, G, K, ..., pixels]; embedding_bag wants each output pixel's samples together.
+    tensors = (x, offset, weight, bias, mask)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        chunk = ho
+    else:
+        chunk = max(1, _CORNERS_PER_CHUNK // (4 * n * wo * groups * taps))
     offset_planes = offset.reshape(n, groups, taps, 2, ho * wo)
     mask_planes = None if mask is None else mask.reshape(n, groups, taps, 1, ho * wo)
     outputs = []
