@@ -4,7 +4,8 @@ GGMNet is built from ``default_genotype(depth)`` (expansion 4 everywhere: a hand
 searched genotype, so its sizes differ from the paper's searched ones) or from ``--genotype FILE`` for one
 searched architecture. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass in
 eval mode (2 FLOPs per multiply-add); torchvision's deformable convolution, which the counter does not
-know, is counted as the convolution it computes plus 8 FLOPs per bilinear sample (4 products, 4 sums).
+know, is counted (on torchvision's kernel, ``GGMNET_DEFORM_CONV=torchvision``) as the convolution it computes
+plus 8 FLOPs per bilinear sample (4 products, 4 sums).
 
     .venv/bin/python benchmarks/bench_model_size.py [--size 512] [--depths 16 18 20 22 24] [--genotype FILE]
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch.utils.flop_counter import FlopCounterMode
 
+from ggmnet.retrain.deform_conv import KERNEL_ENV
 from ggmnet.retrain.ggmnet_model import GGMNet
 from ggmnet.retrain.models import create_model
 from ggmnet.search_space.genotype import Genotype, default_genotype
@@ -58,6 +61,8 @@ def main() -> None:
                         help="MRFEM depths of default_genotype (default 16 18 20 22 24)")
     parser.add_argument("--genotype", default=None, help="also measure this searched genotype JSON")
     args = parser.parse_args()
+    # Count torchvision's deformable op (the mapping above); the counter does not know the CPU fast path's ops.
+    os.environ[KERNEL_ENV] = "torchvision"
 
     print(f"input 1 x 3 x {args.size} x {args.size}; FLOPs of one forward pass (2 per multiply-add)")
     print(f"{'network':<34} {'params (M)':>10} {'paper (M)':>10} {'GFLOPs':>9} {'GMACs':>8} {'s':>6}")

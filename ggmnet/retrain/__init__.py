@@ -4,6 +4,7 @@ Modules (imported on demand; importing this package is light):
 
 * :mod:`ggmnet.retrain.ggmnet_model`: GGMNet (encoder, MRFEM, ARM, FFM, deformable decoder) and Table 5's
   ``ABLATIONS``;
+* :mod:`ggmnet.retrain.deform_conv`: deformable convolution, torchvision's op and module with a fast CPU path;
 * :mod:`ggmnet.retrain.models`: the model registry (``ggmnet``, ``hrnet_w32``), ``build_model`` and
   ``load_model`` for retrain checkpoints;
 * :mod:`ggmnet.retrain.schedule`: section 5.1.3's Adam-then-SGD schedule;
