@@ -37,8 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import DeformConv2d
 
+from ggmnet.retrain.deform_conv import DeformConv2d
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.mrfem import MRFEM, Stem
 from ggmnet.search_space.operations import ConvNormAct
@@ -116,11 +116,13 @@ class FeatureFusion(nn.Module):
 
 
 class DeformConvNormAct(nn.Module):
-    """3x3 deformable convolution (torchvision ``DeformConv2d``) + BN + ReLU, ``[N, C_in, H, W] -> [N, C_out, H, W]``.
+    """3x3 deformable convolution + BN + ReLU, ``[N, C_in, H, W] -> [N, C_out, H, W]``.
 
     The sampling offsets (two per kernel tap) come from an ordinary 3x3 convolution of the input whose
     weights and bias start at zero, so at initialisation the layer is exactly a plain 3x3 conv-BN-ReLU and
-    learns to deform its sampling grid from there (Dai et al. 2017).
+    learns to deform its sampling grid from there (Dai et al. 2017). The convolution is
+    :class:`ggmnet.retrain.deform_conv.DeformConv2d`: torchvision's module (same state-dict keys) with a fast
+    CPU path.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3) -> None:
