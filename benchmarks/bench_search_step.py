@@ -1,20 +1,26 @@
-"""Cost of one supernet search step against a derived network's training step and a DARTS-style soft step.
+"""Cost of the supernet's search steps against a derived network's training step.
 
-Times forward + backward (cross-entropy on the three heads) for a batch of ``--batch`` images of ``--size``
-pixels, and measures the peak resident memory the step adds, for
+Times one step on a batch of ``--batch`` images of ``--size`` pixels (cross-entropy on the three heads), and
+measures the peak resident memory the step adds, for
 
-* ``sample``: ``Supernet(depth)`` in ``mode="sample"`` (straight-through Gumbel, one sampled network),
-* ``derived``: ``GenotypeNetwork(supernet.derive())`` (the architecture the same logits give),
-* ``soft``: the supernet in ``mode="soft"`` (every candidate computed and mixed),
+* ``pairs``: the architecture step, ``Supernet(depth)`` in ``mode="pairs"`` (the paired estimator: the
+  drawn network plus, at every node, each choice's rival candidate computed forward only), gradient of the
+  loss with respect to the architecture logits only (``torch.autograd.grad``, as the search loop takes it),
+* ``sample``: the weight step, ``mode="sample"`` (one drawn network), backward to every weight,
+* ``derived``: ``GenotypeNetwork(supernet.derive())`` (the architecture the same logits give), backward to
+  every weight,
+* ``soft``: the supernet in ``mode="soft"`` (every candidate computed and mixed), gradient of the logits,
 
 each in its own process (so that peak memories do not mix), after one warm-up step, median of ``--repeats``.
 Architecture logits are perturbed (seeded N(0, 1) noise) so that the derived network is a typical one, not
-the all-``skip`` network of untrained (uniform) logits; the derived network is built from the genotype file alone. Note that
-a sampled network computes the branches' shared prefix once while the derived MRFEM has three separate
-branches. Prints seconds and MiB per case and the ratios sample/derived
-(target <= 3x) and soft/sample. CPU by default:
+the all-``skip`` network of untrained (uniform) logits; the derived network is built from the genotype file
+alone. Note that a drawn network computes the branches' shared prefix once while the derived MRFEM has three
+separate branches. Prints wall and CPU seconds (CPU time is the steadier figure on a shared machine) and MiB
+per case and the ratios to the derived network's step (target for ``pairs``: <= 2x). Defaults: the CPU
+search recipe (``experiments/search_cpu.yaml``: depth 22, unit widths 4, 8, 16, batch 2, 96 px crops); the
+paper's widths:
 
-    python benchmarks/bench_search_step.py --depth 22 --batch 2 --size 256
+    python benchmarks/bench_search_step.py --unit-channels 12,24,48 --size 256
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.supernet import GenotypeNetwork, Supernet
 
-CASES = ("sample", "derived", "soft")
+CASES = ("pairs", "sample", "derived", "soft")
 
 
 def memory_mib(field: str) -> float:
@@ -56,7 +62,7 @@ def reset_peak_memory() -> None:
 def seeded_supernet(args: argparse.Namespace) -> Supernet:
     """The supernet of the benchmark: seeded weights; architecture logits its initial ones plus N(0, 1) noise."""
     torch.manual_seed(args.seed)
-    supernet = Supernet(args.depth)
+    supernet = Supernet(args.depth, unit_channels=args.unit_channels)
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         for _, p in supernet.named_arch_parameters():
@@ -79,11 +85,18 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
     targets = [torch.randint(0, 10, (args.batch, -(-args.size // s), -(-args.size // s)), device=device)
                for s in (8, 16, 32)]
     kwargs = {} if case == "derived" else {"mode": case, "tau": 1.0}
+    arch = model.arch_parameters() if case != "derived" else []
+    for p in arch:  # frozen in the weight step, as in the search loop
+        p.requires_grad_(case != "sample")
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         outs = model(x, **kwargs)
-        sum(F.cross_entropy(o, t) for o, t in zip(outs, targets)).backward()
+        loss = sum(F.cross_entropy(o, t) for o, t in zip(outs, targets))
+        if case in ("pairs", "soft"):  # an architecture step: the logits' gradient only
+            torch.autograd.grad(loss, arch, allow_unused=True)
+        else:
+            loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -92,25 +105,29 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = memory_mib("VmHWM") - base
-    return {"seconds": statistics.median(times), "peak_mib": peak, "build_seconds": build_s,
+    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times), "peak_mib": peak,
+            "build_seconds": build_s,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=22, help="supernet depth (default 22)")
+    parser.add_argument("--unit-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=(4, 8, 16),
+                        help="unit widths at strides 8, 16, 32, comma-separated (default 4,8,16: the CPU recipe)")
     parser.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per case (default 3)")
+    parser.add_argument("--size", type=int, default=96, help="image side in pixels (default 96: the CPU recipe)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per case (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, logits and data (default 0)")
     parser.add_argument("--threads", type=int, default=0,
@@ -124,7 +141,8 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args)))
         return
-    print(f"depth {args.depth}, batch {args.batch}, {args.size}x{args.size}, {args.device}, "
+    units = ",".join(str(c) for c in args.unit_channels)
+    print(f"depth {args.depth}, unit widths {units}, batch {args.batch}, {args.size}x{args.size}, {args.device}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     genotype = seeded_supernet(args).derive()
     print(genotype.summary())
@@ -132,21 +150,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = genotype.save(Path(tmp) / "genotype.json")
         for case in args.cases.split(","):
-            cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--batch",
-                   str(args.batch), "--size", str(args.size), "--repeats", str(args.repeats), "--device",
-                   args.device, "--seed", str(args.seed), "--genotype", str(path), "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--unit-channels", units,
+                   "--batch", str(args.batch), "--size", str(args.size), "--repeats", str(args.repeats),
+                   "--device", args.device, "--seed", str(args.seed), "--genotype", str(path),
+                   "--threads", str(args.threads)]
             results[case] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             r = results[case]
-            print(f"{case:>8}: {r['seconds']:8.3f} s/step  peak +{r['peak_mib']:8.1f} MiB  "
-                  f"({r['params_m']:.1f} M parameters, built in {r['build_seconds']:.1f} s)", flush=True)
+            print(f"{case:>8}: {r['seconds']:8.3f} s/step ({r['cpu_seconds']:.3f} s CPU)  "
+                  f"peak +{r['peak_mib']:8.1f} MiB  ({r['params_m']:.1f} M parameters, built in "
+                  f"{r['build_seconds']:.1f} s)", flush=True)
     if "derived" in results:
-        for case in ("sample", "soft"):
+        d = results["derived"]
+        for case in ("pairs", "sample", "soft"):
             if case in results:
-                print(f"{case}/derived: time {results[case]['seconds'] / results['derived']['seconds']:.2f}x, "
-                      f"memory {results[case]['peak_mib'] / results['derived']['peak_mib']:.2f}x")
-    if "sample" in results and "soft" in results:
-        print(f"soft/sample: time {results['soft']['seconds'] / results['sample']['seconds']:.2f}x, "
-              f"memory {results['soft']['peak_mib'] / results['sample']['peak_mib']:.2f}x")
+                r = results[case]
+                target = " (target <= 2x)" if case == "pairs" else ""
+                print(f"{case}/derived: time {r['seconds'] / d['seconds']:.2f}x, CPU time "
+                      f"{r['cpu_seconds'] / d['cpu_seconds']:.2f}x{target}, memory {r['peak_mib'] / d['peak_mib']:.2f}x")
 
 
 if __name__ == "__main__":

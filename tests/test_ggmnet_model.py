@@ -40,7 +40,7 @@ TINY = default_genotype(depth=2)
 def test_every_ablation_trains_every_parameter(row):
     torch.manual_seed(0)
     model = GGMNet(TINY, **ABLATIONS[row]).train()
-    x = torch.randn(2, 3, 32, 32)  # batch 2: the ARM's BatchNorm sees one pooled value per sample
+    x = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, 10, (2, 32, 32))
     logits = model(x)
     assert logits.shape == (2, 10, 32, 32)
@@ -153,3 +153,23 @@ def test_load_model_restores_weights_and_rejects_bad_files(tmp_path):
                 "model_config": model.model_config()}, broken)
     with pytest.raises(UserError, match="broken.pt: the checkpoint's model does not load"):
         load_model(broken)
+
+
+def test_attention_refinement_depends_on_the_tile_alone():
+    # BiSeNet's BatchNorm on the pooled vector made the attention of a batch of 2 exactly sigmoid(+-1) per channel
+    # in training, whatever the tiles held, and different in evaluation: the ARM of section 4.3 has none.
+    from ggmnet.retrain.ggmnet_model import AttentionRefinement
+
+    torch.manual_seed(0)
+    arm = AttentionRefinement(8).train()
+    x = torch.randn(3, 8, 5, 5)
+    with torch.no_grad():
+        pair = arm.attention(x[:2])
+        other_pair = arm.attention(x[[0, 2]])
+        torch.testing.assert_close(pair[0], other_pair[0])
+        arm.eval()
+        torch.testing.assert_close(arm.attention(x[:2]), pair)
+        pooled = x[:2].mean(dim=(2, 3))
+        conv = arm.attention[1]
+        expected = torch.sigmoid(pooled @ conv.weight[:, :, 0, 0].T + conv.bias)
+        torch.testing.assert_close(pair[:, :, 0, 0], expected)

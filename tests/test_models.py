@@ -41,7 +41,7 @@ def _parameters_m(model: torch.nn.Module) -> float:
 @pytest.mark.parametrize("name", list_models())
 def test_forward_and_backward_reach_every_parameter(name):
     model = _model(name).train()
-    x = torch.randn(2, 3, 32, 32)  # batch 2: GGMNet's ARM BatchNorm sees one pooled value per sample
+    x = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, 10, (2, 32, 32))
     logits = model(x)
     assert logits.shape == (2, 10, 32, 32)

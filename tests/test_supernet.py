@@ -45,14 +45,16 @@ def _randomise(net: nn.Module, seed: int) -> None:
 
 
 @pytest.mark.parametrize("depth", [16, 22])
-@pytest.mark.parametrize("mode", ["sample", "soft"])
+@pytest.mark.parametrize("mode", ["sample", "pairs", "soft"])
 def test_forward_backward_reaches_every_architecture_parameter(nets, depth, mode):
     net = nets[depth].train()
     net.zero_grad(set_to_none=True)
     torch.manual_seed(1)
-    outs = net(torch.randn(2, 3, 64, 48), mode=mode, tau=1.0)
-    assert [tuple(o.shape) for o in outs] == [(2, 10, 8, 6), (2, 10, 4, 3), (2, 10, 2, 2)]
-    sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+    # "pairs" compares a downsampling operator only where one was drawn with a differing rival: a few draws
+    for _ in range(4 if mode == "pairs" else 1):
+        outs = net(torch.randn(2, 3, 64, 48), mode=mode, tau=1.0)
+        assert [tuple(o.shape) for o in outs] == [(2, 10, 8, 6), (2, 10, 4, 3), (2, 10, 2, 2)]
+        sum((o * torch.randn_like(o)).sum() for o in outs).backward()
     for name, p in net.named_arch_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -95,6 +97,77 @@ def test_sampled_steps_send_gradients_to_the_ops_of_many_nodes(nets):
     assert visited[:, 0].all()  # the 1/8 branch's path is every stride-8 node
     assert visited.sum() > 16
     net.zero_grad(set_to_none=True)
+
+
+def test_pairs_moves_only_the_two_drawn_logits_of_a_choice_in_opposite_directions(nets):
+    net = nets[16].train()
+    _randomise(net, seed=7)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        outs = net(torch.randn(2, 3, 32, 32), mode="pairs", tau=0.5)
+        grads = torch.autograd.grad(sum((o * torch.randn_like(o)).sum() for o in outs), net.arch_parameters(),
+                                    allow_unused=True)
+        for kind, g in zip(CHOICE_KINDS, grads):
+            if g is None:  # no node drew two different candidates of this kind
+                continue
+            assert ((g != 0).sum(-1) <= 2).all(), kind  # the computed candidate and its rival, nothing else
+            torch.testing.assert_close(g.sum(-1), torch.zeros_like(g[..., 0]), atol=1e-6, rtol=0)
+            assert (g[~getattr(net, f"valid_{kind}")] == 0).all(), kind
+
+
+def test_pairs_gradient_is_the_loss_slope_from_one_candidate_output_to_the_other():
+    """Only the operator of node (1, 8) left to draw and a loss linear in that node's output, ``<c, y>``: the
+    two drawn logits get ``+-<c, y_i - y_j> / (2 tau)``, the outputs of the two operators on the same input."""
+    torch.manual_seed(0)
+    net = Supernet(2, **TINY).train()
+    with torch.no_grad():
+        for kind in CHOICE_KINDS:  # every choice certain (no rival) except the operator of node (1, 8)
+            getattr(net, f"arch_{kind}")[..., 0] = 1e4
+        net.arch_op[1, 0] = 0.0
+    x = torch.randn(2, 3, 32, 32)
+    width = net._widths(1, 0)[0]
+    c = torch.randn(2, width, 4, 4)
+    with torch.no_grad():  # the candidates' outputs on the drawn input (train mode: batch statistics)
+        x0 = net.node(0, 0).run(net.stem(x)[-1], op=CELL_OPS[0], width=net._widths(0, 0)[0], residual=False,
+                                down=None)
+        outputs = [net.node(1, 0).run(x0, op=op, width=width, residual=False, down=None) for op in CELL_OPS]
+    captured = {}
+    hook = net.heads[0].register_forward_pre_hook(lambda _, inputs: captured.update(y=inputs[0]))
+    tau = 2.0
+    seen = set()
+    try:
+        for seed in range(30):
+            torch.manual_seed(seed)
+            net(x, mode="pairs", tau=tau)
+            (g,) = torch.autograd.grad((captured["y"] * c).sum(), [net.arch_op], allow_unused=True)
+            if g is None:  # both draws took the same operator
+                continue
+            assert (g[0] == 0).all()
+            pair = g[1, 0].nonzero().flatten().tolist()
+            if pair:
+                i, j = pair
+                expected = (c * (outputs[i] - outputs[j])).sum() / (2 * tau)
+                torch.testing.assert_close(g[1, 0, [i, j]], torch.stack([expected, -expected]), rtol=1e-4,
+                                           atol=1e-5)
+                seen.add((i, j))
+    finally:
+        hook.remove()
+    assert len(seen) >= 3
+
+
+def test_pairs_has_the_value_of_the_drawn_network(nets):
+    """With certain logits both draws agree: ``pairs`` computes exactly the favoured network."""
+    depth = 16
+    net = nets[depth]
+    _favour(net, _target(depth), strength=1000.0)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net.subnet(_target(depth)).eval()(x)
+    got = net(x, mode="pairs")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    net.train()
 
 
 def test_arch_probabilities_have_nan_where_a_node_does_not_exist(nets):

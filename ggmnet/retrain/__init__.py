@@ -4,6 +4,7 @@ Modules (imported on demand; importing this package is light):
 
 * :mod:`ggmnet.retrain.ggmnet_model`: GGMNet (encoder, MRFEM, ARM, FFM, deformable decoder) and Table 5's
   ``ABLATIONS``;
+* :mod:`ggmnet.retrain.deform_conv`: deformable convolution, torchvision's op and module with a fast CPU path;
 * :mod:`ggmnet.retrain.models`: the model registry (``ggmnet`` and the baselines: ``fc_hardnet70``,
   ``fasterseg``, ``hrnet_w32``, ``unet``, ``unet_resnet18``), ``build_model`` and ``load_model`` for retrain
   checkpoints;

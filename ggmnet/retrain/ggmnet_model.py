@@ -7,7 +7,10 @@ Data flow for an input ``[N, C_in, H, W]``:
 2. **MRFEM** (4.2): the searched three-branch module (:class:`~ggmnet.search_space.mrfem.MRFEM`) applied
    to the 1/8 feature; it returns one feature per branch at strides 8, 16 and 32.
 3. **Attention Refinement Module** (4.3, BiSeNet): each branch output is multiplied by a channel attention
-   vector (global average pool -> 1x1 conv -> BN -> sigmoid).
+   vector (global average pool -> 1x1 conv -> sigmoid, as section 4.3 describes it; BiSeNet's BatchNorm on
+   the pooled vector is left out: at the small batches of CPU training it normalises one value per tile and
+   channel to about +-1, so the attention would ignore the tile's content and differ between training and
+   evaluation).
 4. **Feature Fusion Module** (4.4, BiSeNet, Figure 3C): the branches are upsampled bilinearly to 1/8 and
    concatenated; a 1x1 conv-BN-ReLU projects them to the encoder's 1/8 width, then a channel weight vector
    (global pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid) re-weights them: ``x + x * w``. Without the FFM
@@ -34,8 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import DeformConv2d
 
+from ggmnet.retrain.deform_conv import DeformConv2d
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.mrfem import MRFEM, Stem
 from ggmnet.search_space.operations import ConvNormAct
@@ -58,18 +61,17 @@ def _upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionRefinement(nn.Module):
-    """BiSeNet's Attention Refinement Module: ``x * sigmoid(BN(conv1x1(avgpool(x))))`` (Figure 3B).
+    """The Attention Refinement Module (section 4.3, Figure 3B): ``x * sigmoid(conv1x1(avgpool(x)))``.
 
-    ``[N, C, H, W] -> [N, C, H, W]``. In training mode the BatchNorm sees one value per sample and channel,
-    so it needs a batch of at least 2.
+    ``[N, C, H, W] -> [N, C, H, W]``. The 1x1 convolution has a bias and no BatchNorm follows it (see the
+    module docstring), so the attention depends on the tile alone, in training and in evaluation alike.
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.attention = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, channels, 1),
             nn.Sigmoid(),
         )
 
@@ -114,11 +116,13 @@ class FeatureFusion(nn.Module):
 
 
 class DeformConvNormAct(nn.Module):
-    """3x3 deformable convolution (torchvision ``DeformConv2d``) + BN + ReLU, ``[N, C_in, H, W] -> [N, C_out, H, W]``.
+    """3x3 deformable convolution + BN + ReLU, ``[N, C_in, H, W] -> [N, C_out, H, W]``.
 
     The sampling offsets (two per kernel tap) come from an ordinary 3x3 convolution of the input whose
     weights and bias start at zero, so at initialisation the layer is exactly a plain 3x3 conv-BN-ReLU and
-    learns to deform its sampling grid from there (Dai et al. 2017).
+    learns to deform its sampling grid from there (Dai et al. 2017). The convolution is
+    :class:`ggmnet.retrain.deform_conv.DeformConv2d`: torchvision's module (same state-dict keys) with a fast
+    CPU path.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3) -> None:
@@ -164,8 +168,7 @@ class GGMNet(nn.Module):
 
     Notes
     -----
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``. Training with
-    the ARM needs a batch of at least 2 (its BatchNorm normalises one pooled value per sample).
+    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
     def __init__(self, genotype: Genotype, *, arm: bool = True, ffm: bool = True, deformable: bool = True,

@@ -22,13 +22,32 @@ starts at the prior that makes every placement of a branch's downsampling layers
 All candidates of a node are modules of :mod:`ggmnet.search_space.operations` built at the node's maximal
 width and run at the sampled one (sliced weights, switchable BatchNorm): one library, no copies.
 
-Modes of :meth:`Supernet.forward`:
+Modes of :meth:`Supernet.forward`. Both sampling modes draw every choice from ``softmax(logits / tau)``
+(Gumbel-max), so the temperature ``tau`` (:meth:`Supernet.set_tau`) is the exploration of the search: above 1
+the draws flatten (every candidate keeps being trained and compared), below 1 they concentrate on the likely
+candidates. Only the nodes that feed a head through their drawn sources are computed.
 
-* ``"sample"``: straight-through hard Gumbel-softmax (temperature ``tau``) over every choice of every node;
-  only the nodes that feed a head through their sampled sources are computed, each with only its sampled
-  operator, width, residual and source, so a step costs about one sampled network. A node's output is
-  multiplied by the product of its selected hard-minus-detached-soft weights (value 1), which carries the
-  gradient to the logits.
+* ``"sample"``: one drawn network, each node with only its drawn operator, width, residual and source (the
+  weight step's forward: about one network's cost). Its output is multiplied by the product of the drawn
+  straight-through weights (value 1). As an architecture gradient that is the single-path estimator: every
+  choice of a node gets the same scalar ``<dL/dy, y>``, about zero when a BatchNorm follows (the loss is then
+  invariant to the scale of ``y``), and no candidate's output is compared with another's; it fails the
+  planted task of ``tests/test_planted_search.py`` and is kept as that baseline.
+* ``"pairs"``: the architecture step's estimator. Every choice of every node is drawn twice, independently:
+  ``a`` (computed) and ``b`` (its rival). At each node that feeds a head and for each choice whose draws
+  differ, the cell with that one choice replaced by ``b`` is computed too (forward only, no graph), and the
+  node's output becomes ``y + sum over choices (s - s.detach()) * (y - y_b)`` with
+  ``s = (l_a - l_b) / (2 tau)``: the value is ``y``, the gradient reaching ``l_a`` is
+  ``<dL/dy, y - y_b> / (2 tau)`` and ``l_b`` gets its opposite. For two independent draws,
+  ``E[(1[a=i] - 1[b=i]) (G_a - G_b)] / 2 = p_i (G_i - sum_j p_j G_j)`` with ``G_j = <dL/dy, y_j>``: the
+  estimate is unbiased for the gradient of DARTS's mixture ``sum_j p_j y_j`` (``p = softmax(l / tau)``)
+  linearised at the drawn network, and it compares candidates' outputs, which a following BatchNorm does
+  not cancel. The wider of the two drawn widths is computed and the narrower zero-padded into it (a
+  following convolution reads the padded map exactly as the narrower one). A rival source that no head
+  needs is computed without a graph through its own drawn sources. A step costs about 1.3-1.5 times a derived
+  network's training step at the CPU recipe's size and about 1.0 times at the paper's widths
+  (``benchmarks/bench_search_step.py``, CPU time). Use it in train mode (each candidate normalised by its own
+  batch statistics) with ``torch.autograd.grad(loss, arch_parameters())``.
 * ``"soft"``: DARTS-style relaxation: at every width, every operator (and downsampling operator) is computed
   and mixed by softmax; the two sources are mixed before the operators; the widths are mixed after padding
   with zeros to the node's maximal width, so in this mode every node passes its maximal width on (and
@@ -56,6 +75,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +101,9 @@ SOURCES = ("same", "down")
 SHORTCUT = "shortcut"
 
 CostTable = Mapping[tuple[str, int, int, int], float]
+#: A node's choices as indices, in the order of ``PLAN_KINDS``.
+Plan = tuple[int, int, int, int, int]
+PLAN_KINDS = ("source", "op", "width", "residual", "down")
 
 
 def macs_per_pixel(op: str, stride: int, c_in: int, c_out: int) -> float:
@@ -177,8 +200,45 @@ class SearchNode(nn.Module):
             x = self.downs[down](x, width)
         y = self.ops[op](x, width)
         if residual:
-            y = y + (x if x.shape[1] == width else self.shortcut(x, width))
+            y = y + self._shortcut(x, width)
         return y
+
+    def _shortcut(self, z: torch.Tensor, width: int) -> torch.Tensor:
+        return z if z.shape[1] == width else self.shortcut(z, width)
+
+    def compare(self, x: torch.Tensor, *, op: str, width: int, residual: bool, down: str | None,
+                rivals: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The sampled cell (as :meth:`run`, with its graph) and its differences from its rivals (no graph).
+
+        ``rivals`` maps a choice kind to the rival candidate that replaces the sampled one in that choice
+        alone: ``"op"``: an operator name; ``"width"``: a narrower width (its output is zero-padded to
+        ``width``, which a following convolution reads exactly as the narrower map); ``"residual"``: the
+        other flag; ``"down"``: the other downsampling operator; ``"source"``: ``(x_rival, down_rival)``,
+        the other predecessor's output and the downsampling operator to apply to it (``None`` for the
+        same resolution). Returns ``y`` and ``{kind: y - y_rival}``, the differences detached.
+        """
+        z = self.downs[down](x, width) if down is not None else x
+        y_op = self.ops[op](z, width)
+        y = y_op + self._shortcut(z, width) if residual else y_op
+        differences = {}
+        with torch.no_grad():
+            main = y.detach()
+            for kind, rival in rivals.items():
+                if kind == "op":  # the same input and shortcut, another operator
+                    other = self.ops[rival](z, width) + (main - y_op)
+                elif kind == "residual":
+                    other = main + self._shortcut(z, width) if rival else y_op.detach()
+                elif kind == "width":
+                    other = _pad_channels(self.run(x, op=op, width=rival, residual=residual, down=down), width)
+                elif kind == "down":
+                    other = self.run(x, op=op, width=width, residual=residual, down=rival)
+                elif kind == "source":
+                    x_rival, down_rival = rival
+                    other = self.run(x_rival, op=op, width=width, residual=residual, down=down_rival)
+                else:
+                    raise ValueError(f"SearchNode.compare: unknown choice kind {kind!r}")
+                differences[kind] = main - other
+        return y, differences
 
     def mix(self, x_same: torch.Tensor | None, x_down: torch.Tensor | None,
             probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -360,7 +420,8 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def set_tau(self, tau: float) -> None:
-        """Set the Gumbel-softmax temperature used by ``mode="sample"`` when ``tau`` is not given."""
+        """Set the sampling temperature of ``mode="sample"`` and ``"pairs"`` (used when ``tau`` is not given):
+        choices are drawn from ``softmax(logits / tau)``."""
         if not tau > 0:
             raise ValueError(f"Supernet.set_tau: tau must be positive, got {tau}")
         self.tau = float(tau)
@@ -388,25 +449,30 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *, mode: str = "sample", tau: float | None = None) -> list[torch.Tensor]:
         """``x`` ``[N, in_channels, H, W]`` -> three logits ``[N, num_classes, ceil(H/s), ceil(W/s)]``,
-        s = 8, 16, 32. ``mode``: ``"sample"``, ``"soft"`` or ``"argmax"`` (module docstring)."""
+        s = 8, 16, 32. ``mode``: ``"sample"``, ``"pairs"``, ``"soft"`` or ``"argmax"`` (module docstring);
+        ``tau`` (default :attr:`tau`) is the sampling temperature of ``"sample"`` and ``"pairs"``."""
         x8 = self.stem(x)[-1]
+        tau = self.tau if tau is None else tau
         if mode == "sample":
-            features = self._forward_sample(x8, self.tau if tau is None else tau)
+            features = self._forward_sample(x8, tau)
+        elif mode == "pairs":
+            features = self._forward_pairs(x8, tau)
         elif mode == "soft":
             features = self._forward_soft(x8)
         elif mode == "argmax":
             features = self._forward_argmax(x8)
         else:
-            raise ValueError(f"Supernet.forward: mode {mode!r} (expected 'sample', 'soft' or 'argmax')")
+            raise ValueError(f"Supernet.forward: mode {mode!r} (expected 'sample', 'pairs', 'soft' or 'argmax')")
         return [head(f) for head, f in zip(self.heads, features)]
 
+    def _nodes(self) -> Iterator[tuple[int, int]]:
+        return ((i, k) for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k))
+
     def _forward_sample(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
-        hard = {kind: F.gumbel_softmax(self._logits(kind), tau=tau, hard=True) for kind in CHOICE_KINDS}
+        hard = {kind: F.gumbel_softmax(self._logits(kind) / tau, hard=True) for kind in CHOICE_KINDS}
         flat = torch.cat([hard[kind].argmax(-1) for kind in CHOICE_KINDS]).view(len(CHOICE_KINDS), self.depth, -1)
         choice = dict(zip(CHOICE_KINDS, flat.tolist()))
-        plan = {(i, k): (choice["source"][i][k], choice["op"][i][k], choice["width"][i][k],
-                         choice["residual"][i][k], choice["down"][i][k])
-                for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k)}
+        plan = {(i, k): tuple(choice[kind][i][k] for kind in PLAN_KINDS) for i, k in self._nodes()}
 
         def gate(i: int, k: int) -> torch.Tensor:
             src, op, w, res, down = plan[(i, k)]
@@ -416,21 +482,77 @@ class Supernet(nn.Module):
 
         return self._run_plan(x8, plan, gate)
 
+    def _forward_pairs(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
+        """The paired estimator (module docstring): the network of the first draws, plus, at every node that
+        feeds a head, a value-free gate per choice whose two draws differ."""
+        logits = {kind: self._logits(kind) for kind in CHOICE_KINDS}
+        with torch.no_grad():  # Gumbel-max, twice: argmax(z / tau + g) is a draw from softmax(z / tau)
+            draws = torch.stack([
+                (z / tau - torch.empty((2, *z.shape), device=z.device).exponential_().log()).argmax(-1)
+                for z in logits.values()])  # [kind, draw, depth, 3]
+            j_width, j_source, j_down = (CHOICE_KINDS.index(kind) for kind in ("width", "source", "down"))
+            # compute the wider width (the narrower is zero-padded into it); no rival down without a down
+            wider = torch.tensor(self.expansions, device=x8.device)[draws[j_width]].argmax(0, keepdim=True)
+            draws[j_width] = torch.cat([draws[j_width].gather(0, wider), draws[j_width].gather(0, 1 - wider)])
+            draws[j_down, 1] = torch.where(draws[j_source, 0] == 1, draws[j_down, 1], draws[j_down, 0])
+        # gate[kind][i, k]: (l_computed - l_rival) / (2 tau) minus its value, so zero with that gradient
+        gate = {}
+        for kind, z, pair in zip(CHOICE_KINDS, logits.values(), draws):
+            half = z.gather(-1, pair.permute(1, 2, 0)).diff(dim=-1).squeeze(-1) / (-2 * tau)
+            gate[kind] = half - half.detach()
+        flat = draws.tolist()  # [kind][draw][i][k]
+        plan = {(i, k): tuple(flat[CHOICE_KINDS.index(kind)][0][i][k] for kind in PLAN_KINDS)
+                for i, k in self._nodes()}
+        rivals = {(i, k): {kind: flat[j][1][i][k] for j, kind in enumerate(CHOICE_KINDS)
+                           if flat[j][1][i][k] != flat[j][0][i][k]} for i, k in self._nodes()}
+        needed = self._feeding(plan)
+        # a rival source that no head needs is computed (without a graph) through its own sampled sources
+        context = set()
+        for i, k in needed:
+            if "source" in rivals[(i, k)]:
+                node = (i - 1, k - rivals[(i, k)]["source"])
+                while node[0] >= 0 and node not in needed and node not in context:
+                    context.add(node)
+                    node = (node[0] - 1, node[1] - plan[node][0])
+        values: dict[tuple[int, int], torch.Tensor] = {(-1, 0): x8}
+        for i, k in sorted(needed | context):
+            src, op, w, res, down = plan[(i, k)]
+            node, widths = self.node(i, k), self._widths(i, k)
+            cell = {"op": CELL_OPS[op], "width": widths[w], "residual": bool(res),
+                    "down": DOWN_OPS[down] if src == 1 else None}
+            x = values[(i - 1, k - src)]
+            if (i, k) not in needed:
+                with torch.no_grad():
+                    values[(i, k)] = node.run(x, **cell)
+                continue
+            named = {"op": CELL_OPS, "width": widths, "residual": (False, True), "down": DOWN_OPS}
+            given = {kind: (values[(i - 1, k - b)], DOWN_OPS[down] if b == 1 else None) if kind == "source"
+                     else named[kind][b] for kind, b in rivals[(i, k)].items()}
+            y, differences = node.compare(x, **cell, rivals=given)
+            for kind, difference in differences.items():
+                y = y + gate[kind][i, k] * difference
+            values[(i, k)] = y
+        return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
+
     def _forward_argmax(self, x8: torch.Tensor) -> list[torch.Tensor]:
         plan, _ = self._argmax_plan()
         return self._run_plan(x8, plan, None)
 
-    def _run_plan(self, x8: torch.Tensor, plan: Mapping[tuple[int, int], tuple[int, int, int, int, int]],
-                  gate: Callable[[int, int], torch.Tensor] | None) -> list[torch.Tensor]:
-        """Compute, one cell each, only the nodes that feed a head through ``plan``'s sources."""
+    def _feeding(self, plan: Mapping[tuple[int, int], Plan]) -> set[tuple[int, int]]:
+        """The nodes that feed a head through ``plan``'s sources."""
         needed: set[tuple[int, int]] = set()
         for end in range(len(STRIDES)):
             node = (self.depth - 1, end)
             while node[0] >= 0 and node not in needed:
                 needed.add(node)
                 node = (node[0] - 1, node[1] - plan[node][0])
+        return needed
+
+    def _run_plan(self, x8: torch.Tensor, plan: Mapping[tuple[int, int], Plan],
+                  gate: Callable[[int, int], torch.Tensor] | None) -> list[torch.Tensor]:
+        """Compute, one cell each, only the nodes that feed a head through ``plan``'s sources."""
         values: dict[tuple[int, int], torch.Tensor] = {(-1, 0): x8}
-        for i, k in sorted(needed):
+        for i, k in sorted(self._feeding(plan)):
             src, op, w, res, down = plan[(i, k)]
             y = self.node(i, k).run(values[(i - 1, k - src)], op=CELL_OPS[op], width=self._widths(i, k)[w],
                                     residual=bool(res), down=DOWN_OPS[down] if src == 1 else None)
@@ -448,7 +570,7 @@ class Supernet(nn.Module):
         return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
 
     # ------------------------------------------------------------------ derivation
-    def _argmax_plan(self) -> tuple[dict[tuple[int, int], tuple[int, int, int, int, int]], list[list[int]]]:
+    def _argmax_plan(self) -> tuple[dict[tuple[int, int], Plan], list[list[int]]]:
         """Per node the (source, op, width, residual, down) indices of the derived architecture, and per
         branch the stride index of its path at every layer (dynamic programming over source probabilities)."""
         with torch.no_grad():
