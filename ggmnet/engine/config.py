@@ -318,7 +318,9 @@ class Config:
                 or getattr(opt.convert, "metavar", None)
             p.add_argument(*([field.name] if opt.positional else [flag(field.name)]), metavar=metavar,
                            help=text_help)
-        add_config_argument(p)
+        p.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML file of option values (keys as the long flags, with _ for -); flags given on the "
+                            "command line override it. Default: none.")
         return p
 
     @classmethod
@@ -332,13 +334,6 @@ class Config:
             if field.default is dataclasses.MISSING and field.name not in values:
                 raise UserError(f"{flag(field.name)} is required")
         return cls(**values).check()
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE.yaml``: values in the file replace the defaults, flags on the command line win."""
-    parser.add_argument("--config", metavar="FILE.yaml",
-                        help="YAML file of option values (keys as the long flags, with _ for -); flags given on the "
-                             "command line override it. Default: none.")
 
 
 def launched_rank() -> int:
