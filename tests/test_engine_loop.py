@@ -189,7 +189,7 @@ class KeyedData(Dataset):
 
 
 class WorkersToy(ToyStage):
-    """The toy with a persistent worker per loader, keyed augmentation, global-RNG noise in each step (as the
+    """The toy with a worker per loader (persistent for training), keyed augmentation, global-RNG noise in each step (as the
     search's Gumbel samples) and a validation pass over a loader."""
 
     def setup(self, state: dict[str, Any] | None) -> None:

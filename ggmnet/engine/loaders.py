@@ -84,9 +84,8 @@ def validation_loader(dataset: Dataset, *, tiles: int | None, seed: int, batch_s
     """
     chosen = np.random.default_rng(seed).permutation(len(dataset))[: tiles or len(dataset)]
     ids = sorted(chosen.tolist())
-    # its own generator: drawing the workers' seed from the global one, once per fresh iterator, would make a
-    # resumed run (whose persistent workers start afresh) draw once more than an uninterrupted one
+    # Workers are started afresh for every pass: each pass draws their seed from the global generator, so a
+    # resumed run draws as often as an uninterrupted one (persistent workers draw on a process's first pass only).
     loader = DataLoader(Subset(dataset, ids[ctx.rank::ctx.world_size]), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, persistent_workers=num_workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
+                        num_workers=num_workers)
     return loader, ids
