@@ -54,10 +54,14 @@ def write_scene(folder):
 def save_checkpoint(path, *, probabilities=KNOWN_P, channels="pseudocolour", tile_size=32,
                     normalisation=None, manifest_sha256="0" * 64):
     """A retrain checkpoint of a small GGMNet whose classifier is zeroed with bias log(probabilities), so
-    that it predicts ``probabilities`` at every pixel; ``None`` keeps the random weights."""
+    that it predicts ``probabilities`` at every pixel; ``None`` keeps the random weights, with the classifier's
+    scaled up so that the untrained network's classes vary over the map."""
     torch.manual_seed(0)
     model = create_model("ggmnet", genotype=default_genotype(2), deformable=False)
-    if probabilities is not None:
+    if probabilities is None:
+        with torch.no_grad():
+            model.classifier.weight.mul_(50.0)
+    else:
         with torch.no_grad():
             model.classifier.weight.zero_()
             model.classifier.bias.copy_(torch.log(torch.as_tensor(probabilities, dtype=torch.float32)))
