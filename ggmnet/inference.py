@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.grids import KM_PER_DEG
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
 from ggmnet.datasets.windows import Window, window_slices
+from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix
 
 #: Score sets of :func:`score_windows`, in report order: key and title.
@@ -185,9 +187,10 @@ def predict_tiled(model: nn.Module, render: TileRenderer, shape: tuple[int, int]
 
 
 def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray,
-                        factors: tuple[int, int], normalisation: dict, channels: str,
+                        factors: tuple[float, float], normalisation: dict, channels: str,
                         prior: np.ndarray | None = None) -> TileRenderer:
-    """A :data:`TileRenderer` for fields on a node grid upsampled by integer ``factors`` = (f_lat, f_lon).
+    """A :data:`TileRenderer` for fields on a node grid resampled at ``factors`` = (f_lat, f_lon) pixels per node
+    step (integers upsample, fractions such as 0.5 downsample).
 
     As in training tiles (:class:`ggmnet.datasets.tiles.TileDataset`), pixel rows run north to south and
     columns west to east: pixel ``(r, c)`` lies at latitude ``lat[-1] - r dlat / f_lat`` and longitude
@@ -224,20 +227,45 @@ def prior_channels(labels: np.ndarray) -> np.ndarray:
 
 
 def predict_nodes(model: nn.Module, fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray, *,
-                  normalisation: dict, channels: str, factors: tuple[int, int], tile_size: int,
+                  normalisation: dict, channels: str, factors: tuple[float, float], tile_size: int,
                   overlap: float = DEFAULT_OVERLAP, batch_size: int = 1, device: torch.device | str = "cpu",
                   prior: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
-    """Class probabilities on a node grid: render north-up tiles of the upsampled grid, blend, keep the nodes.
+    """Class probabilities on a node grid: render north-up tiles of the resampled grid, blend, read the nodes.
 
-    ``fields`` (ny, nx) on nodes ``lon`` (nx,), ``lat`` (ny,) ascending, upsampled by ``factors`` =
-    (f_lat, f_lon) (see :func:`node_field_renderer` and :func:`predict_tiled` for the other arguments).
+    ``fields`` (ny, nx) on nodes ``lon`` (nx,), ``lat`` (ny,) ascending, resampled at ``factors`` =
+    (f_lat, f_lon) pixels per node step (see :func:`node_field_renderer` and :func:`predict_tiled` for the other
+    arguments). With whole factors every node is a pixel and only those pixels are kept; otherwise the
+    blended probabilities of the whole pixel grid are interpolated bilinearly at the nodes.
     Returns float32 ``[K, ny, nx]`` with latitude ascending, like the input.
     """
-    shape = ((lat.size - 1) * factors[0] + 1, (lon.size - 1) * factors[1] + 1)
+    whole = tuple(int(round(f)) for f in factors)
     render = node_field_renderer(fields, lon, lat, factors, normalisation, channels, prior=prior)
-    north_up = predict_tiled(model, render, shape, tile_size=tile_size, overlap=overlap, step=factors,
-                             batch_size=batch_size, device=device, progress=progress)
+    if all(f >= 1 and abs(f - w) < 1e-6 for f, w in zip(factors, whole)):
+        shape = ((lat.size - 1) * whole[0] + 1, (lon.size - 1) * whole[1] + 1)
+        north_up = predict_tiled(model, render, shape, tile_size=tile_size, overlap=overlap, step=whole,
+                                 batch_size=batch_size, device=device, progress=progress)
+    else:
+        rows = np.arange(lat.size) * float(factors[0])
+        cols = np.arange(lon.size) * float(factors[1])
+        shape = (int(math.floor(rows[-1] + 1e-6)) + 1, int(math.floor(cols[-1] + 1e-6)) + 1)
+        pixels = predict_tiled(model, render, shape, tile_size=tile_size, overlap=overlap,
+                               batch_size=batch_size, device=device, progress=progress)
+        north_up = interpolate_bilinear(pixels, rows, cols)
     return np.ascontiguousarray(north_up[:, ::-1])
+
+
+def interpolate_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``values`` ``[K, H, W]`` interpolated bilinearly at fractional pixel positions ``rows`` (h,) x ``cols`` (w,),
+    clipped to the array; returns float32 ``[K, h, w]``."""
+    def corners(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip(pos, 0.0, n - 1)
+        low = np.minimum(np.floor(pos).astype(np.intp), max(n - 2, 0))
+        return low, np.minimum(low + 1, n - 1), (pos - low).astype(np.float32)
+
+    r0, r1, wr = corners(np.asarray(rows, dtype=np.float64), values.shape[1])
+    c0, c1, wc = corners(np.asarray(cols, dtype=np.float64), values.shape[2])
+    across = values[:, :, c0] * (1.0 - wc) + values[:, :, c1] * wc
+    return (across[:, r0] * (1.0 - wr)[:, None] + across[:, r1] * wr[:, None]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,26 +328,113 @@ def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: 
     return out
 
 
-def node_factors(lon: np.ndarray, lat: np.ndarray, pixels_per_degree: float) -> tuple[int, int]:
-    """Pixels per node step (rows, columns) nearest to ``pixels_per_degree`` (at least 1)."""
+def node_factors(lon: np.ndarray, lat: np.ndarray, pixels_per_degree: float) -> tuple[float, float]:
+    """Pixels per node step (rows, columns) at ``pixels_per_degree``: e.g. 1 on a 2' grid at 30 px per degree,
+    0.5 at 15; within 1e-6 of a whole number it is that number."""
+    def snap(value: float) -> float:
+        return float(round(value)) if abs(value - round(value)) < 1e-6 and round(value) >= 1 else value
+
     dlat = abs(lat[-1] - lat[0]) / max(lat.size - 1, 1)
     dlon = abs(lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    return max(1, round(dlat * pixels_per_degree)), max(1, round(dlon * pixels_per_degree))
+    return snap(dlat * pixels_per_degree), snap(dlon * pixels_per_degree)
 
 
-@torch.no_grad()
-def map_region(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], grids: dict[str, np.ndarray], *,
-               fields: Sequence[str], normalisation: dict[str, Any], channels: str, pixels_per_degree: float,
-               tile_size: int, batch_size: int = 4, device: torch.device | str = "cpu",
-               prior: np.ndarray | None = None, overlap: float = 0.25) -> np.ndarray:
-    """Class probabilities ``[K, ny, nx]`` at every node of ``grids`` (a prepared dataset's grids, latitude
-    ascending), by Hann-blended tiles of ``tile_size`` px at about ``pixels_per_degree``.
+class WindowScorer:
+    """Scores of a network on a split's windows at the grid nodes of a prepared dataset (fixed-resolution runs).
 
-    ``model`` maps ``[B, C, H, W]`` to logits ``[B, K, H, W]`` (a module is put in eval mode by the caller).
-    ``fields`` names the input fields in ``grids`` (``residual`` and derivative channels).
+    The network maps the whole region once (:func:`predict_nodes` at ``pixels_per_degree``); each window of
+    ``split`` is then scored on its nodes by :func:`score_windows`, beside the commonest class of the training
+    windows (label information only) and, under the cover, the nearest-outcrop rule.
+
+    Parameters
+    ----------
+    data_dir
+        The prepared dataset.
+    split
+        ``train``, ``val`` or ``test``.
+    pixels_per_degree, tile_size, channels
+        The training tiles' resolution, size and input.
+    normalisation
+        The input statistics (default: the dataset's; a checkpoint passes its own).
+    geology_prior
+        Append the prior channels, from the labels of the split's windows (nothing else is known to a run).
+    batch_size, device
+        Tiles per forward pass and where the network runs.
     """
-    lon, lat = grids["lon"], grids["lat"]
-    return predict_nodes(model, {name: grids[name] for name in fields}, lon, lat, normalisation=normalisation,
-                         channels=channels, factors=node_factors(lon, lat, pixels_per_degree),
-                         tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
-                         prior=prior)
+
+    def __init__(self, data_dir: str | Path, split: str, *, pixels_per_degree: float, tile_size: int,
+                 channels: str, normalisation: dict[str, Any] | None = None, geology_prior: bool = False,
+                 batch_size: int = 4, device: torch.device | str = "cpu") -> None:
+        from ggmnet.datasets.prepare import load_grids, read_manifest
+        from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
+
+        manifest = read_manifest(data_dir)
+        self.windows = [Window(int(w["id"]), float(w["scale_deg"]), float(w["west"]), float(w["east"]),
+                               float(w["south"]), float(w["north"]))
+                        for w in manifest["windows"] if w["split"] == split]
+        if not self.windows:
+            raise UserError(f"{Path(data_dir) / 'manifest.json'}: no windows in split {split}")
+        variables = manifest["variables"]
+        self.fields = ["residual"] if channels == "pseudocolour" else [n for n in PHYSICAL_CHANNELS if n in variables]
+        self.has_bedrock = "bedrock" in variables
+        self.grids = load_grids(data_dir, [*self.fields, "label", *(["bedrock"] if self.has_bedrock else [])])
+        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for w in manifest["windows"]:
+            if w["split"] == "train":
+                counts += np.asarray(w["class_counts"], dtype=np.int64)
+        self.commonest = int(np.argmax(counts if counts.any() else manifest["class_counts"]))
+        self.prior = None
+        if geology_prior:
+            known = np.zeros(self.grids["label"].shape, dtype=bool)
+            for window in self.windows:
+                rows, cols = window_slices(window, self.grids["lon"], self.grids["lat"])
+                known[rows, cols] = True
+            self.prior = np.where(known, self.grids["label"], COVER_INDEX).astype(np.uint8)
+        self.options = {"normalisation": normalisation or manifest["normalisation"], "channels": channels,
+                        "tile_size": int(tile_size), "batch_size": int(batch_size), "device": device}
+        self.factors = node_factors(self.grids["lon"], self.grids["lat"], pixels_per_degree)
+
+    def probabilities(self, model: nn.Module) -> np.ndarray:
+        """float32 ``[K, ny, nx]``: the network's blended class probabilities at every node of the region."""
+        lon, lat = self.grids["lon"], self.grids["lat"]
+        return predict_nodes(model, {name: self.grids[name] for name in self.fields}, lon, lat,
+                             factors=self.factors, prior=self.prior, **self.options)
+
+    def score(self, model: nn.Module) -> tuple[dict[str, ConfusionMatrix | None], float | None]:
+        """:func:`score_windows` of the network's map over the split's windows, and the mean negative log
+        probability of the true class over their outcrop nodes (the validation loss)."""
+        probability = self.probabilities(model)
+        label, lon, lat = self.grids["label"], self.grids["lon"], self.grids["lat"]
+        matrices = score_windows(np.argmax(probability, axis=0), label, lon, lat, self.windows,
+                                 commonest=self.commonest, bedrock=self.grids.get("bedrock"))
+        nll, count = 0.0, 0
+        for window in self.windows:
+            rows, cols = window_slices(window, lon, lat)
+            truth = label[rows, cols].astype(np.int64)
+            known = truth != COVER_INDEX
+            p = np.take_along_axis(probability[:, rows, cols], np.where(known, truth, 0)[None], axis=0)[0]
+            nll -= float(np.log(np.clip(p[known], 1e-12, None)).sum())
+            count += int(known.sum())
+        return matrices, (nll / count if count else None)
+
+
+#: Scores of the other score sets a region validation logs beside the outcrop ones: (key, score, name).
+BESIDE = (("commonest_class", "fwiou", "val/commonest_fwiou"),
+          ("commonest_class", "pixel_accuracy", "val/commonest_pixel_accuracy"),
+          ("under_cover", "pixel_accuracy", "val/cover_pixel_accuracy"),
+          ("commonest_class_under_cover", "pixel_accuracy", "val/cover_commonest_pixel_accuracy"),
+          ("nearest_outcrop_baseline", "pixel_accuracy", "val/cover_nearest_outcrop_pixel_accuracy"))
+
+
+def region_validation(scorer: WindowScorer, network: nn.Module, holder: Any) -> dict[str, Any]:
+    """A stage's validation by :meth:`WindowScorer.score`: the outcrop scores plus ``loss`` (mean negative log
+    probability at the outcrop nodes) and ``beside`` (the :data:`BESIDE` scalars); sets ``holder.confusion``.
+    The network is left in eval mode (a stage puts it back in training mode before its next step)."""
+    network.eval()
+    matrices, nll = scorer.score(network)
+    scores = matrices["outcrop"].compute()
+    scores["loss"] = nll
+    scores["beside"] = {name: (matrices[key].compute()[score] if matrices[key] is not None else None)
+                        for key, score, name in BESIDE}
+    holder.confusion = matrices["outcrop"].matrix.copy()
+    return scores

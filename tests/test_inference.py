@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from ggmnet.datasets.windows import Window
-from ggmnet.inference import node_factors, score_windows
+from ggmnet.inference import node_factors, predict_nodes, score_windows
 
 # 5 x 5 nodes every 0.5 degrees over 0..2 E, 0..2 N (latitude ascending: row 0 is 0 N).
 LON = LAT = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
@@ -63,9 +65,40 @@ def test_without_bedrock_the_cover_is_not_scored():
     assert scores["commonest_class"].compute()["pixel_accuracy"] == 2 / 7
 
 
-def test_node_factors_round_to_whole_pixels_per_node():
+def test_node_factors_are_pixels_per_node_step():
     lon = np.linspace(65, 95, 901)
     lat = np.linspace(40, 55, 451)
-    assert node_factors(lon, lat, 30) == (1, 1)
-    assert node_factors(lon, lat, 60) == (2, 2)
-    assert node_factors(lon, lat, 10) == (1, 1)
+    assert node_factors(lon, lat, 30) == (1.0, 1.0)
+    assert node_factors(lon, lat, 60) == (2.0, 2.0)
+    assert node_factors(lon, lat, 15) == (0.5, 0.5)
+
+
+def pointwise_probabilities(model, values):
+    """softmax(model(x)) at each node of a (ny, nx) physical field standardised with mean 0, sd 1."""
+    with torch.no_grad():
+        logits = model(torch.from_numpy(values.astype(np.float32))[None, None])
+    return torch.softmax(logits, dim=1)[0].numpy()
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0, 0.5])
+def test_predict_nodes_reads_the_nodes_at_any_pixel_density(factor):
+    # A pointwise (1x1) network on a field that is linear along each axis: with whole factors every node is a
+    # pixel, so the map is the network at the nodes; at half a pixel per node the even nodes are pixels and each
+    # odd node is the mean of its two neighbours' probabilities (bilinear at the midpoint).
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 3, 1).eval()
+    lon = np.linspace(0.0, 2.0, 21)
+    lat = np.linspace(0.0, 1.0, 11)
+    field = np.add.outer(0.3 * np.arange(11.0), 0.2 * np.arange(21.0)) - 3.0
+    stats = {"residual": {"mean": 0.0, "std": 1.0, "p02": -1.0, "p98": 1.0}}
+    probability = predict_nodes(model, {"residual": field}, lon, lat, normalisation=stats, channels="physical",
+                                factors=(factor, factor), tile_size=8, overlap=0.5)
+    direct = pointwise_probabilities(model, field)
+    if factor >= 1:
+        np.testing.assert_allclose(probability, direct, atol=1e-5)
+    else:
+        np.testing.assert_allclose(probability[:, ::2, ::2], direct[:, ::2, ::2], atol=1e-5)
+        np.testing.assert_allclose(probability[:, ::2, 1::2], 0.5 * (direct[:, ::2, :-1:2] + direct[:, ::2, 2::2]),
+                                   atol=1e-5)
+        np.testing.assert_allclose(probability[:, 1::2, ::2], 0.5 * (direct[:, :-1:2, ::2] + direct[:, 2::2, ::2]),
+                                   atol=1e-5)

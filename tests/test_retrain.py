@@ -182,3 +182,28 @@ def test_experiment_recipes_are_valid_configs(recipe):
         assert config.switch_epoch is None and config.lr == 1e-3 and config.ablation == "ours"
     else:
         assert config.device == "cpu" and config.switch_epoch is not None
+
+
+def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(tiny_dataset, tiny_genotype, tmp_path):
+    # 10 px per degree on the tiny dataset's 0.1-degree grid: one pixel per node; validation maps the region
+    # and scores the validation windows at their nodes, beside the commonest-class rule, and ggm-evaluate of
+    # best.pt scores the same windows the same way.
+    from ggmnet.retrain.evaluate import evaluate
+
+    out = tmp_path / "fixed"
+    records = []
+    config = retrain_config(tiny_dataset, tiny_genotype, out, pixels_per_degree=10.0, tile_size=32, crop_size=None,
+                            augment="d4", class_weighting="uniform", instance_weighting=False, top_k_fraction=1.0)
+    summary = run_retrain(config, on_epoch_end=lambda epoch, record: records.append(record))
+    assert config.crop_size is None
+    best = _checkpoint(out / "checkpoints" / "best.pt")
+    assert best["data"]["pixels_per_degree"] == 10.0
+    for record in records:
+        assert 0.0 <= record["val/fwiou"] <= 1.0 and record["val/loss"] > 0
+        assert 0.0 < record["val/commonest_pixel_accuracy"] < 1.0
+    results = evaluate(out / "checkpoints" / "best.pt", tiny_dataset, "val", device="cpu", out_dir=tmp_path / "eval",
+                       progress=False)
+    assert results["outcrop"]["fwiou"] == pytest.approx(summary["best_val_fwiou"], abs=1e-9)
+    assert results["commonest_class"]["pixel_accuracy"] == pytest.approx(
+        records[best["epoch"] - 1]["val/commonest_pixel_accuracy"], abs=1e-9)
+    assert "scored at the grid nodes" in results["report"]

@@ -19,6 +19,7 @@ from ggmnet.search.search import (
     ArchitectureSearch,
     SearchConfig,
     build_supernet,
+    recalibrate_batchnorm,
     run_search,
     split_halves,
     temperature,
@@ -127,6 +128,23 @@ def test_search_moves_the_architecture_and_writes_its_outputs(finished_search, t
     artifacts = [json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()]
     assert [a["type"] for a in artifacts] == ["genotype"] * 3
 
+    # What the search decided: each chosen option's probability, as the final architecture logits give it.
+    net = build_supernet(state["supernet_config"])
+    net.load_state_dict(state["supernet"])
+    probs = net.arch_probabilities()
+    for spec, recorded in zip(genotype.branches, prov["choices"]):
+        assert recorded["output_stride"] == spec.output_stride and len(recorded["cells"]) == DEPTH
+        for i, (cell, entry) in enumerate(zip(spec.cells, recorded["cells"])):
+            k = (8, 16, 32).index(cell.stride)
+            assert entry["op_probability"] == pytest.approx(
+                probs["op"][i, k, ("skip", "conv3x3", "conv5x5", "zoomed_conv3x3", "zoomed_conv5x5").index(cell.op)],
+                abs=1e-6)
+            assert ("down_probability" in entry) == (cell.down is not None)
+    ops = [c["op_probability"] for b in prov["choices"] for c in b["cells"]]
+    assert prov["mean_op_probability"] == pytest.approx(sum(ops) / len(ops), abs=1e-6)
+    assert 0.0 < prov["entropy"]["op"] <= math.log(5) + 1e-6
+    assert all(0.0 < r["arch/entropy_op"] <= math.log(5) + 1e-6 for r in logged)
+
 
 def test_warmup_keeps_the_architecture_and_resume_matches_an_uninterrupted_run(finished_search, tiny_dataset,
                                                                               tmp_path, monkeypatch):
@@ -226,3 +244,39 @@ def test_unit_channels_set_the_supernet_and_genotype_widths(tiny_dataset, tmp_pa
                                resume=True))
     with pytest.raises(UserError, match="--unit-channels"):
         search_config(tiny_dataset, out, unit_channels=(4, 8)).check()
+
+
+def test_batchnorm_recalibration_gives_the_statistics_of_the_derived_architecture():
+    # One batch: every BatchNorm the derived architecture reaches holds that batch's mean and (unbiased)
+    # variance of its input, whatever it held before; the stem's first BatchNorm is checked by hand.
+    torch.manual_seed(0)
+    net = build_supernet({"depth": 2, "num_classes": 10, "in_channels": 3, "unit_channels": [2, 2, 2]})
+    stem_bn = net.stem.stages[0].bn.bns[str(net.stem.stages[0].conv.out_channels)]
+    stem_bn.running_mean.fill_(5.0)
+    batch = torch.randn(4, 3, 32, 32)
+    recalibrate_batchnorm(net, [batch], lambda x: net(x, mode="argmax"))
+    conv = net.stem.stages[0].conv
+    z = torch.nn.functional.conv2d(batch, conv.weight, None, conv.stride, conv.padding)
+    torch.testing.assert_close(stem_bn.running_mean, z.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stem_bn.running_var, z.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-4)
+    assert stem_bn.momentum == 0.1 and net.training
+    with torch.no_grad():
+        net.eval()
+        first = net(batch, mode="argmax")
+        recalibrate_batchnorm(net, [batch], lambda x: net(x, mode="argmax"))
+        net.eval()
+        second = net(batch, mode="argmax")
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, second))
+
+
+def test_fixed_resolution_search_validates_on_the_region_map(tiny_dataset, tmp_path):
+    records = []
+    config = search_config(tiny_dataset, tmp_path / "fixed", pixels_per_degree=10.0, crop_size=None,
+                           augment="d4", bn_batches=1)
+    search = ArchitectureSearch(config, on_epoch_end=lambda epoch, record: records.append(record))
+    search.run()
+    assert config.crop_size is None and len(records) == 3
+    for record in records:
+        assert 0.0 <= record["val/fwiou"] <= 1.0 and record["val/loss"] > 0
+        assert 0.0 < record["val/commonest_pixel_accuracy"] < 1.0
+        assert 0.0 < record["arch/mean_op_probability"] < 1.0

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ggmnet.errors import UserError
+from ggmnet.losses import CLASS_WEIGHT_METHODS
 
 Convert = Callable[[Any], Any]
 C = TypeVar("C", bound="Config")
@@ -392,18 +393,36 @@ class RunConfig(Config):
               "warm-up)", POSITIVE_INT, metavar="N",
         shown="none = one pass over this process's share of the training windows")
     tile_size: int = TILE_SIZE.field(2048)
+    pixels_per_degree: float | None = option(
+        None, "fixed-resolution tiles: every window is seen at this ground resolution (30 = one pixel per 2' "
+              "node, 15 = one per two), training tiles of --tile-size px are centred anywhere in the training "
+              "windows, and validation maps the whole region and scores each window at its grid nodes",
+        POSITIVE, metavar="PX", shown="none = the paper's: each window rendered whole at --tile-size, whatever "
+                                      "its size in degrees")
     crop_size: int | None = option(
         DERIVED, "side of the random training crop, pixels (none: whole tiles); validation scores whole tiles",
-        optional(POSITIVE_INT), metavar="PX", derive=lambda c: min(CROP_SIZE_MAX, c.tile_size),
-        derived=f"min({CROP_SIZE_MAX}, --tile-size)")
+        optional(POSITIVE_INT), metavar="PX",
+        derive=lambda c: None if c.pixels_per_degree is not None else min(CROP_SIZE_MAX, c.tile_size),
+        derived=f"min({CROP_SIZE_MAX}, --tile-size), none with --pixels-per-degree")
+    augment: str = option("paper", "training augmentation: paper (section 5.1.1: random crop, flips, rotation "
+                                   "0-180 degrees, translation, contrast, brightness, noise), d4 (random crop "
+                                   "or centre, then one of the eight flips and right-angle rotations: the values "
+                                   "and pixel grid are kept exactly) or none", choice("paper", "d4", "none"))
     batch_size: int = BATCH_SIZE.field(4)
     val_tiles: int | None = option(None, "validation tiles scored every epoch (a fixed seeded choice)",
                                    POSITIVE_INT, metavar="N", shown="none = all")
     channels: str = option("pseudocolour", "network input: the paper's pseudo-colour image of the residual "
                                            "anomaly, or the normalised physical channels",
                            choice("pseudocolour", "physical"))
-    top_k_fraction: float = option(0.15, "K/N of the bootstrapped cross-entropy (Eq. 19)",
+    top_k_fraction: float = option(0.15, "K/N of the bootstrapped cross-entropy (Eq. 19): the share of the "
+                                         "labelled pixels, the hardest, that the loss keeps (1 = all)",
                                    number(lambda v: 0 < v <= 1, "a fraction in (0, 1]"))
+    class_weighting: str = option("median_frequency", "class weights of Eq. 19 from the training windows' class "
+                                                      "counts: median_frequency (median(f)/f_c, at most 10), "
+                                                      "inverse_frequency, or uniform",
+                                  choice(*CLASS_WEIGHT_METHODS))
+    instance_weighting: bool = option(True, "weigh each pixel of Eq. 19 by the size of its instance (connected "
+                                            "outcrop of one class; small ones weigh more)", boolean)
     seed: int = option(0, "seed of the data split and order, the initial weights, the sampling and the "
                           "augmentation", NON_NEGATIVE_INT)
     device: str = DEVICE.field("auto")
@@ -412,3 +431,8 @@ class RunConfig(Config):
     wandb_mode: str | None = option(None, "Weights & Biases mode", choice("online", "offline", "disabled"),
                                     shown="online with credentials, else offline (local copies of everything "
                                           "logged are always written to the run folder)")
+
+    def check_together(self) -> None:
+        if self.pixels_per_degree is not None and self.crop_size is not None:
+            raise UserError(f"--crop-size {self.crop_size} and --pixels-per-degree {self.pixels_per_degree:g}: "
+                            "fixed-resolution tiles are sampled at --tile-size; set --crop-size none")

@@ -1,18 +1,23 @@
 """Scores of a retrained network on a dataset split (paper section 5.2, Table 7): ``ggm-evaluate``.
 
-Three sets of scores, each a confusion matrix with MPA (Eq. 20), per-class IoU (Eq. 21), FWIoU (Eq. 22),
-mIoU and per-class accuracy:
+Five sets of scores (:data:`ggmnet.inference.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
+per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
 
 * ``outcrop``: the model on the labelled pixels (the paper's evaluation: cover pixels, 255, are ignored);
+* ``commonest_class``: on the same pixels, the commonest outcrop class of the training windows everywhere, the
+  score a network must beat to have learned anything;
 * ``under_cover`` (datasets with a ``bedrock`` grid, i.e. the synthetic benchmark): the model on the cover
   pixels, against the true bedrock class there, the question the paper asks and could not score;
 * ``nearest_outcrop_baseline``: on the same cover pixels, a map made without gravity, extending the nearest
-  outcrop label of the tile into the cover (``scipy.ndimage.distance_transform_edt``, distances in km on the
-  tile's lon/lat pixels). It reads the label tile only, never the bedrock, so a user sees whether the
-  network adds anything to what a geologist would draw by extending the map.
+  outcrop label of the window into the cover (``scipy.ndimage.distance_transform_edt``, distances in km). It
+  reads the labels only, never the bedrock, so a user sees whether the network adds anything to what a
+  geologist would draw by extending the map;
+* ``commonest_class_under_cover``: the commonest class on the same cover pixels.
 
-The tiles are rendered as in training, without augmentation, with the checkpoint's input channels,
-normalisation and tile size unless told otherwise.
+A checkpoint trained on fixed-resolution tiles (``--pixels-per-degree``) maps the whole region and each window
+is scored at its grid nodes (:class:`ggmnet.inference.WindowScorer`); a paper-style checkpoint renders every
+window as a tile as in training, without augmentation, with its input channels, normalisation and tile size
+unless told otherwise.
 """
 
 from __future__ import annotations
@@ -37,18 +42,14 @@ from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import nearest_outcrop_baseline
+from ggmnet.inference import SCORE_SETS, WindowScorer, nearest_outcrop_baseline
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
 
 SPLITS = ("val", "test", "train")
 
-#: The three scored sets: JSON key and Markdown heading.
-SECTIONS = (
-    ("outcrop", "Model on the outcrop (labelled pixels)"),
-    ("under_cover", "Model under the cover (true bedrock)"),
-    ("nearest_outcrop_baseline", "Nearest-outcrop baseline under the cover (no gravity)"),
-)
+#: The scored sets: JSON key and Markdown heading.
+SECTIONS = SCORE_SETS
 
 
 def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:
@@ -83,34 +84,39 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
         The dataset's windows (looked up by the items' ``window`` id), so that the baseline measures
         distances in km; without them, in pixels.
     fallback_class : int
-        Baseline class of a tile without outcrop (see :func:`nearest_outcrop_baseline`).
+        The commonest class of the training windows: the commonest-class rule's, and the nearest-outcrop
+        baseline's in a tile without outcrop (see :func:`nearest_outcrop_baseline`).
     progress : bool
         Show a tqdm bar.
 
     Returns
     -------
     dict
-        ``outcrop``: predictions against ``mask``. With ``bedrock`` in the items, ``under_cover``: predictions
-        against ``bedrock`` on the pixels whose mask is 255 (outcrop pixels ignored), and
-        ``nearest_outcrop_baseline``: :func:`nearest_outcrop_baseline` of the mask on the same pixels; both
-        None without bedrock.
+        ``outcrop``: predictions against ``mask``, and ``commonest_class`` the fallback class there. With
+        ``bedrock`` in the items, ``under_cover``: predictions against ``bedrock`` on the pixels whose mask is
+        255 (outcrop pixels ignored), ``nearest_outcrop_baseline``: :func:`nearest_outcrop_baseline` of the mask
+        and ``commonest_class_under_cover`` on the same pixels; these three None without bedrock.
     """
     by_id = {w.id: w for w in windows} if windows is not None else {}
     model.eval().to(device)
     scores: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SECTIONS}
     scores["outcrop"] = ConfusionMatrix(num_classes)
+    scores["commonest_class"] = ConfusionMatrix(num_classes)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="tiles", unit="batch", disable=not progress, leave=False):
         pred = model(batch["image"].to(device)).argmax(dim=1).cpu()
         mask = batch["mask"]
+        rule = torch.full_like(mask, fallback_class)
         scores["outcrop"].update(pred, mask)
+        scores["commonest_class"].update(rule, mask)
         if "bedrock" not in batch:
             continue
         if scores["under_cover"] is None:
-            scores["under_cover"] = ConfusionMatrix(num_classes)
-            scores["nearest_outcrop_baseline"] = ConfusionMatrix(num_classes)
+            for key in ("under_cover", "nearest_outcrop_baseline", "commonest_class_under_cover"):
+                scores[key] = ConfusionMatrix(num_classes)
         hidden = torch.where(mask == COVER_INDEX, batch["bedrock"], torch.full_like(mask, COVER_INDEX))
         scores["under_cover"].update(pred, hidden)
+        scores["commonest_class_under_cover"].update(rule, hidden)
         for labels, truth, window_id in zip(mask.numpy(), hidden.numpy(), batch["window"].tolist()):
             window = by_id.get(int(window_id))
             sampling = _km_sampling(window, labels.shape) if window is not None else None
@@ -132,12 +138,14 @@ def confusion_table(matrix: np.ndarray) -> str:
 
 
 def format_report(results: dict[str, Any]) -> str:
-    """The Markdown report: a summary of the three score sets, then Table 7 and the confusion matrix of each."""
+    """The Markdown report: a summary of the score sets, then Table 7 and the confusion matrix of each."""
     lines = [f"# Evaluation on the {results['split']} windows", "",
              f"- checkpoint: `{results['checkpoint']}` (sha256 {results['checkpoint_sha256'][:12]}..., "
              f"epoch {results.get('epoch')})",
-             f"- dataset: `{results['data_dir']}`, {results['windows']} windows at {results['tile_size']} px, "
-             f"{results['channels']} input",
+             f"- dataset: `{results['data_dir']}`, {results['windows']} windows, "
+             + (f"mapped at {results['pixels_per_degree']:g} px per degree and scored at the grid nodes"
+                if results.get("pixels_per_degree") else f"each rendered at {results['tile_size']} px")
+             + f", {results['channels']} input",
              "", "| scored on | pixels | pixel accuracy (%) | MPA (%) | mIoU (%) | FWIoU (%) |",
              "|---|---|---|---|---|---|"]
     for key, title in SECTIONS:
@@ -229,13 +237,27 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
                       f"with the checkpoint's statistics", stacklevel=2)
     has_bedrock = "bedrock" in manifest["variables"]
     tile = int(tile_size or data["tile_size"])
-    dataset = TileDataset(data_path, split, tile_size=tile, augment=False, channels=data["channels"],
-                          geology_prior=bool(data.get("geology_prior")), return_bedrock=has_bedrock)
-    # The input transformation belongs to the model: use the statistics it was trained with.
-    dataset.normalisation = data["normalisation"]
-    # A tile without outcrop gets the region's most common outcrop class in the baseline (label information).
-    matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
-                           fallback_class=int(np.argmax(manifest["class_counts"])), progress=progress)
+    ppd = data.get("pixels_per_degree")
+    if ppd is not None:
+        scorer = WindowScorer(data_path, split, pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
+                              normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
+                              batch_size=batch_size, device=dev)
+        matrices, _ = scorer.score(model)
+        windows = len(scorer.windows)
+    else:
+        dataset = TileDataset(data_path, split, tile_size=tile, augment=False, channels=data["channels"],
+                              geology_prior=bool(data.get("geology_prior")), return_bedrock=has_bedrock)
+        # The input transformation belongs to the model: use the statistics it was trained with.
+        dataset.normalisation = data["normalisation"]
+        # The commonest class of the training windows (label information) is the rule's and the fallback.
+        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for w in manifest["windows"]:
+            if w["split"] == "train":
+                counts += np.asarray(w["class_counts"], dtype=np.int64)
+        commonest = int(np.argmax(counts if counts.any() else manifest["class_counts"]))
+        matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
+                               fallback_class=commonest, progress=progress)
+        windows = len(dataset)
 
     out = prepare_out_dir(out_dir if out_dir is not None else _run_dir(checkpoint))
     results: dict[str, Any] = {
@@ -244,7 +266,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         "epoch": ckpt.get("epoch"), "model": ckpt["model_config"].get("name"),
         "data_dir": str(data_path.resolve()), "manifest_sha256": manifest_sha,
         "trained_on_this_dataset": manifest_sha == data.get("manifest_sha256"),
-        "windows": len(dataset), "tile_size": tile, "channels": data["channels"],
+        "windows": windows, "tile_size": tile, "pixels_per_degree": ppd, "channels": data["channels"],
         "geology_prior": bool(data.get("geology_prior")),
     }
     for key, _ in SECTIONS:

@@ -70,6 +70,7 @@ from ggmnet.engine.loop import Engine
 from ggmnet.engine.runio import require_file
 from ggmnet.engine.tracking import Tracker, plot_curves
 from ggmnet.errors import UserError
+from ggmnet.inference import WindowScorer, region_validation
 from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts
 from ggmnet.metrics import ConfusionMatrix, percent
 from ggmnet.retrain.ggmnet_model import ABLATIONS
@@ -124,6 +125,7 @@ class RetrainConfig(RunConfig):
     val_images: int = option(2, "validation tiles pictured each time", NON_NEGATIVE_INT, metavar="N")
 
     def check_together(self) -> None:
+        super().check_together()
         if self.model == "ggmnet" and self.genotype is None and not self.resume:
             raise UserError("--genotype: required for --model ggmnet (a genotype JSON written by nas-export)")
         if self.batch_size < 2:
@@ -181,8 +183,9 @@ class Retrainer(Engine):
     stage = "retrain"
     checkpoint_format = CHECKPOINT
     runs_root = RUNS_ROOT
-    resume_fixed = ("model", "ablation", "tile_size", "crop_size", "batch_size", "channels", "geology_prior",
-                    "seed", "lr", "switch_epoch", "plateau_patience", "plateau_threshold", "top_k_fraction")
+    resume_fixed = ("model", "ablation", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
+                    "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
+                    "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 
@@ -201,11 +204,14 @@ class Retrainer(Engine):
         cfg = self.config
         self.manifest = read_manifest(self.data_dir)
         common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "geology_prior": cfg.geology_prior,
-                  "seed": cfg.seed}
+                  "seed": cfg.seed, "pixels_per_degree": cfg.pixels_per_degree}
+        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment, **common)
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
-        self.train_data = InstanceWeighted(TileDataset(self.data_dir, "train", crop_size=cfg.crop_size,
-                                                       augment=True, **common))
+        self.train_data = InstanceWeighted(train) if cfg.instance_weighting else train
         self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
+        self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
+            self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
+            channels=cfg.channels, geology_prior=cfg.geology_prior, batch_size=cfg.batch_size, device=self.device)
         per_rank = math.ceil(len(self.train_data) / self.ctx.world_size)
         if per_rank < cfg.batch_size:
             raise UserError(f"--batch-size {cfg.batch_size}: larger than the {per_rank} training window(s) "
@@ -229,9 +235,10 @@ class Retrainer(Engine):
             plateau_patience=cfg.plateau_patience or DEFAULT_PLATEAU_PATIENCE,
             plateau_threshold=cfg.plateau_threshold)
         self.scaler = make_grad_scaler(self.device, self.use_amp)
-        self.class_weights = class_weights_from_counts(np.asarray(self.train_data.class_counts))
-        self.criterion = WeightedBootstrappedCE(self.class_weights,
-                                                top_k_fraction=cfg.top_k_fraction).to(self.device)
+        self.class_weights = class_weights_from_counts(np.asarray(self.train_data.class_counts),
+                                                       method=cfg.class_weighting)
+        self.criterion = WeightedBootstrappedCE(self.class_weights, top_k_fraction=cfg.top_k_fraction,
+                                                instance_weighting=cfg.instance_weighting).to(self.device)
 
     def _model_config(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         """The model to build: from the genotype and the ablation, or the resumed checkpoint's."""
@@ -281,6 +288,7 @@ class Retrainer(Engine):
             "channels": self.config.channels,
             "geology_prior": self.config.geology_prior,
             "tile_size": self.config.tile_size,
+            "pixels_per_degree": self.config.pixels_per_degree,
             "region": [region["west"], region["east"], region["south"], region["north"]],
             "spacing_deg": list(self.manifest["spacing_deg"]),
         }
@@ -332,6 +340,14 @@ class Retrainer(Engine):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
 
+    def validate(self) -> dict[str, Any]:
+        """The engine's tile validation, or with ``--pixels-per-degree`` the network's map of the region scored
+        on each validation window's nodes (:class:`~ggmnet.inference.WindowScorer`), with the no-gravity rules
+        beside it."""
+        if self.scorer is None:
+            return super().validate()
+        return region_validation(self.scorer, self.model, self)
+
     def loss(self, logits: torch.Tensor, mask: torch.Tensor,
              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 19."""
@@ -361,6 +377,7 @@ class Retrainer(Engine):
         record = {"epoch": epoch, **scalars}
         for prefix, values in (("train", train), ("val", scores)):
             record.update({f"{prefix}/{k}": values.get(k) for k in _SCALAR_SCORES})
+        record.update(scores.get("beside", {}))
         return record
 
     def _log_pictures(self, tracker: Tracker, step: int) -> None:

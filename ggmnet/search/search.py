@@ -42,7 +42,7 @@ import dataclasses
 import datetime as _dt
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from ggmnet.engine.config import (
     NUM_WORKERS,
     POSITIVE,
     RunConfig,
+    choice,
     integer,
     integers,
     number,
@@ -79,6 +80,7 @@ from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
 from ggmnet.engine.loop import Engine
 from ggmnet.engine.tracking import Tracker
 from ggmnet.errors import UserError
+from ggmnet.inference import WindowScorer, region_validation
 from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
 from ggmnet.metrics import percent
 from ggmnet.search_space.genotype import Genotype
@@ -129,8 +131,18 @@ class SearchConfig(RunConfig):
     tau_end: float = option(0.5, "temperature at the last epoch (geometric annealing per epoch)", POSITIVE)
     cost_weight: float = option(0.0, "weight of the expected cost (MACs per pixel) in the architecture loss; 0 "
                                      "searches for accuracy only, as the paper does", NON_NEGATIVE)
+    arch_estimator: str = option(
+        "pairs", "gradient of the architecture step: pairs (two draws of every choice; where they differ the "
+                 "rival candidate is computed too and the logits learn from the difference of the two outputs), "
+                 "sample (one straight-through Gumbel draw: the candidates never compete; kept for comparison) "
+                 "or soft (DARTS: every candidate mixed, tens of times slower)", choice("pairs", "sample", "soft"))
+    bn_batches: int = option(4, "training batches (central tiles, no augmentation, a fixed seeded choice) that "
+                                "recompute the BatchNorm statistics of the derived architecture before it is "
+                                "validated; 0 keeps the statistics pooled over every sampled architecture",
+                             NON_NEGATIVE_INT, metavar="N")
 
     def check_together(self) -> None:
+        super().check_together()
         if self.warmup_epochs > self.epochs:
             raise self.error("warmup_epochs", f"an integer in 0..--epochs ({self.epochs})")
         if self.tile_size < 32 or self.tile_size % 32:
@@ -204,7 +216,9 @@ class ArchitectureSearch(Engine):
     stage = "search"
     checkpoint_format = CHECKPOINT
     runs_root = RUNS_ROOT
-    resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "batch_size", "channels", "seed")
+    resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
+                    "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
+                    "bn_batches")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: SearchConfig
 
@@ -218,12 +232,21 @@ class ArchitectureSearch(Engine):
         if not PAPER_DEPTHS[0] <= cfg.depth <= PAPER_DEPTHS[1]:
             log.warning("warning: --depth %d is outside the paper's searched range %d..%d", cfg.depth,
                         *PAPER_DEPTHS)
+        common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "seed": cfg.seed,
+                  "pixels_per_degree": cfg.pixels_per_degree}
+        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment, **common)
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
-        train = InstanceWeighted(TileDataset(self.data_dir, "train", tile_size=cfg.tile_size,
-                                             crop_size=cfg.crop_size, augment=True, channels=cfg.channels,
-                                             seed=cfg.seed))
-        val = TileDataset(self.data_dir, "val", tile_size=cfg.tile_size, crop_size=None, augment=False,
-                          channels=cfg.channels, seed=cfg.seed)
+        train = InstanceWeighted(train) if cfg.instance_weighting else train
+        val = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
+        # Fixed central tiles of a seeded choice of training windows recompute the derived architecture's
+        # BatchNorm statistics before each validation.
+        plain = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=False, **common)
+        chosen = np.random.default_rng(cfg.seed + 1).permutation(len(plain))[: cfg.bn_batches * cfg.batch_size]
+        self.bn_tiles = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + cfg.batch_size]])
+                         for b in range(0, len(chosen), cfg.batch_size)]
+        self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
+            self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
+            channels=cfg.channels, batch_size=cfg.batch_size, device=self.device)
         if len(train) < 2:
             raise UserError(f"--data {self.data_dir}: {len(train)} training window(s); the search needs at "
                             "least 2 (one for the weights, one for the architecture)")
@@ -260,8 +283,9 @@ class ArchitectureSearch(Engine):
                                           weight_decay=cfg.weight_decay)
         self.arch_scaler = make_grad_scaler(self.device, self.use_amp)
         self.weight_scaler = make_grad_scaler(self.device, self.use_amp)
-        weights = class_weights_from_counts(np.asarray(train.class_counts))
-        self.criterion = WeightedBootstrappedCE(weights, top_k_fraction=cfg.top_k_fraction).to(self.device)
+        weights = class_weights_from_counts(np.asarray(train.class_counts), method=cfg.class_weighting)
+        self.criterion = WeightedBootstrappedCE(weights, top_k_fraction=cfg.top_k_fraction,
+                                                instance_weighting=cfg.instance_weighting).to(self.device)
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.supernet.load_state_dict(state["supernet"])
@@ -315,7 +339,7 @@ class ArchitectureSearch(Engine):
         self._arch_requires_grad(True)
         try:
             with autocast_for(self.device, self.use_amp):
-                logits = self.supernet(image, mode="sample")
+                logits = self.supernet(image, mode=self.config.arch_estimator)
             loss = self.loss(logits, mask, pixel_weights)
             if self.config.cost_weight > 0:
                 loss = loss + self.config.cost_weight * self.supernet.expected_cost()
@@ -376,8 +400,26 @@ class ArchitectureSearch(Engine):
     def predict(self, logits: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """The argmax of the three heads' logits upsampled to the tile and summed (the supernet's stand-in for
         GGMNet's fusion of the branches)."""
-        return sum(F.interpolate(z.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
-                   for z in logits).argmax(1)
+        return fuse_heads(logits, mask.shape[-2:]).argmax(1)
+
+    def recalibrate_batchnorm(self) -> None:
+        """:func:`recalibrate_batchnorm` of the derived architecture on the ``bn_batches`` fixed batches."""
+        def forward(image: torch.Tensor) -> None:
+            with autocast_for(self.device, self.use_amp):
+                self.supernet(image.to(self.device), mode="argmax")
+
+        recalibrate_batchnorm(self.supernet, self.bn_tiles, forward)
+
+    def validate(self) -> dict[str, Any]:
+        """The derived architecture (``mode="argmax"``), its BatchNorm statistics recomputed, scored on the
+        validation tiles, or with ``--pixels-per-degree`` on the validation windows of its map of the region."""
+        self.recalibrate_batchnorm()
+        if self.scorer is None:
+            scores = super().validate()
+        else:
+            scores = region_validation(self.scorer, DerivedNetwork(self.supernet), self)
+        self.supernet.train()
+        return scores
 
     # ------------------------------------------------------------------ outputs
     def provenance(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
@@ -396,15 +438,26 @@ class ArchitectureSearch(Engine):
         }
 
     def end_epoch(self, epoch: int, train: dict[str, Any], scores: dict[str, Any]) -> None:
-        """Derive the epoch's genotype (kept in the checkpoint's provenance) and write ``genotype.json``."""
-        self.genotype = derive_genotype(self.supernet, self.provenance(epoch + 1, scores))
+        """Derive the epoch's genotype (kept in the checkpoint's provenance) and write ``genotype.json``; its
+        provenance records what the search decided (each chosen option's probability) and how sure it is."""
+        provenance = self.provenance(epoch + 1, scores)
+        genotype = self.supernet.derive()
+        choices = self.supernet.choice_probabilities(genotype)
+        provenance["choices"] = [{"output_stride": spec.output_stride, "cells": cells}
+                                 for spec, cells in zip(genotype.branches, choices)]
+        provenance["mean_op_probability"] = float(np.mean([c["op_probability"] for cells in choices for c in cells]))
+        provenance["entropy"] = self.supernet.choice_entropy()
+        self.genotype = derive_genotype(self.supernet, provenance)
         if self.ctx.is_main:
             self.genotype.save(self.run_dir / "genotype.json")
 
     def epoch_record(self, epoch: int, scalars: dict[str, Any], train: dict[str, Any],
                      scores: dict[str, Any]) -> dict[str, Any]:
+        provenance = self.genotype.provenance
         return {**train, "epoch": epoch, **scalars, "cost/expected": float(self.supernet.expected_cost().detach()),
-                **{f"val/{k}": v for k, v in scores.items() if isinstance(v, float)}}
+                **{f"val/{k}": v for k, v in scores.items() if isinstance(v, float)}, **scores.get("beside", {}),
+                **{f"arch/entropy_{kind}": value for kind, value in provenance["entropy"].items()},
+                "arch/mean_op_probability": provenance["mean_op_probability"]}
 
     def _log_probabilities(self, tracker: Tracker, step: int) -> None:
         """One heatmap per choice kind: layers (rows) x branch node and choice (columns), NaN: no node."""
@@ -430,9 +483,52 @@ class ArchitectureSearch(Engine):
         self._log_probabilities(tracker, epoch)
         tracker.log_artifact(self.run_dir / "genotype.json", name=f"genotype-{self.run_dir.name}", type="genotype")
         arch = f" arch {record['train/arch_loss']:.4f}" if "train/arch_loss" in record else ""
-        log.info("epoch %d/%d %s: loss %.4f%s  val FWIoU %s MPA %s  tau %.3f  %.0f s%s", epoch, self.config.epochs,
-                 self.phase, record["train/loss"], arch, percent(scores.get("fwiou"), "%"),
-                 percent(scores.get("mpa"), "%"), self.tau, seconds, "  (best)" if best else "")
+        log.info("epoch %d/%d %s: loss %.4f%s  val FWIoU %s MPA %s  tau %.3f  chosen op p %.2f, op entropy %.2f  "
+                 "%.0f s%s", epoch, self.config.epochs, self.phase, record["train/loss"], arch,
+                 percent(scores.get("fwiou"), "%"), percent(scores.get("mpa"), "%"), self.tau,
+                 record["arch/mean_op_probability"], record.get("arch/entropy_op", float("nan")), seconds,
+                 "  (best)" if best else "")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(network: torch.nn.Module, batches: Sequence[torch.Tensor],
+                          forward: Callable[[torch.Tensor], Any]) -> None:
+    """Recompute the BatchNorm statistics of ``network`` as the cumulative average over ``batches`` of what
+    ``forward(batch)`` (in training mode) feeds each BatchNorm, as one-shot NAS evaluates a sub-network of a
+    supernet: the derived architecture is then validated with its own statistics, not ones pooled over every
+    architecture sampled in training. BatchNorms the forward does not reach are reset (only evaluation reads
+    running statistics; training recomputes batch ones). Nothing is done without batches. The network is left
+    in training mode."""
+    if not batches:
+        return
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    network.train()
+    try:
+        for batch in batches:
+            forward(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+def fuse_heads(logits: list[torch.Tensor], size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """The three heads' logits upsampled bilinearly to ``size`` and summed: ``[N, K, H, W]``."""
+    return sum(F.interpolate(z.float(), size=size, mode="bilinear", align_corners=False) for z in logits)
+
+
+class DerivedNetwork(torch.nn.Module):
+    """The supernet's derived architecture as one network: ``[N, C, H, W] -> [N, K, H, W]`` fused logits."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        super().__init__()
+        self.supernet = supernet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fuse_heads(self.supernet(x, mode="argmax"), x.shape[-2:])
 
 
 def run_search(config: SearchConfig, ctx: DistContext | None = None) -> Path:

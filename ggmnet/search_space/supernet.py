@@ -446,6 +446,42 @@ class Supernet(nn.Module):
                 out[kind] = torch.where(exists, p, torch.full_like(p, float("nan"))).cpu().numpy()
         return out
 
+    def choice_entropy(self) -> dict[str, float]:
+        """Mean entropy (nats) of each choice kind over the nodes where it has at least two valid options: ln n
+        at the uniform start (ln 5 = 1.61 for the operators), 0 when every node has decided."""
+        out = {}
+        with torch.no_grad():
+            for kind, p in self._probabilities().items():
+                valid = getattr(self, f"valid_{kind}")
+                rows = valid.sum(-1) >= 2
+                if not rows.any():
+                    continue
+                entropy = -(torch.special.xlogy(p, p)).sum(-1)
+                out[kind] = float(entropy[rows].mean())
+        return out
+
+    def choice_probabilities(self, genotype: Genotype) -> list[list[dict[str, float]]]:
+        """For each branch and cell of ``genotype`` (a path of this supernet), the probability the supernet gives
+        each option the cell took: ``op_probability``, ``expansion_probability``, ``residual_probability``,
+        ``source_probability`` (its input's resolution: the same or one finer) and, where it downsamples,
+        ``down_probability``. 1.0 where the node has a single valid option."""
+        probs = self.arch_probabilities()
+        branches = []
+        for spec in genotype.branches:
+            cells = []
+            for i, cell in enumerate(spec.cells):
+                k = STRIDES.index(cell.stride)
+                entry = {"op_probability": probs["op"][i, k, CELL_OPS.index(cell.op)],
+                         "expansion_probability": probs["width"][i, k, self.expansions.index(cell.expansion)],
+                         "residual_probability": probs["residual"][i, k, int(cell.residual)]}
+                source = int(cell.down is not None)
+                entry["source_probability"] = probs["source"][i, k, source]
+                if cell.down is not None:
+                    entry["down_probability"] = probs["down"][i, k, DOWN_OPS.index(cell.down)]
+                cells.append({key: round(float(value), 6) for key, value in entry.items()})
+            branches.append(cells)
+        return branches
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *, mode: str = "sample", tau: float | None = None) -> list[torch.Tensor]:
         """``x`` ``[N, in_channels, H, W]`` -> three logits ``[N, num_classes, ceil(H/s), ceil(W/s)]``,
