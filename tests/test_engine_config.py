@@ -88,14 +88,16 @@ def test_help_gives_every_option_and_its_default(config_class, build_parser):
     text = re.sub(r"\s+", " ", build_parser().format_help())
     for field in dataclasses.fields(config_class):
         assert flag(field.name) in text, field.name
-    assert "--crop-size PX side of the random training crop" in text and "Default: min(1024, --tile-size)." in text
+    assert "--crop-size PX side of the random training crop" in text
+    assert "Default: min(1024, --tile-size), none with --pixels-per-degree." in text
     assert "--tile-size PX side of the square tiles the network sees, pixels. Default: 2048." in text
 
 
 def test_dependent_defaults_follow_the_flags_given_and_explicit_values_are_still_checked():
     config = SearchConfig.from_argv(build_search_parser(), ["--depth", "22", "--epochs", "2", "--tile-size", "64"])
     assert (config.warmup_epochs, config.crop_size) == (1, 64)
-    assert config.derived_line() == "--crop-size 64 (min(1024, --tile-size)), --warmup-epochs 1 (40% of --epochs, rounded)"
+    assert config.derived_line() == ("--crop-size 64 (min(1024, --tile-size), none with --pixels-per-degree), "
+                                     "--warmup-epochs 1 (40% of --epochs, rounded)")
     paper = SearchConfig().check()
     assert (paper.warmup_epochs, paper.crop_size, paper.epochs, paper.tile_size) == (20, 1024, 50, 2048)
     retrain = RetrainConfig(genotype="g.json", tile_size=64, epochs=2).check()
@@ -107,6 +109,10 @@ def test_dependent_defaults_follow_the_flags_given_and_explicit_values_are_still
     with pytest.raises(UserError, match=r"^--crop-size 128: expected an integer in 16..--tile-size \(64\)"):
         RetrainConfig(genotype="g.json", tile_size=64, crop_size=128).check()
     assert SearchConfig(tile_size=64, crop_size=None).check().crop_size is None  # none: whole tiles
+    # Fixed-resolution tiles are sampled whole: the crop follows, and a crop given with them is refused.
+    assert RetrainConfig(genotype="g.json", tile_size=128, pixels_per_degree=15).check().crop_size is None
+    with pytest.raises(UserError, match=r"^--crop-size 64 and --pixels-per-degree 15: .*--crop-size none$"):
+        SearchConfig(tile_size=128, crop_size=64, pixels_per_degree=15).check()
 
 
 def test_a_missing_required_option_is_one_line(capsys):

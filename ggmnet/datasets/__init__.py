@@ -48,12 +48,14 @@ def _build_into(target: Path, build) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_synthetic_default(root: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
+def ensure_synthetic_default(root: str | os.PathLike | None = None, *, seed: int = 0, split: str = "random") -> Path:
     """The prepared synthetic benchmark, built on first use; returns its folder.
 
     ``root/synthetic-v1/raw`` holds the scene of ``synthesize`` with the default :class:`SynthConfig` (seed
     ``seed``), ``root/synthetic-v1/prepared`` the dataset of ``prepare_dataset`` on it (the default recipe
-    with the scene's margin, its bedrock, the paper's windows and random split). A seed other than 0 uses ``synthetic-v1-seed<N>``. Whatever is
+    with the scene's margin, its bedrock, the paper's windows and random split; ``split="spatial-block"``:
+    ``prepared-spatial-block``, the same windows split into held-out blocks). A seed other than 0 uses
+    ``synthetic-v1-seed<N>``. Whatever is
     missing is built in a temporary folder and renamed into place, under a file lock, so an interrupted build
     leaves nothing half made and concurrent callers build once. ``root`` defaults to
     :func:`default_data_dir`. The first call takes about a minute on two CPU cores.
@@ -65,7 +67,8 @@ def ensure_synthetic_default(root: str | os.PathLike | None = None, *, seed: int
     name = SYNTHETIC_DEFAULT if seed == 0 else f"{SYNTHETIC_DEFAULT}-seed{seed}"
     base = Path(root).expanduser() if root is not None else default_data_dir()
     base = base / name
-    raw, prepared = base / "raw", base / "prepared"
+    raw = base / "raw"
+    prepared = base / ("prepared" if split == "random" else f"prepared-{split}")
     config = SynthConfig(seed=seed)
     with _locked(base):
         if not (raw / "synth.json").is_file():
@@ -75,5 +78,5 @@ def ensure_synthetic_default(root: str | os.PathLike | None = None, *, seed: int
             print(f"ggmnet: preparing the synthetic dataset in {prepared} (once)", file=sys.stderr)
             _build_into(prepared, lambda out: prepare_dataset(
                 raw / "bouguer.nc", raw / "labels.nc", out, region=config.region, bedrock=raw / "bedrock.nc",
-                recipe=ProcessingRecipe(margin_km=config.margin_km), seed=seed))
+                recipe=ProcessingRecipe(margin_km=config.margin_km), split=split, seed=seed))
     return prepared
