@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ggmnet.datasets import ensure_synthetic_default
-    from ggmnet.retrain.cli import build_retrain_parser
-    from ggmnet.retrain.evaluate import evaluate
-    from ggmnet.retrain.train import RetrainConfig, run_retrain
+    from ggmnet.retrain.study import train_and_score
     from ggmnet.search_space.genotype import default_genotype
 
     out = Path(args.out)
@@ -71,31 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     for split in args.splits.split(","):
         data = ensure_synthetic_default(seed=args.scene_seed, split=split)
         for model in args.models.split(","):
-            run = out / f"{split}-{model}"
-            flags = ["--config", args.config, "--data", str(data), "--out", str(run), "--model", model,
-                     "--seed", str(args.seed), "--wandb-mode", "disabled", *extra]
+            flags = ["--config", args.config, "--data", str(data), "--out", str(out / f"{split}-{model}"),
+                     "--model", model, "--seed", str(args.seed), "--wandb-mode", "disabled", *extra]
             if model == "ggmnet":
                 flags += ["--genotype", genotype]
-            if (run / "checkpoints" / "last.pt").is_file():
-                flags.append("--resume")
-            config = RetrainConfig.from_argv(build_retrain_parser(), flags)
-            start = time.perf_counter()
-            summary = run_retrain(config)
-            seconds = time.perf_counter() - start
-            timing = run / "bench_seconds.json"
-            if seconds > 5 or not timing.is_file():  # a run resumed after it finished keeps its first timing
-                timing.write_text(json.dumps({"seconds": seconds}))
-            seconds = json.loads(timing.read_text())["seconds"]
-            best = Path(summary["best_checkpoint"])
-            scores = {s: evaluate(best, data, s, device=config.device, out_dir=run / "eval", progress=False,
-                                  batch_size=config.batch_size) for s in ("train", "val", "test")}
-            params = sum(p.numel() for p in __import__("torch").load(best, map_location="cpu",
-                                                                      weights_only=True)["model"].values())
-            rows.append({"split": split, "model": model, "run": str(run), "seconds": seconds,
-                         "parameters": params, "steps": config.epochs * (config.steps_per_epoch or 0),
-                         **{s: {k: scores[s][k] for k in ("outcrop", "commonest_class", "under_cover",
-                                                           "commonest_class_under_cover",
-                                                           "nearest_outcrop_baseline")} for s in scores}})
+            rows.append({"split": split, "model": model,
+                         **train_and_score(flags, splits=("train", "val", "test"))})
 
     def row(split: str, name: str, key: str, cover_key: str, r: dict, seconds: str) -> str:
         train, val, test = r["train"][key], r["val"][key], r["test"][cover_key]

@@ -207,3 +207,19 @@ def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(ti
     assert results["commonest_class"]["pixel_accuracy"] == pytest.approx(
         records[best["epoch"] - 1]["val/commonest_pixel_accuracy"], abs=1e-9)
     assert "scored at the grid nodes" in results["report"]
+
+
+def test_train_and_score_trains_once_then_finds_the_finished_run(tiny_dataset, tiny_genotype, tmp_path):
+    from ggmnet.retrain.study import train_and_score
+
+    out = tmp_path / "study"
+    flags = ["--genotype", str(tiny_genotype), "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+             "--steps-per-epoch", "1", "--tile-size", "32", "--pixels-per-degree", "10", "--batch-size", "2",
+             "--num-workers", "0", "--device", "cpu", "--wandb-mode", "disabled"]
+    first = train_and_score(flags, splits=("val", "train"))
+    checkpoint = _checkpoint(out / "checkpoints" / "best.pt")
+    assert first["parameters"] == sum(p.numel() for p in load_model(out / "checkpoints" / "best.pt")[0].parameters())
+    assert first["val"]["outcrop"]["fwiou"] == pytest.approx(checkpoint["metrics"]["best"]["scores"]["fwiou"])
+    assert first["train"]["commonest_class"] is not None and first["steps"] == 1
+    again = train_and_score(flags, splits=("val",))
+    assert again["seconds"] == first["seconds"] and again["val"] == first["val"]
