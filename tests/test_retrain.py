@@ -180,8 +180,12 @@ def test_experiment_recipes_are_valid_configs(recipe):
     if recipe == "retrain_paper.yaml":
         assert (config.epochs, config.tile_size, config.crop_size, config.batch_size) == (600, 2048, 1024, 4)
         assert config.switch_epoch is None and config.lr == 1e-3 and config.ablation == "ours"
+        assert (config.top_k_fraction, config.class_weighting, config.instance_weighting) == (0.15, "median_frequency",
+                                                                                              True)
+        assert config.pixels_per_degree is None and config.augment == "paper" and config.deformable is None
     else:
-        assert config.device == "cpu" and config.switch_epoch is not None
+        assert config.device == "cpu" and config.pixels_per_degree == 15 and config.crop_size is None
+        assert config.deformable is False and config.augment == "d4" and config.top_k_fraction == 1.0
 
 
 def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(tiny_dataset, tiny_genotype, tmp_path):

@@ -372,3 +372,39 @@ def test_initial_source_logits_make_every_downsampling_placement_equally_likely(
     np.testing.assert_allclose(singles, 1 / depth, rtol=1e-5)
     pairs = [path_probability([a, b], 2) for a in range(depth) for b in range(a + 1, depth)]
     np.testing.assert_allclose(pairs, 1 / math.comb(depth, 2), rtol=1e-5)
+
+
+def test_fixed_and_pinned_choices():
+    # fix(): out of the search in every mode (one-hot probabilities, no gradient, the derivation keeps them);
+    # pin(): the weight steps' sampled networks only.
+    torch.manual_seed(0)
+    net = Supernet(3, unit_channels=(2, 2, 2))
+    net.fix(width=-1, residual=1)
+    genotype = net.derive()
+    assert all(c.expansion == net.expansions[-1] and c.residual for b in genotype.branches for c in b.cells)
+    probs = net.arch_probabilities()
+    assert np.nanmin(probs["width"][..., -1]) == 1.0 and np.nanmax(probs["residual"][..., 0]) == 0.0
+    assert net.choice_entropy()["width"] == 0.0 and net.choice_entropy()["op"] > 1.0
+    out = net(torch.randn(2, 3, 64, 64), mode="pairs")
+    grads = dict(zip(("op", "width", "residual", "source", "down"),
+                     torch.autograd.grad(sum(o.sum() for o in out), net.arch_parameters(), allow_unused=True)))
+    assert grads["width"] is None and grads["residual"] is None and float(grads["op"].abs().sum()) > 0
+    with pytest.raises(ValueError, match="only width and residual"):
+        net.fix(op=1)
+
+    free = Supernet(3, unit_channels=(2, 2, 2))
+    widths = set()
+    for node in free.nodes.values():
+        for op in node.ops.values():
+            op.register_forward_hook(lambda m, i, o: widths.add(o.shape[1]))
+    free.pin(width=0, residual=0)
+    for _ in range(5):
+        with torch.no_grad():
+            free(torch.randn(2, 3, 64, 64), mode="sample")
+    assert widths == {2 * free.expansions[0]}  # every sampled cell at the narrowest width
+    free.pin()
+    widths.clear()
+    for _ in range(10):
+        with torch.no_grad():
+            free(torch.randn(2, 3, 64, 64), mode="sample")
+    assert len(widths) > 1

@@ -311,7 +311,7 @@ class Config:
             required = field.default is dataclasses.MISSING
             text_help = (f"{opt.help}." + ("" if required else f" Default: {_default_text(field, opt)}.")
                          + (" Required." if required and not opt.positional else "")).replace("%", "%%")
-            if isinstance(field.default, bool):
+            if isinstance(field.default, bool) or opt.convert is boolean:
                 p.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, help=text_help)
                 continue
             choices = getattr(opt.convert, "choices", None)

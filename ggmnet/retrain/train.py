@@ -107,6 +107,9 @@ class RetrainConfig(RunConfig):
     ablation: str = option("ours", "Table 5's row for ggmnet: a = U-shaped baseline, b = +attention refinement, "
                                    "c = +feature fusion, d = +deformable convolution, ours = +residual connections",
                            choice(*ABLATIONS, expected=f"one of {', '.join(ABLATIONS)} (Table 5's rows)"))
+    deformable: bool | None = option(None, "override the deformable convolutions of --ablation's row (their CPU "
+                                            "training step costs about 4x a plain convolution's at 128 px)",
+                                     boolean, shown="as --ablation's row")
     lr: float = option(1e-3, "Adam's learning rate, and SGD's starting one after the switch", POSITIVE)
     switch_epoch: int | None = option(None, "switch from Adam to SGD before epoch N (0-based: N Adam epochs); "
                                             "exclusive with --plateau-patience", NON_NEGATIVE_INT, metavar="N",
@@ -183,7 +186,7 @@ class Retrainer(Engine):
     stage = "retrain"
     checkpoint_format = CHECKPOINT
     runs_root = RUNS_ROOT
-    resume_fixed = ("model", "ablation", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
+    resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
                     "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting")
     default_dataset = staticmethod(ensure_synthetic_default)
@@ -251,7 +254,10 @@ class Retrainer(Engine):
                 config = {**resume_state["model_config"], **config}
         elif cfg.genotype is not None:
             genotype = Genotype.load(cfg.genotype)
-            config = {"name": "ggmnet", "genotype": genotype.to_dict(), **ABLATIONS[cfg.ablation]}
+            switches = dict(ABLATIONS[cfg.ablation])
+            if cfg.deformable is not None:
+                switches["deformable"] = cfg.deformable
+            config = {"name": "ggmnet", "genotype": genotype.to_dict(), **switches}
         elif resume_state is None:
             raise UserError(f"--resume: no checkpoint in {self.run_dir} to continue, and no --genotype to start from")
         else:

@@ -62,6 +62,7 @@ from ggmnet.engine.config import (
     NUM_WORKERS,
     POSITIVE,
     RunConfig,
+    boolean,
     choice,
     integer,
     integers,
@@ -120,8 +121,10 @@ class SearchConfig(RunConfig):
                                          "architectures", NON_NEGATIVE_INT, metavar="N",
                                 derive=lambda c: round(WARMUP_SHARE * c.epochs),
                                 derived=f"{WARMUP_SHARE:.0%} of --epochs, rounded")
-    lr_weights: float = option(0.01, "initial learning rate of the weights (SGD with --momentum, cosine decay "
-                                     "over the epochs)", POSITIVE)
+    weight_optimizer: str = option("sgd", "optimiser of the supernet's weights: sgd (FasterSeg's: --momentum, "
+                                          "--weight-decay) or adam (betas 0.9/0.999, --weight-decay as L2)",
+                                   choice("sgd", "adam"))
+    lr_weights: float = option(0.01, "initial learning rate of the weights (cosine decay over the epochs)", POSITIVE)
     lr_arch: float = option(3e-4, "learning rate of the architecture logits (Adam, betas 0.5/0.999, no weight "
                                   "decay)", POSITIVE)
     weight_decay: float = option(5e-4, "SGD weight decay of the weights", NON_NEGATIVE)
@@ -136,6 +139,16 @@ class SearchConfig(RunConfig):
                  "rival candidate is computed too and the logits learn from the difference of the two outputs), "
                  "sample (one straight-through Gumbel draw: the candidates never compete; kept for comparison) "
                  "or soft (DARTS: every candidate mixed, tens of times slower)", choice("pairs", "sample", "soft"))
+    fixed_largest: bool = option(False, "fix every cell at its widest width with its residual connection and search "
+                                        "the operators and the downsampling path only (the CPU recipe: at its budget "
+                                        "narrower and residual-free cells cannot be trained well enough to be "
+                                        "compared)", boolean)
+    train_largest: str = option(
+        "warmup", "weight steps that train the largest network (every node at its widest width, with its residual "
+                  "connection; operators and paths sampled), as once-for-all networks train the largest first: "
+                  "always, in the warm-up only, or never (every choice sampled: a depth-22 supernet then stays "
+                  "untrained for hundreds of steps). The architecture steps always sample every choice",
+        choice("always", "warmup", "never"))
     bn_batches: int = option(4, "training batches (central tiles, no augmentation, a fixed seeded choice) that "
                                 "recompute the BatchNorm statistics of the derived architecture before it is "
                                 "validated; 0 keeps the statistics pooled over every sampled architecture",
@@ -185,10 +198,13 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_supernet(supernet_config: dict[str, Any]) -> Supernet:
-    """The supernet described by a checkpoint's ``supernet_config`` (depth, classes, input channels)."""
-    return Supernet(int(supernet_config["depth"]), num_classes=int(supernet_config["num_classes"]),
-                    in_channels=int(supernet_config["in_channels"]),
-                    unit_channels=tuple(supernet_config.get("unit_channels", UNIT_CHANNELS)))
+    """The supernet described by a checkpoint's ``supernet_config`` (depth, classes, input channels, unit widths
+    and the choice kinds fixed out of the search)."""
+    supernet = Supernet(int(supernet_config["depth"]), num_classes=int(supernet_config["num_classes"]),
+                        in_channels=int(supernet_config["in_channels"]),
+                        unit_channels=tuple(supernet_config.get("unit_channels", UNIT_CHANNELS)))
+    supernet.fix(**supernet_config.get("fixed", {}))
+    return supernet
 
 
 def choice_labels(supernet: Supernet) -> dict[str, tuple[str, ...]]:
@@ -215,10 +231,13 @@ class ArchitectureSearch(Engine):
 
     stage = "search"
     checkpoint_format = CHECKPOINT
+    #: ``best.pt`` is chosen among the search epochs only: in the warm-up the architecture has not been judged
+    #: and its derivation is merely the first option of every choice.
+    monitor = "search_fwiou"
     runs_root = RUNS_ROOT
     resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
-                    "bn_batches")
+                    "bn_batches", "weight_optimizer", "train_largest", "fixed_largest")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: SearchConfig
 
@@ -268,7 +287,8 @@ class ArchitectureSearch(Engine):
         self.num_val_tiles = len(val_ids)
 
         self.supernet_config = {"depth": cfg.depth, "num_classes": NUM_CLASSES, "in_channels": int(train.in_channels),
-                                "unit_channels": list(cfg.unit_channels)}
+                                "unit_channels": list(cfg.unit_channels),
+                                "fixed": {"width": -1, "residual": 1} if cfg.fixed_largest else {}}
         supernet = build_supernet(self.supernet_config).to(self.device)
         self.supernet = self.network = maybe_sync_batchnorm(supernet, self.ctx)
         broadcast_module_(self.supernet)
@@ -279,8 +299,11 @@ class ArchitectureSearch(Engine):
         self.model = wrap_ddp(self.supernet, self.ctx, find_unused_parameters=True)
         self.weight_params = list(self.supernet.weight_parameters())
         self.arch_opt = torch.optim.Adam(self.arch_params, lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=0.0)
-        self.weight_opt = torch.optim.SGD(self.weight_params, lr=cfg.lr_weights, momentum=cfg.momentum,
-                                          weight_decay=cfg.weight_decay)
+        if cfg.weight_optimizer == "adam":
+            self.weight_opt = torch.optim.Adam(self.weight_params, lr=cfg.lr_weights, weight_decay=cfg.weight_decay)
+        else:
+            self.weight_opt = torch.optim.SGD(self.weight_params, lr=cfg.lr_weights, momentum=cfg.momentum,
+                                              weight_decay=cfg.weight_decay)
         self.arch_scaler = make_grad_scaler(self.device, self.use_amp)
         self.weight_scaler = make_grad_scaler(self.device, self.use_amp)
         weights = class_weights_from_counts(np.asarray(train.class_counts), method=cfg.class_weighting)
@@ -373,6 +396,11 @@ class ArchitectureSearch(Engine):
         self.phase = "search" if self.searching else "warm-up"
         self.tau = temperature(epoch, self.config)
         self.supernet.set_tau(self.tau)
+        largest = self.config.train_largest
+        if self.config.fixed_largest or largest == "always" or (largest == "warmup" and not self.searching):
+            self.supernet.pin(width=-1, residual=1)
+        else:
+            self.supernet.pin()
         lr = weight_lr(epoch, self.config)
         for group in self.weight_opt.param_groups:
             group["lr"] = lr
@@ -419,6 +447,7 @@ class ArchitectureSearch(Engine):
         else:
             scores = region_validation(self.scorer, DerivedNetwork(self.supernet), self)
         self.supernet.train()
+        scores["search_fwiou"] = scores.get("fwiou") if self.searching else None
         return scores
 
     # ------------------------------------------------------------------ outputs

@@ -331,6 +331,8 @@ class Supernet(nn.Module):
         self.expansions = tuple(expansions)
         self.head_channels = head_channels
         self.tau = 1.0
+        self.pinned: dict[str, int] = {}
+        self.fixed: dict[str, int] = {}
         self.stem = Stem(in_channels, stem_channels)
         self.nodes = nn.ModuleDict()
         for i in range(depth):
@@ -419,6 +421,26 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def pin(self, **choices: int) -> None:
+        """Pin choice kinds in ``mode="sample"``: ``pin(width=-1, residual=1)`` samples only networks of the
+        largest width with every residual connection (the search's warm-up trains that largest network first,
+        as once-for-all networks do: uniformly sampled widths and residual flags leave a depth-22 supernet
+        untrained for hundreds of steps). ``pin()`` unpins. Indices count from the end when negative."""
+        unknown = set(choices) - set(CHOICE_KINDS)
+        if unknown:
+            raise ValueError(f"Supernet.pin: unknown choice kind(s) {sorted(unknown)}")
+        self.pinned = {kind: int(index) for kind, index in choices.items()}
+
+    def fix(self, **choices: int) -> None:
+        """Take choice kinds out of the search: ``fix(width=-1, residual=1)`` gives every node its widest width
+        and its residual connection in every mode, the architecture step's and the derivation included (their
+        probabilities become one-hot, so nothing is learned or reported for them). ``fix()`` searches every
+        kind again. Only ``width`` and ``residual`` can be fixed (every node has all their options)."""
+        unknown = set(choices) - {"width", "residual"}
+        if unknown:
+            raise ValueError(f"Supernet.fix: only width and residual can be fixed, not {sorted(unknown)}")
+        self.fixed = {kind: int(index) for kind, index in choices.items()}
+
     def set_tau(self, tau: float) -> None:
         """Set the sampling temperature of ``mode="sample"`` and ``"pairs"`` (used when ``tau`` is not given):
         choices are drawn from ``softmax(logits / tau)``."""
@@ -427,10 +449,16 @@ class Supernet(nn.Module):
         self.tau = float(tau)
 
     def _logits(self, kind: str) -> torch.Tensor:
-        """Masked logits: invalid choices -inf; rows of absent nodes left at 0 so softmax stays finite."""
+        """Masked logits: invalid choices -inf; rows of absent nodes left at 0 so softmax stays finite. A fixed
+        kind (:meth:`fix`) has 0 at its fixed option and -inf elsewhere."""
         valid = getattr(self, f"valid_{kind}")
         usable = valid | ~valid.any(-1, keepdim=True)
-        return getattr(self, f"arch_{kind}").masked_fill(~usable, float("-inf"))
+        logits = getattr(self, f"arch_{kind}")
+        if kind in self.fixed:
+            index = self.fixed[kind] % logits.shape[-1]
+            usable = usable & (torch.arange(logits.shape[-1], device=logits.device) == index)
+            logits = logits * 0.0
+        return logits.masked_fill(~usable, float("-inf"))
 
     def _probabilities(self) -> dict[str, torch.Tensor]:
         return {kind: F.softmax(self._logits(kind), dim=-1) for kind in CHOICE_KINDS}
@@ -506,6 +534,9 @@ class Supernet(nn.Module):
 
     def _forward_sample(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
         hard = {kind: F.gumbel_softmax(self._logits(kind) / tau, hard=True) for kind in CHOICE_KINDS}
+        for kind, index in self.pinned.items():
+            hard[kind] = F.one_hot(torch.full(hard[kind].shape[:-1], index % hard[kind].shape[-1],
+                                              device=x8.device), hard[kind].shape[-1]).to(hard[kind].dtype)
         flat = torch.cat([hard[kind].argmax(-1) for kind in CHOICE_KINDS]).view(len(CHOICE_KINDS), self.depth, -1)
         choice = dict(zip(CHOICE_KINDS, flat.tolist()))
         plan = {(i, k): tuple(choice[kind][i][k] for kind in PLAN_KINDS) for i, k in self._nodes()}
