@@ -17,16 +17,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from collections.abc import Callable
 
-import torch
-import torchvision  # noqa: F401  (registers torch.ops.torchvision)
-from torch.utils.flop_counter import FlopCounterMode
-
-from ggmnet.retrain.deform_conv import KERNEL_ENV
 from ggmnet.retrain.ggmnet_model import GGMNet
-from ggmnet.retrain.models import create_model, list_models
+from ggmnet.retrain.models import create_model, list_models, model_size
 from ggmnet.search_space.genotype import Genotype, default_genotype
 
 #: Table 4 (parameters, M, of the searched GGMNet at each MRFEM depth) and Table 6 (M, by registered name).
@@ -37,33 +30,6 @@ PAPER_TABLE6_NAMES = {"fc_hardnet70": "FC-HarDNet-70", "fasterseg": "FasterSeg",
                       "ggmnet": "GGMNet"}
 
 
-def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of ``torchvision::deform_conv2d``: the convolution plus the bilinear sampling of its columns."""
-    n, c_in = input_shape[0], input_shape[1]
-    c_out, c_per_group, kh, kw = weight_shape
-    positions = n * out_shape[2] * out_shape[3]
-    conv = 2 * positions * c_out * c_per_group * kh * kw
-    sampling = 8 * positions * c_in * kh * kw
-    return conv + sampling
-
-
-def measure(build: Callable[[], torch.nn.Module], size: int, in_channels: int) -> tuple[float, float]:
-    """(parameters in M, GFLOPs of one forward pass on 1 x C x size x size) of the network ``build()`` makes.
-
-    The network and its input live on the meta device: the counter sees every operator's shapes, and nothing
-    is allocated or computed.
-    """
-    with torch.device("meta"):
-        model = build().eval()
-        x = torch.randn(1, in_channels, size, size)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    counter = FlopCounterMode(display=False,
-                              custom_mapping={torch.ops.torchvision.deform_conv2d: deform_conv2d_flop})
-    with torch.no_grad(), counter:
-        model(x)
-    return params, counter.get_total_flops() / 1e9
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="input side, pixels (default 1024, the paper's crop)")
@@ -71,8 +37,6 @@ def main() -> None:
                         help="MRFEM depths of default_genotype (default 16 18 20 22 24)")
     parser.add_argument("--genotype", default=None, help="also measure this searched genotype JSON")
     args = parser.parse_args()
-    # Count torchvision's deformable op (the mapping above); the counter does not know the CPU fast path's ops.
-    os.environ[KERNEL_ENV] = "torchvision"
 
     print(f"input 1 x 3 x {args.size} x {args.size}; FLOPs of one forward pass (2 per multiply-add)")
     print(f"{'network':<40} {'params (M)':>10} {'paper (M)':>10} {'ratio':>6} {'GFLOPs':>9} {'GMACs':>8}")
@@ -88,7 +52,7 @@ def main() -> None:
             rows.append((label, lambda name=name: create_model(name, in_channels=3, num_classes=10),
                          PAPER_TABLE6_PARAMS_M.get(name)))
     for label, build, paper in rows:
-        params, gflops = measure(build, args.size, 3)
+        params, gflops = model_size(build, args.size, 3)
         known = paper is not None and not math.isnan(paper)
         paper_text, ratio = (f"{paper:.1f}", f"{params / paper:.2f}") if known else ("--", "--")
         print(f"{label:<40} {params:>10.2f} {paper_text:>10} {ratio:>6} {gflops:>9.1f} {gflops / 2:>8.1f}")

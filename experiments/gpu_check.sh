@@ -72,14 +72,17 @@ for cmd in nas-search nas-export retrain ggm-evaluate; do
 done
 check "bench_train.py --help" "$PY" benchmarks/bench_train.py --help
 # The paper recipes must pass the parsers' checks (flags and YAML alike) without running anything.
-check "search_paper.yaml parses" "$PY" -c "
+# The paper recipes and the flags the steps below add must pass the parsers' checks, without running anything.
+check "search step's settings parse" "$PY" -c "
 from ggmnet.search.cli import build_search_parser
-from ggmnet.configuration import parse_with_config
-parse_with_config(build_search_parser(), ['--config', 'experiments/search_paper.yaml'])"
-check "retrain_paper.yaml parses" "$PY" -c "
-from ggmnet.retrain.cli import build_train_parser
-from ggmnet.configuration import parse_with_config
-parse_with_config(build_train_parser(), ['--config', 'experiments/retrain_paper.yaml', '--genotype', 'g.json'])"
+from ggmnet.search.search import SearchConfig
+SearchConfig.from_argv(build_search_parser(), ['--config', 'experiments/search_paper.yaml', '--epochs', '1',
+    '--warmup-epochs', '0', '--steps-per-epoch', '4', '--val-tiles', '2', '--num-workers', '4'])"
+check "retrain step's settings parse" "$PY" -c "
+from ggmnet.retrain.cli import build_retrain_parser
+from ggmnet.retrain.train import RetrainConfig
+RetrainConfig.from_argv(build_retrain_parser(), ['--config', 'experiments/retrain_paper.yaml', '--genotype',
+    'g.json', '--epochs', '1', '--steps-per-epoch', '4', '--val-tiles', '2'])"
 
 if [ "$DRY" = 0 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check.sh: error: no CUDA device here (use --dry-run to check the script on a CPU)" >&2

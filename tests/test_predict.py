@@ -52,7 +52,7 @@ def write_scene(folder):
 
 
 def save_checkpoint(path, *, probabilities=KNOWN_P, channels="pseudocolour", tile_size=32,
-                    normalisation=None, manifest_sha256="0" * 64):
+                    normalisation=None, manifest_sha256="0" * 64, pixels_per_degree=None):
     """A retrain checkpoint of a small GGMNet whose classifier is zeroed with bias log(probabilities), so
     that it predicts ``probabilities`` at every pixel; ``None`` keeps the random weights, with the classifier's
     scaled up so that the untrained network's classes vary over the map."""
@@ -71,6 +71,7 @@ def save_checkpoint(path, *, probabilities=KNOWN_P, channels="pseudocolour", til
         "model": model.state_dict(), "model_config": model.model_config(),
         "data": {"manifest_sha256": manifest_sha256, "recipe": ProcessingRecipe(margin_km=50.0).to_dict(),
                  "normalisation": stats, "channels": channels, "geology_prior": False, "tile_size": tile_size,
+                 "pixels_per_degree": pixels_per_degree,
                  "region": list(REGION.as_tuple()), "spacing_deg": [SPACING, SPACING]},
         "metrics": {}, "config": {},
     }, path)
@@ -285,3 +286,18 @@ def test_cli_errors(scene, tmp_path, capsys):
     err = run_cli(["--checkpoint", str(tmp_path / "prior.pt"), "--region", "80,82,43,45", *base], capsys)
     assert "--labels" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_fixed_resolution_checkpoint_predicts_at_its_training_density(scene, tmp_path):
+    # Trained at 10 px per degree on this 0.05-degree grid: half a pixel per node, so the map is predicted on
+    # every other node and interpolated; a constant model still gives its probabilities everywhere.
+    ckpt = save_checkpoint(tmp_path / "fixed.pt", pixels_per_degree=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = predict_region(ckpt, scene["bouguer"], PREDICT, tmp_path / "out", device="cpu", progress=False)
+    run = json.loads(paths["run"].read_text())
+    assert run["upsampling_factors"] == [0.5, 0.5]
+    with netCDF4.Dataset(paths["netcdf"]) as ds:
+        prob = np.asarray(ds["probability"][:], dtype=np.float64)
+        assert ds.getncattr("pixels_per_degree") == 10.0
+    np.testing.assert_allclose(prob, np.broadcast_to(KNOWN_P[:, None, None], prob.shape), atol=1e-5)

@@ -111,9 +111,10 @@ class PredictOptions(Config):
     out: str = OUT.field()
     tile_size: int | None = TILE_SIZE.field(None, shown="the checkpoint's tile size")
     overlap: float = option(DEFAULT_OVERLAP, "share of a tile overlapping its neighbour, in [0, 1)", NUMBER)
-    scale_deg: float = option(DEFAULT_SCALE_DEG, "degrees one tile covers, as a training window of that size rendered at the "
-                                   "tile size: the node spacing is divided by the nearest integer to "
-                                   "spacing*(tile-1)/scale (at least 1)", NUMBER, metavar="DEG")
+    scale_deg: float | None = option(
+        None, "degrees one tile covers, as a training window of that size rendered at the tile size: the node "
+              "spacing is divided by the nearest integer to spacing*(tile-1)/scale (at least 1)", NUMBER,
+        metavar="DEG", shown=f"the checkpoint's --pixels-per-degree when it has one, else {DEFAULT_SCALE_DEG:g}")
     device: str = DEVICE.field("auto")
     batch_size: int = BATCH_SIZE.field(1)
     labels: str | None = option(None, "geological map (labels.nc, or a palette PNG/TIFF with a .json bounds "

@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torchvision  # noqa: F401  (registers torch.ops.torchvision for the FLOP counter)
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
 from ggmnet.errors import UserError
@@ -146,3 +148,43 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise UserError(f"{path}: the checkpoint's model does not load ({first})") from None
     model.to(map_location)
     return model.eval(), checkpoint
+
+
+def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``torchvision::deform_conv2d``: the convolution plus the bilinear sampling of its columns."""
+    n, c_in = input_shape[0], input_shape[1]
+    c_out, c_per_group, kh, kw = weight_shape
+    positions = n * out_shape[2] * out_shape[3]
+    conv = 2 * positions * c_out * c_per_group * kh * kw
+    sampling = 8 * positions * c_in * kh * kw
+    return conv + sampling
+
+
+def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int) -> tuple[float, float]:
+    """(parameters in M, GFLOPs of one forward pass on 1 x C x size x size) of the network ``build()`` makes.
+
+    The network and its input live on the meta device: the counter sees every operator's shapes, and nothing
+    is allocated or computed. Deformable convolutions run on torchvision's kernel meanwhile
+    (``GGMNET_DEFORM_CONV=torchvision``), whose operator the counter is taught (:func:`deform_conv2d_flop`).
+    """
+    from ggmnet.retrain.deform_conv import KERNEL_ENV
+
+    saved = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = "torchvision"
+    try:
+        with torch.device("meta"):
+            model = build().eval()
+            x = torch.randn(1, in_channels, size, size)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        counter = FlopCounterMode(display=False,
+                                  custom_mapping={torch.ops.torchvision.deform_conv2d: deform_conv2d_flop})
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        if saved is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = saved
+    return params, counter.get_total_flops() / 1e9
+
+

@@ -10,13 +10,16 @@ A Bouguer grid and a region become a map of the bedrock class under the cover:
    node falls on a pixel and an inference tile covers about ``scale_deg`` degrees, as a training window of
    that scale did. The default, 5 degrees, is Table 2's second scale: at 2048 px it is 0.0024 deg/px, 14
    pixels per 2' node. (The 1-degree windows, 84 % of the paper's samples, would need 68 pixels per node,
-   250 Mpx for the Junggar Basin.) With ``f = 1`` the model runs on the native node grid;
+   250 Mpx for the Junggar Basin.) With ``f = 1`` the model runs on the native node grid. A checkpoint trained
+   on fixed-resolution tiles (``pixels_per_degree``) is run at exactly its training density instead, which
+   may be a fraction of a pixel per node (0.5 for the CPU recipe's 15 px per degree on a 2' grid);
 3. the pixel grid is cut into overlapping square tiles, each rendered on the fly, north up, with the training
    sampler (bilinear between nodes) and the training input transformation (``input_channels_from_fields``);
    the tiles' class probabilities are blended with a separable Hann weight (summed weighted probabilities
    divided by summed weights), so no seam appears where tiles meet;
-4. the blended probabilities are kept at the pixels that coincide with the input nodes, so the outputs lie on
-   the Bouguer grid's own lon/lat nodes inside the region.
+4. the blended probabilities are kept at the pixels that coincide with the input nodes (interpolated bilinearly
+   between pixels at a fractional density), so the outputs lie on the Bouguer grid's own lon/lat nodes inside
+   the region.
 
 Outputs: ``prediction.nc`` (CF-1.8: ``class``, ``probability``, ``entropy`` in nats), ``prediction.png`` (a map in
 Table 1's palette, optionally with the mapped cover outlined) and ``run.json``.
@@ -41,7 +44,7 @@ from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import DEFAULT_OVERLAP, predict_nodes
+from ggmnet.inference import DEFAULT_OVERLAP, node_factors, predict_nodes
 from ggmnet.retrain.models import load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
@@ -206,7 +209,7 @@ def _input_fields(channels: str, fields: dict[str, Any]) -> dict[str, np.ndarray
 
 def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region | str, out_dir: str | Path, *,
                    tile_size: int | None = None, overlap: float = DEFAULT_OVERLAP,
-                   scale_deg: float = DEFAULT_SCALE_DEG, device: str = "auto", batch_size: int = 1,
+                   scale_deg: float | None = None, device: str = "auto", batch_size: int = 1,
                    labels: str | Path | None = None, fill_nan: bool = False,
                    progress: bool = True) -> dict[str, Path]:
     """Predict the bedrock classes over ``region`` of a Bouguer grid and write the map files.
@@ -226,8 +229,10 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         Inference tile edge in px; default the checkpoint's training tile size.
     overlap : float
         Share of a tile overlapping its neighbour, in [0, 1).
-    scale_deg : float
-        Window size in degrees that one tile covers: sets the pixel size (see the module docstring).
+    scale_deg : float, optional
+        Window size in degrees that one tile covers: sets the pixel size (see the module docstring). Default:
+        the checkpoint's ``pixels_per_degree`` when it was trained on fixed-resolution tiles (the network sees
+        the ground scale it was trained at), else :data:`DEFAULT_SCALE_DEG`.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     batch_size : int
@@ -246,7 +251,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         ``{"netcdf": DIR/prediction.nc, "png": DIR/prediction.png, "run": DIR/run.json}``.
     """
     region = Region.parse(region, option="--region") if isinstance(region, str) else region
-    _check_options(overlap, scale_deg, tile_size, batch_size)
+    _check_options(overlap, DEFAULT_SCALE_DEG if scale_deg is None else scale_deg, tile_size, batch_size)
     require_file(checkpoint, "--checkpoint", "a retrain checkpoint (.pt)")
     bouguer = require_file(bouguer, "--bouguer", "a Bouguer gravity grid (.nc/.grd)")
     label_path = require_file(labels, "--labels", "a label grid or image") if labels is not None else None
@@ -260,7 +265,13 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                         f"{grid.node_region})")
     if data.get("geology_prior") and label_path is None:
         raise UserError(f"--labels: required, the checkpoint {checkpoint} was trained with the geology prior")
-    factors = upsampling_factors(grid.spacing_deg(), scale_deg, tile)
+    ppd = data.get("pixels_per_degree")
+    if scale_deg is None and ppd is not None:
+        dlon, dlat = grid.spacing_deg()
+        factors = node_factors(np.array([0.0, dlon]), np.array([0.0, dlat]), ppd)
+    else:
+        scale_deg = DEFAULT_SCALE_DEG if scale_deg is None else scale_deg
+        factors = upsampling_factors(grid.spacing_deg(), scale_deg, tile)
     if max(factors) >= tile:
         raise UserError(f"--scale-deg {scale_deg:g}: a {tile}-px tile would span less than one node step of "
                         f"{bouguer} ({max(grid.spacing_deg()):g} deg); expected a larger window")
@@ -286,9 +297,10 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         "bouguer": str(bouguer.resolve()),
         "region": str(region),
         "pixel_size_deg": f"{dlat / factors[0]:.6g} (lat) x {dlon / factors[1]:.6g} (lon)",
+        "pixels_per_degree": "none" if ppd is None else ppd,
         "tile_size_px": tile,
         "tile_overlap": overlap,
-        "scale_deg": scale_deg,
+        "scale_deg": "none" if scale_deg is None else scale_deg,
     }
     nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs)
     png_path = write_prediction_png(

@@ -5,26 +5,36 @@ weights and the architecture logits. The training windows are split once, by a s
 halves: half A trains the weights, half B the architecture, so that the architecture is chosen by how well the
 weights generalise rather than by how well they fit. An epoch is either
 
-* a **warm-up** epoch (the first ``warmup_epochs``): weight steps only, each on an architecture sampled from
-  the (still uniform) distribution, so that every candidate operator and width gets trained before the
-  architecture logits start to judge them; or
+* a **warm-up** epoch (the first ``warmup_epochs``): weight steps only, each on a sampled network. With
+  ``train_largest="warmup"`` (the default) every node keeps its widest width and its residual connection and
+  only the operators and paths are sampled: the largest network is trained first, as once-for-all networks
+  do (with every choice sampled, a depth-22 supernet stayed at the class prior for 600 steps on the CPU
+  recipe's data); ``"always"`` keeps that for every weight step, ``"never"`` samples every choice; or
 * a **search** epoch: every step is a first-order alternating update, an architecture step on a B batch
-  (Adam) followed by a weight step on an A batch (SGD with momentum). The architecture step differentiates
-  the loss with respect to the architecture logits only, so it leaves no gradient on the weights: FasterSeg
-  let its architecture step's weight gradients leak into the weight update.
+  (Adam) followed by a weight step on an A batch (SGD with momentum, or Adam). The architecture step
+  differentiates the loss with respect to the architecture logits only, so it leaves no gradient on the
+  weights: FasterSeg let its architecture step's weight gradients leak into the weight update.
 
-Both steps sample one architecture per step by straight-through hard Gumbel-softmax at temperature ``tau``,
-which is kept at ``tau_start`` through the warm-up, then annealed geometrically each epoch to ``tau_end``. The
-loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`, class weights from the training windows'
-class counts, K = 0.15 N) summed over the three heads at strides 8, 16, 32, plus ``cost_weight`` times the
-supernet's expected cost when that is set.
+The architecture step's estimator is ``arch_estimator`` (:meth:`Supernet.forward`'s modes): ``"pairs"`` (the
+default) draws every choice twice and, where the draws differ, computes the rival candidate too, so each
+logit learns from the difference of the two candidates' outputs (candidates compete; the planted task of
+``tests/test_planted_search.py`` is solved); ``"sample"``, one straight-through draw, is the estimator that
+fails that task, kept for comparison; ``"soft"`` mixes every candidate (DARTS, tens of times slower). Draws
+come from ``softmax(logits / tau)``, ``tau`` kept at ``tau_start`` through the warm-up, then annealed
+geometrically each epoch to ``tau_end``. ``fixed_largest`` takes widths and residual connections out of the
+search altogether (the CPU recipe). The loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`,
+class weights from the training windows' class counts, K = 0.15 N by default) summed over the three heads at
+strides 8, 16, 32, plus ``cost_weight`` times the supernet's expected cost when that is set.
 
-After every epoch the currently derived architecture (``mode="argmax"``) is validated on a fixed set of
-validation tiles (FWIoU, MPA), the genotype is derived and written with its provenance to
-``RUN/genotype.json``, the architecture probabilities are logged as heatmaps, and the state is checkpointed
-atomically to ``RUN/checkpoints/last.pt`` (``best.pt``: the supernet of the best validation FWIoU). The
-epoch loop, checkpoints and resume are the engine's (:class:`ggmnet.engine.loop.Engine`); ``resume=True``
-continues from ``last.pt`` and reaches the same architecture parameters as an uninterrupted run.
+After every epoch the currently derived architecture (``mode="argmax"``) gets BatchNorm statistics of its own
+(:func:`recalibrate_batchnorm` on ``bn_batches`` fixed training batches) and is validated on a fixed set of
+validation tiles, or with ``pixels_per_degree`` on the validation windows of its map of the region (FWIoU,
+MPA); the genotype is derived and written with its provenance (including each chosen option's probability
+and each choice kind's entropy) to ``RUN/genotype.json``, the architecture probabilities are logged as
+heatmaps, and the state is checkpointed atomically to ``RUN/checkpoints/last.pt`` (``best.pt``: the supernet
+of the best validation FWIoU among the search epochs). The epoch loop, checkpoints and resume are the
+engine's (:class:`ggmnet.engine.loop.Engine`); ``resume=True`` continues from ``last.pt`` and reaches the
+same architecture parameters as an uninterrupted run.
 
 Several processes (``torchrun --nproc_per_node=N``): the weights are trained with DistributedDataParallel on
 shards of the data (DistributedSampler); every rank keeps the same generator seed, so all ranks draw the same
