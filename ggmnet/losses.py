@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from ggmnet.classes import IGNORE_INDEX
 
 #: Class-weighting formulas known to :func:`class_weights_from_counts`.
-CLASS_WEIGHT_METHODS = ("median_frequency", "inverse_frequency", "uniform")
+CLASS_WEIGHT_METHODS = ("median_frequency", "sqrt_median_frequency", "inverse_frequency", "uniform")
 #: How :class:`WeightedBootstrappedCE` picks its K pixels: ``"posterior"`` (Eq. 19 as written: the lowest
 #: ``p_{i,y_i}``, i.e. the largest unweighted cross-entropy) or ``"weighted"`` (the largest *weighted* losses,
 #: a variant in which the weights also decide which pixels are kept).
@@ -46,7 +46,8 @@ def class_weights_from_counts(counts: Sequence[int] | np.ndarray, *, method: str
         Labelled (outcrop) pixels of each class, shape ``[k]``, e.g. a manifest's ``class_counts``.
     method
         ``"median_frequency"`` (Eigen and Fergus 2015): ``w_c = median(f) / f_c`` with ``f_c = n_c / sum(n)``
-        and the median taken over the classes that occur; ``"inverse_frequency"``: ``w_c = 1 / (m f_c)``
+        and the median taken over the classes that occur; ``"sqrt_median_frequency"``: its square root (a milder
+        balance: a class 10x rarer than the median weighs 3.2, not 10); ``"inverse_frequency"``: ``w_c = 1 / (m f_c)``
         with ``m`` the number of classes that occur (so that a balanced dataset gets weight 1 everywhere);
         ``"uniform"``: all ones.
     max_weight
@@ -71,8 +72,10 @@ def class_weights_from_counts(counts: Sequence[int] | np.ndarray, *, method: str
     weights = np.full(n.size, float(max_weight))
     if present.any():
         freq = n[present] / n[present].sum()
-        if method == "median_frequency":
+        if method in ("median_frequency", "sqrt_median_frequency"):
             weights[present] = np.median(freq) / freq
+            if method == "sqrt_median_frequency":
+                weights[present] = np.sqrt(weights[present])
         else:
             weights[present] = 1.0 / (present.sum() * freq)
     return torch.as_tensor(np.minimum(weights, max_weight), dtype=torch.float32)

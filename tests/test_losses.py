@@ -32,6 +32,9 @@ def test_class_weights_median_frequency_by_hand():
     w = class_weights_from_counts([10, 0, 100, 50], max_weight=8.0)
     assert w.dtype == torch.float32
     np.testing.assert_allclose(w.numpy(), [5.0, 8.0, 0.5, 1.0], rtol=1e-6)
+    # its square root for the present classes; an absent class still gets the cap
+    w = class_weights_from_counts([10, 0, 100, 50], method="sqrt_median_frequency", max_weight=8.0)
+    np.testing.assert_allclose(w.numpy(), [5.0 ** 0.5, 8.0, 0.5 ** 0.5, 1.0], rtol=1e-6)
 
 
 def test_class_weights_inverse_frequency_clip_and_uniform():

@@ -419,6 +419,7 @@ class RunConfig(Config):
                                    number(lambda v: 0 < v <= 1, "a fraction in (0, 1]"))
     class_weighting: str = option("median_frequency", "class weights of Eq. 19 from the training windows' class "
                                                       "counts: median_frequency (median(f)/f_c, at most 10), "
+                                                      "sqrt_median_frequency (its square root), "
                                                       "inverse_frequency, or uniform",
                                   choice(*CLASS_WEIGHT_METHODS))
     instance_weighting: bool = option(True, "weigh each pixel of Eq. 19 by the size of its instance (connected "
