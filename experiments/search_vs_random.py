@@ -10,7 +10,8 @@ ones).
 
     python experiments/search_vs_random.py --genotype runs/quickstart/genotype.json \\
         --data runs/quickstart/data-spatial-block --paper-data runs/quickstart/data-random [--random 5] \\
-        [--seeds 0] [--config experiments/retrain_cpu.yaml] [--out runs/search-vs-random]
+        [--seeds 0] [--splits spatial-block,random] [--config experiments/retrain_cpu.yaml] \
+        [--out runs/search-vs-random]
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                                                             "(optional: scored beside)")
     parser.add_argument("--random", type=int, default=5, help="random genotypes (default 5)")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
+    parser.add_argument("--splits", default=None,
+                        help="spatial-block and/or random, comma-separated (default: each given dataset; run one split per process to "
+                             "use two cores, then once more with both to tabulate: finished runs are found)")
     parser.add_argument("--config", default=str(REPO / "experiments" / "retrain_cpu.yaml"), help="retrain recipe")
     parser.add_argument("--out", default="runs/search-vs-random", help="folder of the runs and the tables")
     args, extra = parser.parse_known_args(argv)
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, g in enumerate(matched_random_genotypes(searched, args.random)):
         candidates[f"random{k + 1}"] = g
     datasets = {"spatial-block": args.data, **({"random": args.paper_data} if args.paper_data else {})}
+    wanted = args.splits.split(",") if args.splits else list(datasets)
+    if not wanted or not set(wanted) <= {"spatial-block", "random"} or ("random" in wanted and not args.paper_data):
+        parser.error(f"--splits {args.splits!r}: expected spatial-block and/or random (random needs --paper-data)")
+    datasets = {s: d for s, d in datasets.items() if s in wanted}
     rows = []
     for name, genotype in candidates.items():
         path = out / f"genotype_{name}.json"
