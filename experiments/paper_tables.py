@@ -24,9 +24,11 @@ are found and scored again, interrupted ones continue.
 Scales (the recipes are ``experiments/*.yaml``):
 
 * ``smoke``: the CPU recipes cut to a few steps of 64 px tiles (timing at 256 px): checks the whole machinery
-  in under 20 minutes on 2 CPU cores; its figures mean nothing;
-* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (about 3 minutes a search, 4 a
-  retrain, 15 for the deformable rows and HRNet-W32; about 4 hours per split on 2 cores; timing at 1024 px);
+  (both splits: 20.5 CPU-minutes, 23 minutes of wall-clock on 2 cores shared with two other trainings); its
+  figures mean nothing;
+* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (on 2 cores about 1.5 minutes a
+  search and 5.5 a retrain, as in the demo; the deformable rows d and ours about 4x a retrain, HRNet-W32 and the
+  U-Net 2-3x: an estimated 2 hours per split, 4 for both; timing at 1024 px);
 * ``paper``: ``search_paper.yaml`` and ``retrain_paper.yaml`` (2048 px tiles, 600 epochs) on GPUs; ``--gpus N``
   launches every run through ``torchrun --nproc_per_node N``.
 """
