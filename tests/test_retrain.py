@@ -173,7 +173,7 @@ def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_paper.yaml"])
+@pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_cpu_long.yaml", "retrain_paper.yaml"])
 def test_experiment_recipes_are_valid_configs(recipe):
     path = Path(__file__).resolve().parents[1] / "experiments" / recipe
     config = RetrainConfig.from_argv(build_retrain_parser(), ["--config", str(path), "--genotype", "g.json"])
@@ -186,6 +186,7 @@ def test_experiment_recipes_are_valid_configs(recipe):
     else:
         assert config.device == "cpu" and config.pixels_per_degree == 15 and config.crop_size is None
         assert config.deformable is False and config.augment == "d4" and config.top_k_fraction == 1.0
+        assert (config.epochs, config.steps_per_epoch) == ((80, 100) if "long" in recipe else (10, 100))
 
 
 def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(tiny_dataset, tiny_genotype, tmp_path):
