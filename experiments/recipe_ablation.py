@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ggmnet.datasets import ensure_synthetic_default
+    from ggmnet.metrics import percent as pct
     from ggmnet.retrain.study import train_and_score
     from ggmnet.search_space.genotype import default_genotype
 
@@ -66,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                 "--wandb-mode", "disabled"]
         result = train_and_score([*base, *flags], splits=("val",))
         rows[name] = {"what": what, "flags": flags, **result}
-
-    def pct(x: float | None) -> str:
-        return "--" if x is None else f"{100 * x:.1f}"
 
     recipe = rows.get("recipe")
     lines = [f"Scene seed {args.scene_seed}, {args.split} split, {epochs * 100} steps of 8 tiles each", "",

@@ -15,6 +15,7 @@ from torch import nn
 from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.engine.runio import torch_save_atomic
+from ggmnet.errors import UserError
 from ggmnet.inference import array_renderer, blend_window, predict_nodes, predict_tiled, tile_origins
 from ggmnet.retrain.cli import predict_main as main
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
@@ -301,3 +302,11 @@ def test_fixed_resolution_checkpoint_predicts_at_its_training_density(scene, tmp
         prob = np.asarray(ds["probability"][:], dtype=np.float64)
         assert ds.getncattr("pixels_per_degree") == 10.0
     np.testing.assert_allclose(prob, np.broadcast_to(KNOWN_P[:, None, None], prob.shape), atol=1e-5)
+
+
+def test_fixed_resolution_checkpoint_too_fine_for_its_tile_is_a_clear_error(scene, tmp_path):
+    # 1000 px per degree on this 0.05-degree grid: 50 px per node, more than a 32 px tile spans.
+    ckpt = save_checkpoint(tmp_path / "fine.pt", pixels_per_degree=1000.0)
+    with pytest.raises(UserError, match="1000 px per degree"):
+        predict_region(ckpt, scene["bouguer"], PREDICT, tmp_path / "out", device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()

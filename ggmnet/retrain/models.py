@@ -186,5 +186,3 @@ def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int
         else:
             os.environ[KERNEL_ENV] = saved
     return params, counter.get_total_flops() / 1e9
-
-

@@ -251,7 +251,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         ``{"netcdf": DIR/prediction.nc, "png": DIR/prediction.png, "run": DIR/run.json}``.
     """
     region = Region.parse(region, option="--region") if isinstance(region, str) else region
-    _check_options(overlap, DEFAULT_SCALE_DEG if scale_deg is None else scale_deg, tile_size, batch_size)
+    _check_options(overlap, scale_deg, tile_size, batch_size)
     require_file(checkpoint, "--checkpoint", "a retrain checkpoint (.pt)")
     bouguer = require_file(bouguer, "--bouguer", "a Bouguer gravity grid (.nc/.grd)")
     label_path = require_file(labels, "--labels", "a label grid or image") if labels is not None else None
@@ -269,11 +269,13 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     if scale_deg is None and ppd is not None:
         dlon, dlat = grid.spacing_deg()
         factors = node_factors(np.array([0.0, dlon]), np.array([0.0, dlat]), ppd)
+        density = f"{checkpoint}: its {ppd:g} px per degree"
     else:
         scale_deg = DEFAULT_SCALE_DEG if scale_deg is None else scale_deg
         factors = upsampling_factors(grid.spacing_deg(), scale_deg, tile)
+        density = f"--scale-deg {scale_deg:g}"
     if max(factors) >= tile:
-        raise UserError(f"--scale-deg {scale_deg:g}: a {tile}-px tile would span less than one node step of "
+        raise UserError(f"{density}: a {tile}-px tile would span less than one node step of "
                         f"{bouguer} ({max(grid.spacing_deg()):g} deg); expected a larger window")
     fields = separate_regional(grid, region, ProcessingRecipe.from_dict(data["recipe"]))
     lon, lat = np.asarray(fields["lon"]), np.asarray(fields["lat"])
@@ -318,10 +320,10 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     return {"netcdf": nc_path, "png": png_path, "run": run_path}
 
 
-def _check_options(overlap: float, scale_deg: float, tile_size: int | None, batch_size: int) -> None:
+def _check_options(overlap: float, scale_deg: float | None, tile_size: int | None, batch_size: int) -> None:
     if not 0.0 <= overlap < 1.0:
         raise UserError(f"--overlap {overlap}: expected a fraction in [0, 1)")
-    if not (math.isfinite(scale_deg) and scale_deg > 0):
+    if scale_deg is not None and not (math.isfinite(scale_deg) and scale_deg > 0):
         raise UserError(f"--scale-deg {scale_deg}: expected a positive window size in degrees")
     if tile_size is not None and tile_size < 8:
         raise UserError(f"--tile-size {tile_size}: expected at least 8 px")

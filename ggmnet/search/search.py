@@ -407,7 +407,8 @@ class ArchitectureSearch(Engine):
         self.tau = temperature(epoch, self.config)
         self.supernet.set_tau(self.tau)
         largest = self.config.train_largest
-        if self.config.fixed_largest or largest == "always" or (largest == "warmup" and not self.searching):
+        # (with --fixed-largest the supernet's fix() already draws only the largest width and the residual)
+        if largest == "always" or (largest == "warmup" and not self.searching):
             self.supernet.pin(width=-1, residual=1)
         else:
             self.supernet.pin()
