@@ -25,6 +25,7 @@ rank 0 writes files and logs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -241,9 +242,12 @@ class Engine:
         if "rng" not in state:
             raise UserError(f"--resume {path}: holds no training state (resume from last.pt)")
         saved, current = state.get("config", {}), self.config.to_dict()
+        # a setting added after the checkpoint was written is absent from it: the run used its default
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config)}
         for key in self.resume_fixed:
-            if saved.get(key) != current[key]:
-                raise UserError(f"--resume {path}: the run used {flag(key)} {saved.get(key)}, not {current[key]}; "
+            used = saved.get(key, defaults.get(key))
+            if used != current[key]:
+                raise UserError(f"--resume {path}: the run used {flag(key)} {used}, not {current[key]}; "
                                 "resume with the same value")
         # checkpoints written before the engine name their dataset elsewhere; theirs is not checked
         sha = state["checkpoint"].get("dataset_manifest_sha256")
