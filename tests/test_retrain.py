@@ -187,6 +187,7 @@ def test_experiment_recipes_are_valid_configs(recipe):
         assert config.device == "cpu" and config.pixels_per_degree == 15 and config.crop_size is None
         assert config.deformable is False and config.augment == "d4" and config.top_k_fraction == 1.0
         assert (config.epochs, config.steps_per_epoch) == ((80, 100) if "long" in recipe else (10, 100))
+        assert config.class_weighting == ("uniform" if "long" in recipe else "sqrt_median_frequency")
 
 
 def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(tiny_dataset, tiny_genotype, tmp_path):
@@ -228,3 +229,83 @@ def test_train_and_score_trains_once_then_finds_the_finished_run(tiny_dataset, t
     assert first["train"]["commonest_class"] is not None and first["steps"] == 1
     again = train_and_score(flags, splits=("val",))
     assert again["seconds"] == first["seconds"] and again["val"] == first["val"]
+
+
+def test_ema_checkpoints_the_weights_average_and_resumes_exactly(tiny_dataset, tiny_genotype, tmp_path, monkeypatch):
+    """``ema_decay``: ``model`` is the moving average of the trained weights after every step (computed here
+    by hand from the recorded weights: step 1 copies, then decay min(X, 1 - t^(-2/3))), validation scores it,
+    ``last.pt`` keeps the trained weights too, and an interrupted run resumes to the same average."""
+    from ggmnet.retrain.train import Retrainer
+
+    trained: list[dict[str, torch.Tensor]] = []
+    original = Retrainer.train_step
+
+    def recording(self, batch):
+        out = original(self, batch)
+        trained.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(Retrainer, "train_step", recording)
+    out = tmp_path / "ema"
+    run_retrain(retrain_config(tiny_dataset, tiny_genotype, out, ema_decay=0.45))
+    last = _checkpoint(out / "checkpoints" / "last.pt")
+    assert len(trained) == 6
+    expected = {k: v.clone() for k, v in trained[0].items()}
+    for t, weights in enumerate(trained[1:], start=2):
+        decay = min(0.45, 1 - t ** (-2 / 3))
+        for k, v in weights.items():
+            expected[k] = decay * expected[k] + (1 - decay) * v if v.is_floating_point() else v
+    floats = [k for k, v in expected.items() if v.is_floating_point()]
+    assert all(torch.allclose(last["model"][k], expected[k], atol=1e-6) for k in floats)
+    assert all(torch.equal(last["trained_model"][k], trained[-1][k]) for k in expected)
+    assert any(not torch.allclose(last["model"][k], trained[-1][k]) for k in floats)
+
+    # validation scored the average: the last epoch's stored scores are those of last.pt's "model"
+    model, best = load_model(out / "checkpoints" / "best.pt")
+    assert best["model"].keys() == last["model"].keys() and "trained_model" not in best
+    model.load_state_dict(last["model"])
+    val = TileDataset(tiny_dataset, "val", tile_size=32, crop_size=None, augment=False, seed=0)
+    ids = sorted(np.random.default_rng(0).permutation(len(val))[:2].tolist())
+    matrix = ConfusionMatrix()
+    with torch.no_grad():
+        for i in ids:
+            item = val[i]
+            matrix.update(model(item["image"][None]).argmax(1)[0], item["mask"])
+    assert matrix.compute()["iou"] == pytest.approx(last["metrics"]["latest"]["iou"])
+
+    resumed_out = tmp_path / "ema-interrupted"
+
+    def stop_after_one(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config(tiny_dataset, tiny_genotype, resumed_out, ema_decay=0.45),
+                    on_epoch_end=stop_after_one)
+    run_retrain(retrain_config(tiny_dataset, None, resumed_out, resume=True, ema_decay=0.45))
+    resumed = _checkpoint(resumed_out / "checkpoints" / "last.pt")
+    for key in ("model", "trained_model"):
+        assert all(torch.equal(resumed[key][k], last[key][k]) for k in last[key]), key
+    assert resumed["metrics"]["latest"] == last["metrics"]["latest"]
+
+
+def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_dataset, tiny_genotype, tmp_path):
+    """A checkpoint whose config lacks a later option (here cover_augment and ema_decay) ran with that option's
+    default: resuming with the default continues it, anything else is refused."""
+    out = tmp_path / "old"
+
+    def stop_after_one(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config(tiny_dataset, tiny_genotype, out), on_epoch_end=stop_after_one)
+    last = out / "checkpoints" / "last.pt"
+    state = _checkpoint(last)
+    for key in ("cover_augment", "ema_decay"):
+        del state["config"][key]
+    torch.save(state, last)
+    with pytest.raises(UserError, match="the run used --cover-augment 0.0, not 0.5"):
+        run_retrain(retrain_config(tiny_dataset, None, out, resume=True, cover_augment=0.5))
+    summary = run_retrain(retrain_config(tiny_dataset, None, out, resume=True))
+    assert summary["epochs"] == 3

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,17 +157,25 @@ def _wavenumber(shape: tuple[int, int], dx_km: float, dy_km: float) -> tuple[np.
     return ky, kx
 
 
-def _filter(values: np.ndarray, dx_km: float, dy_km: float, response: Callable[[np.ndarray], np.ndarray],
-            *, pad_mode: str, pad_fraction: float) -> np.ndarray:
-    """Remove the mean, pad, multiply the spectrum by ``response(|k|)``, crop. The mean is not added back."""
+def spectral_filter(values: np.ndarray, dx_km: float, dy_km: float, response: Callable[[np.ndarray], np.ndarray],
+                    *, pad_mode: str = "edge", pad_fraction: float = 1.0 / 3.0) -> np.ndarray:
+    """Remove the mean, pad (:func:`pad_for_fft`), multiply the spectrum by ``response(|k|)`` (``|k|`` in
+    rad/km), crop. The mean is not added back."""
+    return spectral_filters(values, dx_km, dy_km, [response], pad_mode=pad_mode, pad_fraction=pad_fraction)[0]
+
+
+def spectral_filters(values: np.ndarray, dx_km: float, dy_km: float,
+                     responses: Sequence[Callable[[np.ndarray], np.ndarray]], *, pad_mode: str = "edge",
+                     pad_fraction: float = 1.0 / 3.0) -> list[np.ndarray]:
+    """:func:`spectral_filter` with each of ``responses``, from one forward transform."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or not np.all(np.isfinite(values)):
         raise ValueError("expected a 2-D array of finite values")
     padded, crop = pad_for_fft(values - values.mean(), pad_mode=pad_mode, pad_fraction=pad_fraction)
     ky, kx = _wavenumber(padded.shape, dx_km, dy_km)
+    k = np.hypot(ky, kx)
     spectrum = scipy.fft.rfft2(padded, workers=-1)
-    spectrum *= response(np.hypot(ky, kx))
-    return scipy.fft.irfft2(spectrum, s=padded.shape, workers=-1)[crop]
+    return [scipy.fft.irfft2(spectrum * response(k), s=padded.shape, workers=-1)[crop] for response in responses]
 
 
 def upward_continue(values: np.ndarray, dx_km: float, dy_km: float, height_km: float, *,
@@ -202,7 +210,7 @@ def upward_continue(values: np.ndarray, dx_km: float, dy_km: float, height_km: f
     if height_km < 0:
         raise ValueError(f"height_km ({height_km}) must be >= 0: downward continuation is unstable")
     values = np.asarray(values, dtype=np.float64)
-    continued = _filter(values, dx_km, dy_km, lambda k: np.exp(-k * height_km),
+    continued = spectral_filter(values, dx_km, dy_km, lambda k: np.exp(-k * height_km),
                         pad_mode=pad_mode, pad_fraction=pad_fraction)
     return continued + values.mean()
 
@@ -213,7 +221,7 @@ def vertical_derivative(values: np.ndarray, dx_km: float, dy_km: float, *, pad_m
 
     Parameters and padding as :func:`upward_continue`. Returns (ny, nx) in mGal/km.
     """
-    return _filter(values, dx_km, dy_km, lambda k: k, pad_mode=pad_mode, pad_fraction=pad_fraction)
+    return spectral_filter(values, dx_km, dy_km, lambda k: k, pad_mode=pad_mode, pad_fraction=pad_fraction)
 
 
 def horizontal_gradient(values: np.ndarray, dx_km: float, dy_km: float) -> np.ndarray:

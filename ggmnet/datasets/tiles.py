@@ -32,6 +32,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
+from ggmnet.datasets.cover_sim import bury, random_thickness, tile_spacing_km
 from ggmnet.datasets.prepare import load_grids, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError
@@ -286,6 +287,11 @@ class TileDataset(torch.utils.data.Dataset):
         Seed of the augmentation stream.
     return_bedrock
         Add ``bedrock`` (int64 [H, W], true classes under the cover too) to each item; the dataset must have it.
+    cover_augment
+        With ``augment``: the probability that a tile's residual anomaly is replaced by the same bedrock's
+        under a random simulated cover (:func:`ggmnet.datasets.cover_sim.bury` with a
+        :func:`~ggmnet.datasets.cover_sim.random_thickness` map; the labels are unchanged), drawn before the
+        other augmentations. Pseudo-colour input only. Default 0: never.
 
     Items are dicts: ``image`` float32 [C, H, W], ``mask`` int64 [H, W] (255 = ignore), optional ``bedrock``,
     ``window`` (int id). Attributes: ``windows``, ``in_channels``, ``num_classes``, ``class_counts`` (int64
@@ -296,7 +302,7 @@ class TileDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | os.PathLike, split: str | Sequence[str], *, tile_size: int = 2048,
                  crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
                  geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
-                 pixels_per_degree: float | None = None) -> None:
+                 pixels_per_degree: float | None = None, cover_augment: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -317,6 +323,11 @@ class TileDataset(torch.utils.data.Dataset):
             if crop_size is not None and crop_size != tile_size:
                 raise UserError(f"--crop-size {crop_size}: fixed-resolution tiles (--pixels-per-degree "
                                 f"{pixels_per_degree:g}) are sampled at --tile-size; leave the crop out")
+        if not (isinstance(cover_augment, (int, float)) and 0.0 <= cover_augment <= 1.0):
+            raise UserError(f"--cover-augment {cover_augment}: expected a probability in [0, 1]")
+        if cover_augment > 0 and channels != "pseudocolour":
+            raise UserError(f"--cover-augment {cover_augment}: buries the residual anomaly only; use it with "
+                            "--channels pseudocolour")
         augment = {True: "paper", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
         if augment not in AUGMENTATIONS:
             raise UserError(f"--augment {augment}: expected one of {', '.join(AUGMENTATIONS)}")
@@ -334,6 +345,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.pixels_per_degree = None if pixels_per_degree is None else float(pixels_per_degree)
         self.augmentation = augment
         self.augment = augment != "none"
+        self.cover_augment = float(cover_augment) if self.augment else 0.0
         self.channels = channels
         self.geology_prior = bool(geology_prior)
         self.seed = int(seed)
@@ -401,11 +413,13 @@ class TileDataset(torch.utils.data.Dataset):
         return inside
 
     def render(self, index: int, rows: slice | None = None, cols: slice | None = None, *,
-               coordinates: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+               coordinates: tuple[np.ndarray, np.ndarray] | None = None,
+               cover_km: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Render window ``index`` at ``tile_size`` (optionally only tile rows/cols ``rows``, ``cols``), or the
         pixels at ``coordinates`` = (lon (W,), lat (H,)), without augmentation: ``image`` (C, H, W) float32
         data channels, ``label`` and optional ``bedrock`` (H, W) uint8. Fixed-resolution datasets set
-        ``label`` to 255 outside the split's windows and outside the grid."""
+        ``label`` to 255 outside the split's windows and outside the grid. ``cover_km`` (H, W): bury the
+        tile's bedrock under a cover this thick (km, :func:`ggmnet.datasets.cover_sim.bury`)."""
         grids = self._load()
         if coordinates is None:
             lon_t, lat_t = tile_coordinates(self.windows[index], self.tile_size)
@@ -415,6 +429,9 @@ class TileDataset(torch.utils.data.Dataset):
             lon_t, lat_t = coordinates
         lon, lat = grids["lon"], grids["lat"]
         fields = {n: sample_bilinear(grids[n], lon, lat, lon_t, lat_t) for n in self.fields}
+        if cover_km is not None:  # the tile's bedrock seen through a simulated cover (cover_sim)
+            fields["residual"] = bury(fields["residual"], cover_km, *tile_spacing_km(lon_t, lat_t),
+                                      regional_height_km=float(self.manifest["recipe"]["height_km"]))
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
                "label": sample_nearest(grids["label"], lon, lat, lon_t, lat_t)}
         if self.return_bedrock:
@@ -444,7 +461,11 @@ class TileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)]) if self.augment else None
-        tile = self.render(index, coordinates=self._sample_coordinates(index, rng))
+        lon_t, lat_t = self._sample_coordinates(index, rng)
+        cover = None
+        if rng is not None and self.cover_augment > 0 and rng.random() < self.cover_augment:
+            cover = random_thickness((lat_t.size, lon_t.size), rng)
+        tile = self.render(index, coordinates=(lon_t, lat_t), cover_km=cover)
         image = torch.from_numpy(tile["image"])
         masks = [torch.from_numpy(tile["label"])[None]]
         if self.return_bedrock:

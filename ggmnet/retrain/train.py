@@ -13,7 +13,8 @@ windows of a prepared dataset and scores it on the validation windows after ever
   IoU); the training FWIoU comes from the training batches' predictions (Figure 4B);
 * **checkpoints**: ``RUN/checkpoints/last.pt`` after every epoch (atomically; model, optimiser, schedule,
   phase, gradient scaler and generator states) and ``best.pt`` (the model, without training state) at the
-  best validation FWIoU. The format is the one ``ggm-evaluate`` and ``ggm-predict`` read
+  best validation FWIoU. With ``ema_decay`` the validated and saved ``model`` is timm's moving average of the
+  weights (``last.pt`` keeps the trained weights beside it to resume). The format is the one ``ggm-evaluate`` and ``ggm-predict`` read
   (:func:`ggmnet.retrain.models.load_model`); the epoch loop is the engine's (:class:`ggmnet.engine.loop.Engine`);
 * **tracking** (:class:`~ggmnet.engine.tracking.Tracker`, W&B plus local copies): train and validation loss and FWIoU
   curves (Figure 4; also drawn to ``RUN/curves.png`` after every epoch), learning rate and optimiser phase,
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES
 from ggmnet.datasets import ensure_synthetic_default
@@ -57,6 +59,7 @@ from ggmnet.engine.config import (
     choice,
     number,
     option,
+    optional,
 )
 from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.engine.distributed import (
@@ -121,6 +124,16 @@ class RetrainConfig(RunConfig):
     plateau_threshold: float = option(0.01, "relative improvement of the epoch training loss below which an epoch "
                                             "counts as flat",
                                       number(lambda v: 0 <= v < 1, "a relative improvement in [0, 1)"))
+    cover_augment: float = option(
+        0.0, "probability that a training tile shows its bedrock buried under a random simulated Cenozoic cover "
+             "(ggmnet.datasets.cover_sim: the lost top of the bedrock and the cover's low density; labels kept), "
+             "so that the network learns to read the bedrock where the map is covered; pseudo-colour input only",
+        number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), metavar="P")
+    ema_decay: float | None = option(
+        None, "validate, checkpoint and deploy an exponential moving average of the weights (timm's ModelEmaV3 "
+              "with its warm-up: the decay grows as 1 - (1 + step)^(-2/3) up to X; BatchNorm statistics averaged "
+              "too); none = the weights as trained",
+        optional(number(lambda v: 0 < v < 1, "a decay in (0, 1), or none")), metavar="X", shown="none")
     geology_prior: bool = option(False, "append the known outcrop classes (11 channels) to the input and train to "
                                         "fill hidden outcrop", boolean)
     image_every: int = option(25, "log validation pictures (with predicted and true masks) and the confusion "
@@ -188,7 +201,7 @@ class Retrainer(Engine):
     runs_root = RUNS_ROOT
     resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
-                    "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting")
+                    "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 
@@ -208,7 +221,8 @@ class Retrainer(Engine):
         self.manifest = read_manifest(self.data_dir)
         common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "geology_prior": cfg.geology_prior,
                   "seed": cfg.seed, "pixels_per_degree": cfg.pixels_per_degree}
-        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment, **common)
+        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment,
+                            cover_augment=cfg.cover_augment, **common)
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         self.train_data = InstanceWeighted(train) if cfg.instance_weighting else train
         self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
@@ -230,8 +244,11 @@ class Retrainer(Engine):
         self.model = build_model(model_config)
         self.model_config = self.model.model_config()
         self._check_model_fits_data()
-        self.model = self.network = maybe_sync_batchnorm(self.model.to(self.device), self.ctx)
+        self.model = maybe_sync_batchnorm(self.model.to(self.device), self.ctx)
         self.ddp_model = wrap_ddp(self.model, self.ctx)
+        # the module validated, checkpointed as "model" and deployed: the weights' moving average, if kept
+        self.ema = None if cfg.ema_decay is None else ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
+        self.network = self.model if self.ema is None else self.ema.module
 
         self.schedule = OptimizerSchedule(
             self.model.parameters(), max_epochs=cfg.epochs, lr=cfg.lr, switch_epoch=cfg.switch_epoch,
@@ -280,7 +297,11 @@ class Retrainer(Engine):
                             f"{data.num_classes} classes")
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        if self.ema is None:
+            self.model.load_state_dict(state["model"])
+        else:
+            self.ema.module.load_state_dict(state["model"])
+            self.model.load_state_dict(state["trained_model"])
         self.schedule.load_state_dict({**state["scheduler"], "optimizer": state["optimizer"]})
         self.scaler.load_state_dict(state["scaler"])
 
@@ -300,14 +321,17 @@ class Retrainer(Engine):
         }
 
     def checkpoint_state(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
-        return {"model": unwrap_model(self.model).state_dict(), "model_config": self.model_config,
+        return {"model": unwrap_model(self.network).state_dict(), "model_config": self.model_config,
                 "data": self.data_block(), "metrics": {"latest": scores, "best": self.best},
                 "config": self.config.to_dict()}
 
     def training_state(self) -> dict[str, Any]:
         schedule = self.schedule.state_dict()
-        return {"optimizer": schedule.pop("optimizer"), "scheduler": schedule, "phase": self.schedule.phase,
-                "scaler": self.scaler.state_dict()}
+        state = {"optimizer": schedule.pop("optimizer"), "scheduler": schedule, "phase": self.schedule.phase,
+                 "scaler": self.scaler.state_dict()}
+        if self.ema is not None:  # "model" holds the average; resuming needs the weights being trained too
+            state["trained_model"] = unwrap_model(self.model).state_dict()
+        return state
 
     def run_info(self) -> dict[str, Any]:
         return {"model_config": self.model_config, "parameters": sum(p.numel() for p in self.model.parameters())}
@@ -340,11 +364,13 @@ class Retrainer(Engine):
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step + 1)  # step 1 copies the weights
         self.train_matrix.update(logits.detach().argmax(1), mask)
         return {"loss": float(loss.detach())}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image)
+        return self.network(image)
 
     def validate(self) -> dict[str, Any]:
         """The engine's tile validation, or with ``--pixels-per-degree`` the network's map of the region scored
@@ -352,7 +378,7 @@ class Retrainer(Engine):
         beside it."""
         if self.scorer is None:
             return super().validate()
-        return region_validation(self.scorer, self.model, self)
+        return region_validation(self.scorer, self.network, self)
 
     def loss(self, logits: torch.Tensor, mask: torch.Tensor,
              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -392,12 +418,12 @@ class Retrainer(Engine):
         normalised = np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
         tracker.log_heatmap("val/confusion", normalised, x_labels=[f"pred {c}" for c in CLASS_CODES],
                             y_labels=list(CLASS_CODES), step=step, title=f"validation confusion, epoch {step}")
-        self.model.eval()
+        self.network.eval()
         with torch.no_grad():
             for index in self.val_ids[: self.config.val_images]:
                 item = self.val_data[index]
                 with autocast_for(self.device, self.use_amp):
-                    logits = self.model(item["image"][None].to(self.device))
+                    logits = self.network(item["image"][None].to(self.device))
                 prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
                 tracker.log_image(f"val/window_{item['window']}", residual_picture(item["image"], self.config.channels),
                                   step=step, caption=f"window {item['window']}: residual anomaly, epoch {step}",
