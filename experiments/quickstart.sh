@@ -48,6 +48,10 @@ ggm-evaluate --checkpoint "$OUT/retrain-random/checkpoints/best.pt" --split val 
 ggm-evaluate --checkpoint "$OUT/retrain-spatial-block/checkpoints/best.pt" --split val --out "$OUT/eval-spatial-block"
 ggm-evaluate --checkpoint "$OUT/retrain-spatial-block/checkpoints/best.pt" --split test --out "$OUT/eval-spatial-block"
 
+# the same test windows' cover by its thickness, which the synthetic scene knows
+python experiments/cover_depth.py --checkpoint "$OUT/retrain-spatial-block/checkpoints/best.pt" \
+  --data "$OUT/data-spatial-block" --scene "$OUT/raw" --split test --out "$OUT/eval-spatial-block/cover_depth.json"
+
 step "8/9 predict the Junggar Basin (E80-92, N43-48)"
 ggm-predict --checkpoint "$OUT/retrain-random/checkpoints/best.pt" --bouguer "$OUT/raw/bouguer.nc" \
   --region 80,92,43,48 --labels "$OUT/raw/labels.nc" --out "$OUT/junggar"
@@ -80,6 +84,12 @@ if test and test.get("under_cover"):
     u, c, n = test["under_cover"], test["commonest_class_under_cover"], test["nearest_outcrop_baseline"]
     print(f"under the cover, test windows:       pixel acc {pct(u['pixel_accuracy'])}   (commonest class "
           f"{pct(c['pixel_accuracy'])}, nearest outcrop {pct(n['pixel_accuracy'])})")
+depth = out / "eval-spatial-block" / "cover_depth.json"
+if depth.exists():
+    rows = json.loads(depth.read_text())["rows"]
+    print("  by cover thickness:               " + "; ".join(
+        f"{r['bin']} {pct(r['under_cover'])} ({pct(r['commonest_class_under_cover'])}, "
+        f"{pct(r['nearest_outcrop_baseline'])})" for r in rows))
 print(f"genotype: {out / 'genotype.json'}")
 print(f"map:      {out / 'junggar' / 'prediction.png'}")
 print(f"netCDF:   {out / 'junggar' / 'prediction.nc'}")
