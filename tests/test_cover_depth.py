@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from tiny_data import load_experiment
 
 from ggmnet.datasets.windows import Window
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "cover_depth.py"
 
 
 @pytest.fixture(scope="module")
 def cover_depth():
-    spec = importlib.util.spec_from_file_location("cover_depth", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("cover_depth")
 
 
 def test_scores_by_thickness_by_hand(cover_depth):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_data import build_tiny_dataset
+from tiny_data import build_tiny_dataset, load_experiment
 
 from ggmnet.errors import UserError
 from ggmnet.search_space.genotype import Genotype
@@ -34,10 +33,7 @@ SWEEP_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def sweep():
     """The sweep script as a module (``experiments/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("nni_depth_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("nni_depth_sweep")
 
 
 @pytest.fixture(scope="module")

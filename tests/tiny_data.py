@@ -1,11 +1,14 @@
-"""A tiny prepared dataset (built in well under a second) and the tiny search and retrain settings of the tests.
+"""A tiny prepared dataset (built in well under a second), the tiny search and retrain settings of the tests,
+and :func:`load_experiment` for the scripts of ``experiments/`` (not a package).
 
 The fixtures built from them (``tiny_dataset``, ``tiny_genotype``, ``finished_search``) are in ``conftest.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -61,3 +64,12 @@ def retrain_config(data: Path, genotype: Path | None, out: Path, **changes) -> R
                   val_images=1, num_workers=0, device="cpu", wandb_mode="disabled", data=str(data), out=str(out))
     values.update(changes)
     return RetrainConfig(**values)
+
+
+def load_experiment(name: str) -> ModuleType:
+    """The script ``experiments/<name>.py`` imported as a module."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ggmnet.datasets.forward import GRAVITATIONAL_CONSTANT, MGAL, REFERENCE_DENSITY
+from ggmnet.datasets.grids import KM_PER_DEG
 from ggmnet.datasets.processing import spectral_filters, upward_continue
 from ggmnet.datasets.synth_geology import cover_contrast_integral
 
@@ -42,8 +43,6 @@ SOURCE_BASE_KM = 8.0
 LEVELS_KM = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
 #: Attraction of an infinite slab, mGal per (g/cm^3 x km): 2 pi G (1000 kg/m^3) (1000 m).
 SLAB_MGAL_PER_GCC_KM = 2.0 * np.pi * GRAVITATIONAL_CONSTANT * 1e6 / MGAL
-#: Kilometres per degree of latitude (the tiles' pixel size in km from their coordinates).
-KM_PER_DEGREE = 111.195
 
 
 def burial_response(k: np.ndarray, thickness_km: float, base_km: float = SOURCE_BASE_KM) -> np.ndarray:
@@ -117,4 +116,4 @@ def tile_spacing_km(lon_t: np.ndarray, lat_t: np.ndarray) -> tuple[float, float]
     """Pixel size (dx, dy) in km of a tile sampled at longitudes ``lon_t`` and latitudes ``lat_t`` (degrees)."""
     dlon = abs(float(lon_t[1] - lon_t[0])) if lon_t.size > 1 else 1.0 / 30.0
     dlat = abs(float(lat_t[1] - lat_t[0])) if lat_t.size > 1 else 1.0 / 30.0
-    return dlon * KM_PER_DEGREE * np.cos(np.radians(float(np.mean(lat_t)))), dlat * KM_PER_DEGREE
+    return dlon * KM_PER_DEG * np.cos(np.radians(float(np.mean(lat_t)))), dlat * KM_PER_DEG
