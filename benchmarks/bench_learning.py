@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in done:
             lines.append(row(split, f"{r['model']} ({r['parameters'] / 1e6:.1f} M, {r['steps']} steps)", "outcrop",
                              "under_cover", r, f"{r['seconds'] / 60:.1f} min"))
+            fused = r["test"].get("outcrop_prior_under_cover")
+            if fused:
+                lines.append(f"| {split} | {r['model']} with the outcrop prior (cover only) | | | | | | | "
+                             f"{pct(fused['pixel_accuracy'])} | -- |")
         if done:
             lines.append(row(split, "commonest class", "commonest_class", "commonest_class_under_cover", done[0], "--"))
             nearest = done[0]["test"]["nearest_outcrop_baseline"]

@@ -26,16 +26,18 @@ from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix
 from ggmnet.metrics import percent as pct
 
-RULES = (("under_cover", "model"), ("commonest_class_under_cover", "commonest class"),
-         ("nearest_outcrop_baseline", "nearest outcrop"))
+RULES = (("under_cover", "model"), ("outcrop_prior_under_cover", "model with outcrop prior"),
+         ("commonest_class_under_cover", "commonest class"), ("nearest_outcrop_baseline", "nearest outcrop"))
 
 
 def scores_by_thickness(classes: np.ndarray, label: np.ndarray, bedrock: np.ndarray, thickness_km: np.ndarray,
                         lon: np.ndarray, lat: np.ndarray, windows: Sequence[Window], *, commonest: int,
-                        bins_km: Sequence[float]) -> list[dict[str, ConfusionMatrix]]:
+                        bins_km: Sequence[float], probability: np.ndarray | None = None,
+                        frequencies: np.ndarray | None = None) -> list[dict[str, ConfusionMatrix | None]]:
     """Per thickness bin ``[bins_km[i], bins_km[i + 1])`` (the last one open), the under-cover matrices of
-    :func:`ggmnet.inference.score_windows` (model, commonest class, nearest outcrop) over the cover nodes
-    whose cover is that thick. The nearest-outcrop rule extends each window's outcrop as it does there."""
+    :func:`ggmnet.inference.score_windows` (model, with the outcrop prior when ``probability`` and
+    ``frequencies`` are given, commonest class, nearest outcrop) over the cover nodes whose cover is that
+    thick. The nearest-outcrop rule and the prior read each window's outcrop as they do there."""
     from ggmnet.inference import score_windows
 
     edges = [*bins_km, np.inf]
@@ -43,7 +45,8 @@ def scores_by_thickness(classes: np.ndarray, label: np.ndarray, bedrock: np.ndar
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (thickness_km >= low) & (thickness_km < high)
         matrices = score_windows(classes, label, lon, lat, windows, commonest=commonest,
-                                 bedrock=np.where(inside, bedrock, COVER_INDEX).astype(np.uint8))
+                                 bedrock=np.where(inside, bedrock, COVER_INDEX).astype(np.uint8),
+                                 probability=probability, frequencies=frequencies)
         out.append({key: matrices[key] for key, _ in RULES})
     return out
 
@@ -112,16 +115,17 @@ def run(checkpoint: Path, data: Path, scene: Path, split: str, bins: list[float]
     if not scorer.has_bedrock:
         raise UserError(f"--data {data}: no bedrock grid (a synthetic dataset is needed)")
     grids = scorer.grids
-    classes = scorer.probabilities(model).argmax(axis=0)
+    probability = scorer.probabilities(model)
     thickness = scene_thickness(scene, grids["lon"], grids["lat"])
-    per_bin = scores_by_thickness(classes, grids["label"], grids["bedrock"], thickness, grids["lon"], grids["lat"],
-                                  scorer.windows, commonest=scorer.commonest, bins_km=bins)
+    per_bin = scores_by_thickness(probability.argmax(axis=0), grids["label"], grids["bedrock"], thickness,
+                                  grids["lon"], grids["lat"], scorer.windows, commonest=scorer.commonest,
+                                  bins_km=bins, probability=probability, frequencies=scorer.frequencies)
     edges = [*bins, None]
     rows = []
     for low, high, matrices in zip(edges[:-1], edges[1:], per_bin):
         row = {"bin": f"{low:g}-{high:g} km" if high is not None else f">= {low:g} km",
                "nodes": int(matrices["under_cover"].matrix.sum())}
-        row.update({key: matrices[key].compute()["pixel_accuracy"] for key, _ in RULES})
+        row.update({key: matrices[key].compute()["pixel_accuracy"] for key, _ in RULES if matrices[key] is not None})
         rows.append(row)
     return rows
 

@@ -54,7 +54,7 @@ python experiments/cover_depth.py --checkpoint "$OUT/retrain-spatial-block/check
 
 step "8/9 predict the Junggar Basin (E80-92, N43-48)"
 ggm-predict --checkpoint "$OUT/retrain-random/checkpoints/best.pt" --bouguer "$OUT/raw/bouguer.nc" \
-  --region 80,92,43,48 --labels "$OUT/raw/labels.nc" --out "$OUT/junggar"
+  --region 80,92,43,48 --labels "$OUT/raw/labels.nc" --outcrop-prior --out "$OUT/junggar"
 
 step "9/9 summary"
 python - "$OUT" "$start" <<'PY'
@@ -82,14 +82,16 @@ if blocks:
           f"{pct(o['pixel_accuracy'])}   (commonest class: FWIoU {pct(c['fwiou'])}, {ratio:.1f}x less)")
 if test and test.get("under_cover"):
     u, c, n = test["under_cover"], test["commonest_class_under_cover"], test["nearest_outcrop_baseline"]
-    print(f"under the cover, test windows:       pixel acc {pct(u['pixel_accuracy'])}   (commonest class "
-          f"{pct(c['pixel_accuracy'])}, nearest outcrop {pct(n['pixel_accuracy'])})")
+    f = test.get("outcrop_prior_under_cover") or {}
+    print(f"under the cover, test windows:       pixel acc {pct(u['pixel_accuracy'])} from gravity, "
+          f"{pct(f.get('pixel_accuracy'))} with the outcrop prior   (commonest class {pct(c['pixel_accuracy'])}, "
+          f"nearest outcrop {pct(n['pixel_accuracy'])})")
 depth = out / "eval-spatial-block" / "cover_depth.json"
 if depth.exists():
     rows = json.loads(depth.read_text())["rows"]
-    print("  by cover thickness:               " + "; ".join(
-        f"{r['bin']} {pct(r['under_cover'])} ({pct(r['commonest_class_under_cover'])}, "
-        f"{pct(r['nearest_outcrop_baseline'])})" for r in rows))
+    print("  by cover thickness (gravity, with prior; commonest, nearest): " + "; ".join(
+        f"{r['bin']} {pct(r['under_cover'])}, {pct(r.get('outcrop_prior_under_cover'))} "
+        f"({pct(r['commonest_class_under_cover'])}, {pct(r['nearest_outcrop_baseline'])})" for r in rows))
 print(f"genotype: {out / 'genotype.json'}")
 print(f"map:      {out / 'junggar' / 'prediction.png'}")
 print(f"netCDF:   {out / 'junggar' / 'prediction.nc'}")

@@ -189,6 +189,7 @@ def test_evaluate_function_with_another_tile_size(prepared, tmp_path):
     scored = results["outcrop"]["pixels"] + results["under_cover"]["pixels"]
     assert scored == 16 * 16  # one val window: every pixel is outcrop or cover
     assert results["under_cover"]["pixels"] == results["nearest_outcrop_baseline"]["pixels"]
+    assert results["under_cover"]["pixels"] == results["outcrop_prior_under_cover"]["pixels"]
     assert "# Evaluation on the val windows" in format_report(results)
 
 

@@ -16,7 +16,15 @@ from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_g
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.engine.runio import torch_save_atomic
 from ggmnet.errors import UserError
-from ggmnet.inference import array_renderer, blend_window, predict_nodes, predict_tiled, tile_origins
+from ggmnet.inference import (
+    array_renderer,
+    blend_window,
+    node_spacing_km,
+    predict_nodes,
+    predict_tiled,
+    tile_origins,
+    with_outcrop_prior,
+)
 from ggmnet.retrain.cli import predict_main as main
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
 from ggmnet.retrain.predict import entropy_nats, predict_region, upsampling_factors
@@ -233,6 +241,32 @@ def test_predict_region_writes_cf_netcdf_on_the_input_nodes(scene, tmp_path):
         np.testing.assert_array_equal(ds["class"].values, classes)
 
 
+def test_outcrop_prior_maps_the_cover_and_keeps_the_probabilities(scene, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = predict_region(scene["checkpoint"], scene["bouguer"], PREDICT, tmp_path / "out", tile_size=32,
+                               scale_deg=1.0, device="cpu", labels=scene["labels"], outcrop_prior=True,
+                               progress=False)
+    with netCDF4.Dataset(paths["netcdf"]) as ds:
+        prob = np.asarray(ds["probability"][:], dtype=np.float64)
+        classes, lon, lat = np.asarray(ds["class"][:]), np.asarray(ds["lon"][:]), np.asarray(ds["lat"][:])
+        assert ds.outcrop_prior.startswith("yes")
+    np.testing.assert_allclose(prob, np.broadcast_to(KNOWN_P[:, None, None], prob.shape), atol=1e-5)
+    # The map's labels on the prediction's nodes, cut from the scene's grid (the same nodes).
+    with netCDF4.Dataset(scene["labels"]) as ds:
+        grid = np.asarray(ds["label"][:])
+    rows = np.flatnonzero((LAT >= PREDICT.south - 1e-9) & (LAT <= PREDICT.north + 1e-9))
+    cols = np.flatnonzero((LON >= PREDICT.west - 1e-9) & (LON <= PREDICT.east + 1e-9))
+    labels = grid[np.ix_(rows, cols)]
+    cover = labels == 255
+    frequencies = np.bincount(labels[~cover], minlength=10) / (~cover).sum()
+    want = with_outcrop_prior(prob, labels, frequencies, sampling=node_spacing_km(lon, lat, slice(None)))
+    np.testing.assert_array_equal(classes, want)
+    assert (classes[~cover] == 0).all()  # the outcrop keeps the network's class
+    assert cover.any() and (classes[cover] != 0).any()  # the cover takes the classes exposed around it
+    assert json.loads(paths["run"].read_text())["config"]["outcrop_prior"] is True
+
+
 def test_random_model_class_is_argmax_and_entropy_consistent(scene, tmp_path):
     ckpt = save_checkpoint(tmp_path / "random.pt", probabilities=None)
     with warnings.catch_warnings():
@@ -286,6 +320,9 @@ def test_cli_errors(scene, tmp_path, capsys):
     torch.save(prior, tmp_path / "prior.pt")
     err = run_cli(["--checkpoint", str(tmp_path / "prior.pt"), "--region", "80,82,43,45", *base], capsys)
     assert "--labels" in err
+    err = run_cli(["--checkpoint", str(scene["checkpoint"]), "--region", "80,82,43,45", "--outcrop-prior",
+                   *base], capsys)
+    assert "--outcrop-prior" in err and "--labels" in err
     assert not (tmp_path / "out").exists()
 
 

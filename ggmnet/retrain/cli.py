@@ -120,6 +120,8 @@ class PredictOptions(Config):
     labels: str | None = option(None, "geological map (labels.nc, or a palette PNG/TIFF with a .json bounds "
                                       "sidecar): outlines the cover on the map; required for a geology-prior "
                                       "model", metavar="FILE")
+    outcrop_prior: bool = option(False, "map the cover by reading the network's probabilities together with the "
+                                        "outcrop classes of --labels around each node (needs --labels)", boolean)
     fill_nan: bool = option(False, "fill NaN holes in the Bouguer grid instead of refusing it", boolean)
 
 
@@ -138,7 +140,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     paths = predict_region(options.checkpoint, options.bouguer, options.region, options.out,
                            tile_size=options.tile_size, overlap=options.overlap, scale_deg=options.scale_deg,
                            device=options.device, batch_size=options.batch_size, labels=options.labels,
-                           fill_nan=options.fill_nan)
+                           outcrop_prior=options.outcrop_prior, fill_nan=options.fill_nan)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -1,6 +1,6 @@
 """Scores of a retrained network on a dataset split (paper section 5.2, Table 7): ``ggm-evaluate``.
 
-Five sets of scores (:data:`ggmnet.inference.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
+Six sets of scores (:data:`ggmnet.inference.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
 per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
 
 * ``outcrop``: the model on the labelled pixels (the paper's evaluation: cover pixels, 255, are ignored);
@@ -12,7 +12,10 @@ per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
   outcrop label of the window into the cover (``scipy.ndimage.distance_transform_edt``, distances in km). It
   reads the labels only, never the bedrock, so a user sees whether the network adds anything to what a
   geologist would draw by extending the map;
-* ``commonest_class_under_cover``: the commonest class on the same cover pixels.
+* ``commonest_class_under_cover``: the commonest class on the same cover pixels;
+* ``outcrop_prior_under_cover``: on the same cover pixels, the model's probabilities read together with the
+  outcrop classes around each pixel (:func:`ggmnet.inference.with_outcrop_prior`): gravity plus the
+  information the nearest-outcrop rule uses.
 
 A checkpoint trained on fixed-resolution tiles (``--pixels-per-degree``) maps the whole region and each window
 is scored at its grid nodes (:class:`ggmnet.inference.WindowScorer`); a paper-style checkpoint renders every
@@ -42,7 +45,7 @@ from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import SCORE_SETS, WindowScorer, nearest_outcrop_baseline
+from ggmnet.inference import SCORE_SETS, WindowScorer, nearest_outcrop_baseline, with_outcrop_prior
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
 
@@ -64,7 +67,7 @@ def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:
 def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.utils.data.Dataset, *,
                 device: torch.device | str = "cpu", batch_size: int = 1, num_classes: int = NUM_CLASSES,
                 windows: Sequence[Window] | None = None, fallback_class: int = 0,
-                progress: bool = False) -> dict[str, ConfusionMatrix | None]:
+                frequencies: np.ndarray | None = None, progress: bool = False) -> dict[str, ConfusionMatrix | None]:
     """Confusion matrices of ``model`` over the items of ``dataset``.
 
     Parameters
@@ -86,6 +89,9 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
     fallback_class : int
         The commonest class of the training windows: the commonest-class rule's, and the nearest-outcrop
         baseline's in a tile without outcrop (see :func:`nearest_outcrop_baseline`).
+    frequencies : np.ndarray, optional
+        ``(K,)`` the training windows' class frequencies: with them (and ``bedrock``), the cover is also
+        scored with the outcrop prior of each tile (:func:`with_outcrop_prior`).
     progress : bool
         Show a tqdm bar.
 
@@ -95,7 +101,8 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
         ``outcrop``: predictions against ``mask``, and ``commonest_class`` the fallback class there. With
         ``bedrock`` in the items, ``under_cover``: predictions against ``bedrock`` on the pixels whose mask is
         255 (outcrop pixels ignored), ``nearest_outcrop_baseline``: :func:`nearest_outcrop_baseline` of the mask
-        and ``commonest_class_under_cover`` on the same pixels; these three None without bedrock.
+        and ``commonest_class_under_cover`` on the same pixels; these three None without bedrock; and
+        ``outcrop_prior_under_cover`` with ``frequencies`` too.
     """
     by_id = {w.id: w for w in windows} if windows is not None else {}
     model.eval().to(device)
@@ -104,7 +111,8 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
     scores["commonest_class"] = ConfusionMatrix(num_classes)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="tiles", unit="batch", disable=not progress, leave=False):
-        pred = model(batch["image"].to(device)).argmax(dim=1).cpu()
+        probability = model(batch["image"].to(device)).float().softmax(dim=1).cpu()
+        pred = probability.argmax(dim=1)
         mask = batch["mask"]
         rule = torch.full_like(mask, fallback_class)
         scores["outcrop"].update(pred, mask)
@@ -114,14 +122,20 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
         if scores["under_cover"] is None:
             for key in ("under_cover", "nearest_outcrop_baseline", "commonest_class_under_cover"):
                 scores[key] = ConfusionMatrix(num_classes)
+            if frequencies is not None:
+                scores["outcrop_prior_under_cover"] = ConfusionMatrix(num_classes)
         hidden = torch.where(mask == COVER_INDEX, batch["bedrock"], torch.full_like(mask, COVER_INDEX))
         scores["under_cover"].update(pred, hidden)
         scores["commonest_class_under_cover"].update(rule, hidden)
-        for labels, truth, window_id in zip(mask.numpy(), hidden.numpy(), batch["window"].tolist()):
+        for p, labels, truth, window_id in zip(probability.numpy(), mask.numpy(), hidden.numpy(),
+                                               batch["window"].tolist()):
             window = by_id.get(int(window_id))
             sampling = _km_sampling(window, labels.shape) if window is not None else None
             baseline = nearest_outcrop_baseline(labels, fallback=fallback_class, sampling=sampling)
             scores["nearest_outcrop_baseline"].update(baseline, truth)
+            if frequencies is not None:
+                fused = with_outcrop_prior(p, labels, frequencies, sampling=sampling or (1.0, 1.0))
+                scores["outcrop_prior_under_cover"].update(fused, truth)
     return scores
 
 
@@ -254,9 +268,10 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         for w in manifest["windows"]:
             if w["split"] == "train":
                 counts += np.asarray(w["class_counts"], dtype=np.int64)
-        commonest = int(np.argmax(counts if counts.any() else manifest["class_counts"]))
+        counts = counts if counts.any() else np.asarray(manifest["class_counts"], dtype=np.int64)
         matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
-                               fallback_class=commonest, progress=progress)
+                               fallback_class=int(np.argmax(counts)), frequencies=counts / max(int(counts.sum()), 1),
+                               progress=progress)
         windows = len(dataset)
 
     out = prepare_out_dir(out_dir if out_dir is not None else _run_dir(checkpoint))

@@ -44,7 +44,7 @@ from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import DEFAULT_OVERLAP, node_factors, predict_nodes
+from ggmnet.inference import DEFAULT_OVERLAP, node_factors, node_spacing_km, predict_nodes, with_outcrop_prior
 from ggmnet.retrain.models import load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
@@ -82,7 +82,7 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 
 
 def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, probability: np.ndarray, *,
-                            attrs: dict[str, Any]) -> Path:
+                            attrs: dict[str, Any], classes: np.ndarray | None = None) -> Path:
     """Write ``prediction.nc`` (CF-1.8) atomically.
 
     Parameters
@@ -95,12 +95,14 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
         ``[K, ny, nx]`` class probabilities (summing to 1 over K).
     attrs : dict
         Extra global attributes (strings or numbers), e.g. the checkpoint and the recipe.
+    classes : np.ndarray, optional
+        ``(ny, nx)`` the mapped class, when it is not the argmax of ``probability`` (the outcrop prior).
 
     Returns
     -------
     Path
         ``path``. Variables: ``lat``, ``lon`` (coordinate variables), ``class_index`` (K), ``class`` uint8
-        (lat, lon) = argmax of ``probability`` with CF flags, ``probability`` float32 (class_index, lat, lon),
+        (lat, lon) = ``classes`` or the argmax of ``probability``, with CF flags, ``probability`` float32 (class_index, lat, lon),
         ``entropy`` float32 (lat, lon) in nats, and ``crs``, the WGS 84 grid mapping.
     """
     import netCDF4
@@ -134,7 +136,7 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
         cls = ds.createVariable("class", "u1", ("lat", "lon"), zlib=True, fill_value=False)
         cls.setncatts({"long_name": "most probable bedrock class", "grid_mapping": "crs",
                        "flag_values": np.arange(num_classes, dtype=np.uint8), "flag_meanings": names})
-        cls[:] = np.argmax(probability, axis=0).astype(np.uint8)
+        cls[:] = (np.argmax(probability, axis=0) if classes is None else np.asarray(classes)).astype(np.uint8)
         prob = ds.createVariable("probability", "f4", ("class_index", "lat", "lon"), zlib=True, fill_value=False)
         prob.setncatts({"long_name": "probability of each bedrock class", "units": "1", "grid_mapping": "crs"})
         prob[:] = probability
@@ -210,7 +212,7 @@ def _input_fields(channels: str, fields: dict[str, Any]) -> dict[str, np.ndarray
 def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region | str, out_dir: str | Path, *,
                    tile_size: int | None = None, overlap: float = DEFAULT_OVERLAP,
                    scale_deg: float | None = None, device: str = "auto", batch_size: int = 1,
-                   labels: str | Path | None = None, fill_nan: bool = False,
+                   labels: str | Path | None = None, outcrop_prior: bool = False, fill_nan: bool = False,
                    progress: bool = True) -> dict[str, Path]:
     """Predict the bedrock classes over ``region`` of a Bouguer grid and write the map files.
 
@@ -240,6 +242,10 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     labels : str or Path, optional
         Geological map (labels.nc or a palette image with bounds) used to outline the cover on the PNG, and
         as the geology prior when the model was trained with one (then required).
+    outcrop_prior : bool
+        Map the cover nodes by :func:`ggmnet.inference.with_outcrop_prior`: the network's probabilities read
+        together with the outcrop classes of ``labels`` around each node (far from outcrop, the region's
+        outcrop class frequencies). Needs ``labels``. ``prediction.nc``'s ``probability`` stays the network's.
     fill_nan : bool
         Fill NaN holes in the Bouguer grid instead of refusing it.
     progress : bool
@@ -265,6 +271,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                         f"{grid.node_region})")
     if data.get("geology_prior") and label_path is None:
         raise UserError(f"--labels: required, the checkpoint {checkpoint} was trained with the geology prior")
+    if outcrop_prior and label_path is None:
+        raise UserError("--outcrop-prior: needs --labels, the geological map whose outcrop it reads")
     ppd = data.get("pixels_per_degree")
     if scale_deg is None and ppd is not None:
         dlon, dlat = grid.spacing_deg()
@@ -288,6 +296,14 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                                 tile_size=tile, overlap=overlap, batch_size=batch_size, device=dev,
                                 prior=node_labels if data.get("geology_prior") else None, progress=progress)
 
+    classes = np.argmax(probability, axis=0)
+    if outcrop_prior and node_labels is not None:
+        k = probability.shape[0]
+        counts = np.bincount(node_labels[node_labels != COVER_INDEX].ravel(), minlength=k)[:k]
+        frequencies = counts / counts.sum() if counts.sum() else np.full(k, 1.0 / k)
+        classes = with_outcrop_prior(probability, node_labels, frequencies,
+                                     sampling=node_spacing_km(lon, lat, slice(None)))
+
     dlon, dlat = grid.spacing_deg()
     sha = file_sha256(checkpoint)
     attrs = {
@@ -303,16 +319,18 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         "tile_size_px": tile,
         "tile_overlap": overlap,
         "scale_deg": "none" if scale_deg is None else scale_deg,
+        "outcrop_prior": "yes: class under the cover read with the outcrop of the labels" if outcrop_prior else "no",
     }
-    nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs)
+    nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes)
     png_path = write_prediction_png(
-        out / "prediction.png", lon, lat, np.argmax(probability, axis=0), entropy_nats(probability),
+        out / "prediction.png", lon, lat, classes, entropy_nats(probability),
         title=f"GGMNet prediction, {region} ({Path(checkpoint).name})",
         cover=None if node_labels is None else node_labels == COVER_INDEX,
     )
     config = {"checkpoint": str(checkpoint), "bouguer": str(bouguer), "region": str(region), "out": str(out),
               "tile_size": tile, "overlap": overlap, "scale_deg": scale_deg, "device": str(dev),
-              "batch_size": batch_size, "labels": None if labels is None else str(labels), "fill_nan": fill_nan}
+              "batch_size": batch_size, "labels": None if labels is None else str(labels),
+              "outcrop_prior": outcrop_prior, "fill_nan": fill_nan}
     run_path = write_run_metadata(out, config, seed=None, extra={
         "checkpoint_sha256": sha, "upsampling_factors": list(factors),
         "margin_km": fields.get("margin_km"),

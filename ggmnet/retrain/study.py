@@ -21,7 +21,8 @@ from ggmnet.retrain.evaluate import evaluate
 from ggmnet.retrain.train import RetrainConfig, run_retrain
 
 #: Score sets kept from each evaluation (see :data:`ggmnet.inference.SCORE_SETS`).
-KEPT = ("outcrop", "commonest_class", "under_cover", "commonest_class_under_cover", "nearest_outcrop_baseline")
+KEPT = ("outcrop", "commonest_class", "under_cover", "commonest_class_under_cover", "nearest_outcrop_baseline",
+        "outcrop_prior_under_cover")
 
 
 def train_and_score(flags: Sequence[str], *, splits: Sequence[str] = ("val",)) -> dict[str, Any]:
