@@ -111,3 +111,15 @@ def test_window_scores_with_the_prior():
 def test_no_cover_leaves_the_network_alone(labels):
     p = np.random.default_rng(0).dirichlet(np.ones(10), size=(5, 5)).transpose(2, 0, 1)
     np.testing.assert_array_equal(with_outcrop_prior(p, labels, FREQ, sampling=(1.0, 1.0)), p.argmax(axis=0))
+
+
+def test_settings_script_bad_input_is_a_one_line_error(capsys):
+    from tiny_data import load_experiment
+
+    script = load_experiment("outcrop_prior")
+    assert script.main(["--checkpoint", "x.pt", "--data", "d", "--lengths", "10,a"]) == 2
+    assert capsys.readouterr().err.strip() == ("--lengths 10,a: expected comma-separated non-negative numbers, "
+                                               "e.g. 10,20,40")
+    assert script.main(["--checkpoint", "missing.pt", "--data", "d"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.pt" in err
