@@ -146,3 +146,21 @@ def test_plot_curves_keeps_last_value_of_repeated_steps(offline_env, monkeypatch
     assert png.stat().st_size > 0
     assert calls == [("train", [0, 1, 2], [3.0, 1.5, 1.0]), ("val", [0, 1, 2], [3.5, 2.0, 1.5]),
                      ("val", [0, 1, 2], [0.0, 0.1, 0.2])]
+
+
+def test_heatmaps_write_their_values_only_when_few_enough_to_read(offline_env, monkeypatch):
+    import matplotlib.axes
+
+    from ggmnet.engine.tracking import ANNOTATED_CELLS
+
+    written = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, s, **kw: (written.append(s),
+                                                                                   original(self, x, y, s, **kw))[1])
+    with Tracker(offline_env / "run", enabled=False) as tr:
+        tr.log_heatmap("confusion", np.array([[0.9, 0.1], [0.3, 0.7]]), x_labels=["a", "b"], y_labels=["a", "b"])
+        assert written == ["0.9", "0.1", "0.3", "0.7"]
+        big = np.full((22, 21), 0.5)  # a depth-22 search's layers x (3 branches x 7 operators)
+        assert big.size > ANNOTATED_CELLS
+        tr.log_heatmap("arch/op", big, x_labels=[str(i) for i in range(21)], y_labels=[str(i) for i in range(22)])
+        assert len(written) == 4 and (offline_env / "run" / "images" / "arch_op.png").stat().st_size > 0

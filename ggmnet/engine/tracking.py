@@ -89,6 +89,10 @@ def _safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+#: Heatmaps with at most this many cells have their values written in them (a 10-class confusion matrix does).
+ANNOTATED_CELLS = 144
+
+
 class Tracker:
     """Log scalars, tables, images and artifacts to W&B and to local files under ``out_dir``.
 
@@ -254,7 +258,9 @@ class Tracker:
                     step: int | None = None, title: str | None = None) -> Path | None:
         """Draw ``matrix`` ``[len(y_labels), len(x_labels)]`` (e.g. a row-normalised confusion matrix) as a PNG.
 
-        Cells are annotated with their values; the PNG goes to ``images/`` and to W&B as an image.
+        Up to :data:`ANNOTATED_CELLS` cells are annotated with their values (more would be unreadable, and
+        drawing a search's layers x choices text costs more than the rest of the picture); the PNG goes to
+        ``images/`` and to W&B as an image.
         """
         if not self.is_main:
             return None
@@ -273,7 +279,7 @@ class Tracker:
         ax.set_xticks(range(len(x_labels)), labels=list(x_labels), rotation=45, ha="right")
         ax.set_yticks(range(len(y_labels)), labels=list(y_labels))
         threshold = np.nanmin(values) + 0.5 * (np.nanmax(values) - np.nanmin(values)) if values.size else 0
-        for (i, j), v in np.ndenumerate(values):
+        for (i, j), v in np.ndenumerate(values if values.size <= ANNOTATED_CELLS else np.zeros((0, 0))):
             ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
                     color="black" if v > threshold else "white")
         ax.set_title(title or name)
