@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
-from ggmnet.datasets.grids import KM_PER_DEG
+from ggmnet.datasets.grids import spacing_km
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
 from ggmnet.datasets.windows import Window, window_slices
 from ggmnet.errors import UserError
@@ -346,11 +346,9 @@ def interpolate_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray)
 # --------------------------------------------------------------------------------------------------------------
 
 def node_spacing_km(lon: np.ndarray, lat: np.ndarray, rows: slice) -> tuple[float, float]:
-    """Node spacing (north-south, east-west) in km at the middle latitude of ``rows`` of an ascending grid."""
-    dlat = abs(lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    dlon = abs(lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    mid = math.radians(float(np.mean(lat[rows]))) if lat[rows].size else 0.0
-    return dlat * KM_PER_DEG, dlon * KM_PER_DEG * math.cos(mid)
+    """Node spacing (north-south, east-west) in km of a grid, at the middle latitude of its ``rows`` (a window's):
+    :func:`ggmnet.datasets.grids.spacing_km`."""
+    return spacing_km(lon, lat, at_lat=float(np.mean(lat[rows])) if lat[rows].size else 0.0)
 
 
 def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: np.ndarray,

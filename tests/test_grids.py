@@ -344,3 +344,20 @@ def test_mode_resampling_hand_computed():
     assert np.array_equal(fine, labels.values)
     with pytest.raises(UserError, match=r"covers 0,2,0,2 but the gravity region needs 0.5,2.5,0.5,1.5"):
         resample_labels(labels, np.array([0.5, 1.5, 2.5]), target)
+
+
+def test_spacing_km_against_geodesic_distances():
+    from pyproj import Geod
+
+    from ggmnet.datasets.grids import spacing_km
+
+    geod = Geod(ellps="WGS84")
+    lon = np.arange(80.0, 82.0 + 1e-9, 1 / 30)  # 2' nodes
+    lat = np.arange(44.0, 46.0 + 1e-9, 1 / 30)[::-1]  # either direction
+    dy, dx = spacing_km(lon, lat)
+    _, _, ns = geod.inv(81.0, 45.0, 81.0, 45.0 + 1 / 30)
+    _, _, ew = geod.inv(81.0, 45.0, 81.0 + 1 / 30, 45.0)
+    # a sphere of 111.2 km per degree against the ellipsoid at 45 N: within 0.5 %
+    assert dy == pytest.approx(ns / 1000, rel=5e-3) and dx == pytest.approx(ew / 1000, rel=5e-3)
+    assert spacing_km(lon, lat, at_lat=0.0)[1] == pytest.approx(111.2 / 30)
+    assert spacing_km(lon[:1], lat)[1] == 0.0

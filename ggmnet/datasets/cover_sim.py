@@ -33,7 +33,6 @@ import numpy as np
 from scipy import ndimage
 
 from ggmnet.datasets.forward import GRAVITATIONAL_CONSTANT, MGAL, REFERENCE_DENSITY
-from ggmnet.datasets.grids import KM_PER_DEG
 from ggmnet.datasets.processing import spectral_filters, upward_continue
 from ggmnet.datasets.synth_geology import cover_contrast_integral
 
@@ -111,9 +110,3 @@ def random_thickness(shape: tuple[int, int], rng: np.random.Generator) -> np.nda
     peak = depth.max()
     return depth * (rng.uniform(1.0, 6.0) / peak) if peak > 0 else depth
 
-
-def tile_spacing_km(lon_t: np.ndarray, lat_t: np.ndarray) -> tuple[float, float]:
-    """Pixel size (dx, dy) in km of a tile sampled at longitudes ``lon_t`` and latitudes ``lat_t`` (degrees)."""
-    dlon = abs(float(lon_t[1] - lon_t[0])) if lon_t.size > 1 else 1.0 / 30.0
-    dlat = abs(float(lat_t[1] - lat_t[0])) if lat_t.size > 1 else 1.0 / 30.0
-    return dlon * KM_PER_DEG * np.cos(np.radians(float(np.mean(lat_t)))), dlat * KM_PER_DEG

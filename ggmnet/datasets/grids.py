@@ -28,6 +28,20 @@ from ggmnet.errors import UserError
 #: Kilometres per degree of latitude (and of longitude at the equator) used for margins.
 KM_PER_DEG = 111.2
 
+def spacing_km(lon: np.ndarray, lat: np.ndarray, *, at_lat: float | None = None) -> tuple[float, float]:
+    """Node spacing (north-south, east-west) in km of a regular longitude/latitude grid (either direction).
+
+    The steps are the axes' spans over their intervals; east-west is measured at ``at_lat`` (default the
+    mean of ``lat``) on a sphere of :data:`KM_PER_DEG` km per degree. An axis of one node has spacing 0.
+    The order (rows, columns) is what ``scipy.ndimage``'s ``sampling`` arguments take.
+    """
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    dlat = abs(float(lat[-1] - lat[0])) / max(lat.size - 1, 1) if lat.size else 0.0
+    dlon = abs(float(lon[-1] - lon[0])) / max(lon.size - 1, 1) if lon.size else 0.0
+    latitude = at_lat if at_lat is not None else (float(lat.mean()) if lat.size else 0.0)
+    return dlat * KM_PER_DEG, dlon * KM_PER_DEG * math.cos(math.radians(latitude))
+
+
 #: Label values a label grid may hold: the classes 0-9 of Table 1 and 255 for Cenozoic cover.
 VALID_LABELS = (*range(NUM_CLASSES), COVER_INDEX)
 

@@ -32,7 +32,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
-from ggmnet.datasets.cover_sim import bury, random_thickness, tile_spacing_km
+from ggmnet.datasets.cover_sim import bury, random_thickness
+from ggmnet.datasets.grids import spacing_km
 from ggmnet.datasets.prepare import load_grids, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError
@@ -430,7 +431,8 @@ class TileDataset(torch.utils.data.Dataset):
         lon, lat = grids["lon"], grids["lat"]
         fields = {n: sample_bilinear(grids[n], lon, lat, lon_t, lat_t) for n in self.fields}
         if cover_km is not None:  # the tile's bedrock seen through a simulated cover (cover_sim)
-            fields["residual"] = bury(fields["residual"], cover_km, *tile_spacing_km(lon_t, lat_t),
+            dy, dx = spacing_km(lon_t, lat_t)
+            fields["residual"] = bury(fields["residual"], cover_km, dx, dy,
                                       regional_height_km=float(self.manifest["recipe"]["height_km"]))
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
                "label": sample_nearest(grids["label"], lon, lat, lon_t, lat_t)}

@@ -25,7 +25,6 @@ unless told otherwise.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets import ensure_synthetic_default
-from ggmnet.datasets.grids import KM_PER_DEG
+from ggmnet.datasets.grids import spacing_km
 from ggmnet.datasets.tiles import TileDataset, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
@@ -57,10 +56,7 @@ SECTIONS = SCORE_SETS
 
 def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:
     """Pixel size (rows, columns) in km of ``window`` rendered at ``size`` = (H, W) px (rows north-south)."""
-    mid_lat = math.radians(0.5 * (window.south + window.north))
-    dy = (window.north - window.south) / max(size[0] - 1, 1) * KM_PER_DEG
-    dx = (window.east - window.west) / max(size[1] - 1, 1) * KM_PER_DEG * math.cos(mid_lat)
-    return dy, dx
+    return spacing_km(np.linspace(window.west, window.east, size[1]), np.linspace(window.south, window.north, size[0]))
 
 
 @torch.inference_mode()
