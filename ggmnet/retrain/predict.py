@@ -324,7 +324,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes)
     png_path = write_prediction_png(
         out / "prediction.png", lon, lat, classes, entropy_nats(probability),
-        title=f"GGMNet prediction, {region} ({Path(checkpoint).name})",
+        title=f"GGMNet prediction, {region} ({Path(checkpoint).name}"
+              + ("; cover read with the outcrop prior)" if outcrop_prior else ")"),
         cover=None if node_labels is None else node_labels == COVER_INDEX,
     )
     config = {"checkpoint": str(checkpoint), "bouguer": str(bouguer), "region": str(region), "out": str(out),
