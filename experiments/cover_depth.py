@@ -103,17 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(checkpoint: Path, data: Path, scene: Path, split: str, bins: list[float]) -> list[dict]:
-    from ggmnet.inference import WindowScorer
-    from ggmnet.retrain.models import load_model
+    from ggmnet.retrain.evaluate import bedrock_scorer
 
-    model, state = load_model(checkpoint)
-    block = state["data"]
-    if block.get("pixels_per_degree") is None:
-        raise UserError(f"--checkpoint {checkpoint}: a fixed-resolution checkpoint (--pixels-per-degree) is needed")
-    scorer = WindowScorer(data, split, pixels_per_degree=block["pixels_per_degree"], tile_size=block["tile_size"],
-                          channels=block["channels"], normalisation=block["normalisation"], batch_size=8)
-    if not scorer.has_bedrock:
-        raise UserError(f"--data {data}: no bedrock grid (a synthetic dataset is needed)")
+    model, scorer = bedrock_scorer(checkpoint, data, split)
     grids = scorer.grids
     probability = scorer.probabilities(model)
     thickness = scene_thickness(scene, grids["lon"], grids["lat"])

@@ -37,17 +37,10 @@ def floats(text: str, option: str) -> list[float]:
 def grid_scores(checkpoint: Path, data: Path, split: str, settings: list[tuple[float, float, float]]) -> dict:
     """Pixel accuracy under the cover of the ``split`` windows for each (length km, weight, pseudo-count)."""
     from ggmnet.datasets.windows import window_slices
-    from ggmnet.inference import WindowScorer, node_spacing_km, score_windows, with_outcrop_prior
-    from ggmnet.retrain.models import load_model
+    from ggmnet.inference import node_spacing_km, score_windows, with_outcrop_prior
+    from ggmnet.retrain.evaluate import bedrock_scorer
 
-    model, state = load_model(checkpoint)
-    block = state["data"]
-    if block.get("pixels_per_degree") is None:
-        raise UserError(f"--checkpoint {checkpoint}: a fixed-resolution checkpoint (--pixels-per-degree) is needed")
-    scorer = WindowScorer(data, split, pixels_per_degree=block["pixels_per_degree"], tile_size=block["tile_size"],
-                          channels=block["channels"], normalisation=block["normalisation"], batch_size=8)
-    if not scorer.has_bedrock:
-        raise UserError(f"--data {data}: no bedrock grid (a synthetic dataset is needed)")
+    model, scorer = bedrock_scorer(checkpoint, data, split)
     g = scorer.grids
     probability = scorer.probabilities(model)
     rules = score_windows(probability.argmax(axis=0), g["label"], g["lon"], g["lat"], scorer.windows,

@@ -135,6 +135,20 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
     return scores
 
 
+def bedrock_scorer(checkpoint: str | Path, data: str | Path, split: str) -> tuple[nn.Module, WindowScorer]:
+    """The network of a fixed-resolution checkpoint and a :class:`WindowScorer` of a split of a dataset with a
+    bedrock grid (a synthetic one), as the cover studies in ``experiments/`` need; a clear error otherwise."""
+    model, state = load_model(checkpoint)
+    block = state["data"]
+    if block.get("pixels_per_degree") is None:
+        raise UserError(f"--checkpoint {checkpoint}: a fixed-resolution checkpoint (--pixels-per-degree) is needed")
+    scorer = WindowScorer(data, split, pixels_per_degree=block["pixels_per_degree"], tile_size=block["tile_size"],
+                          channels=block["channels"], normalisation=block["normalisation"], batch_size=8)
+    if not scorer.has_bedrock:
+        raise UserError(f"--data {data}: no bedrock grid (a synthetic dataset is needed)")
+    return model, scorer
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------------------------
