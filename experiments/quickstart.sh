@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the synthetic default at a CPU-sized budget (README's first command runs this):
 # synth -> prepare (the paper's random split and the spatial-block split) -> show -> nas-search -> nas-export
-# -> retrain on each split -> evaluate -> predict, then a summary. About 15 minutes on two CPU cores.
+# -> retrain on each split -> evaluate -> predict, then a summary. 13-15 minutes on two CPU cores.
 # Outputs go to $OUT (default runs/quickstart). Rerunning resumes: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
