@@ -117,6 +117,18 @@ def outcrop_prior(labels: np.ndarray, frequencies: np.ndarray, *, sampling: Sequ
     return (smoothed + pseudo_count * frequencies[:, None, None]) / (smoothed.sum(axis=0) + pseudo_count)
 
 
+def training_class_frequencies(manifest: dict[str, Any]) -> np.ndarray:
+    """``(K,)`` share of each class among the outcrop nodes of a prepared dataset's training windows (of the
+    whole dataset when they have none; zeros without any outcrop): label information only, the commonest-class
+    rule's and the outcrop prior's."""
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    for w in manifest["windows"]:
+        if w["split"] == "train":
+            counts += np.asarray(w["class_counts"], dtype=np.int64)
+    counts = counts if counts.any() else np.asarray(manifest["class_counts"], dtype=np.int64)
+    return counts / max(int(counts.sum()), 1)
+
+
 def with_outcrop_prior(probability: np.ndarray, labels: np.ndarray, frequencies: np.ndarray, *,
                        sampling: Sequence[float], length_km: float = OUTCROP_PRIOR_LENGTH_KM,
                        weight: float = OUTCROP_PRIOR_WEIGHT,
@@ -460,14 +472,9 @@ class WindowScorer:
         self.fields = ["residual"] if channels == "pseudocolour" else [n for n in PHYSICAL_CHANNELS if n in variables]
         self.has_bedrock = "bedrock" in variables
         self.grids = load_grids(data_dir, [*self.fields, "label", *(["bedrock"] if self.has_bedrock else [])])
-        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for w in manifest["windows"]:
-            if w["split"] == "train":
-                counts += np.asarray(w["class_counts"], dtype=np.int64)
-        counts = counts if counts.any() else np.asarray(manifest["class_counts"], dtype=np.int64)
-        self.commonest = int(np.argmax(counts))
-        #: the training windows' outcrop class frequencies (the outcrop prior's far-field)
-        self.frequencies = counts / max(int(counts.sum()), 1)
+        #: the training windows' outcrop class frequencies: the commonest-class rule and the prior's far field
+        self.frequencies = training_class_frequencies(manifest)
+        self.commonest = int(np.argmax(self.frequencies))
         self.prior = None
         if geology_prior:
             known = np.zeros(self.grids["label"].shape, dtype=bool)

@@ -44,7 +44,13 @@ from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import SCORE_SETS, WindowScorer, nearest_outcrop_baseline, with_outcrop_prior
+from ggmnet.inference import (
+    SCORE_SETS,
+    WindowScorer,
+    nearest_outcrop_baseline,
+    training_class_frequencies,
+    with_outcrop_prior,
+)
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
 from ggmnet.retrain.models import load_model
 
@@ -274,13 +280,9 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         # The input transformation belongs to the model: use the statistics it was trained with.
         dataset.normalisation = data["normalisation"]
         # The commonest class of the training windows (label information) is the rule's and the fallback.
-        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for w in manifest["windows"]:
-            if w["split"] == "train":
-                counts += np.asarray(w["class_counts"], dtype=np.int64)
-        counts = counts if counts.any() else np.asarray(manifest["class_counts"], dtype=np.int64)
+        frequencies = training_class_frequencies(manifest)
         matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
-                               fallback_class=int(np.argmax(counts)), frequencies=counts / max(int(counts.sum()), 1),
+                               fallback_class=int(np.argmax(frequencies)), frequencies=frequencies,
                                progress=progress)
         windows = len(dataset)
 

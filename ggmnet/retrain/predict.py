@@ -39,6 +39,7 @@ from scipy import special
 
 from ggmnet.classes import CLASS_CODES, CLASS_COLOURS, CLASS_NAMES, COVER_INDEX, NUM_CLASSES, colourise
 from ggmnet.datasets.grids import Region, read_gravity_grid, read_labels, resample_labels
+from ggmnet.datasets.prepare import class_counts
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
@@ -298,10 +299,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
 
     classes = np.argmax(probability, axis=0)
     if outcrop_prior and node_labels is not None:
-        k = probability.shape[0]
-        counts = np.bincount(node_labels[node_labels != COVER_INDEX].ravel(), minlength=k)[:k]
-        frequencies = counts / counts.sum() if counts.sum() else np.full(k, 1.0 / k)
-        classes = with_outcrop_prior(probability, node_labels, frequencies,
+        counts = np.asarray(class_counts(node_labels), dtype=np.float64)  # without outcrop: the network alone
+        classes = with_outcrop_prior(probability, node_labels, counts / max(counts.sum(), 1.0),
                                      sampling=node_spacing_km(lon, lat, slice(None)))
 
     dlon, dlat = grid.spacing_deg()
