@@ -1,7 +1,7 @@
 """The paper's experiments (Tables 4-7) as one command, at smoke, CPU or paper scale, on both splits.
 
     python experiments/paper_tables.py --scale smoke|cpu|paper --out DIR [--data-random DIR] [--data-blocks DIR]
-        [--splits random,spatial-block] [--gpus N] [--seed 0]
+        [--splits random,spatial-block] [--depths 16,18,20,22,24] [--gpus N] [--seed 0]
 
 For each split (the paper's random split of overlapping windows, and the spatial-block split where no
 validation window overlaps a training one; by default the synthetic default scene prepared both ways):
@@ -152,8 +152,9 @@ def inference_rate(build, size: int, device: str, repeats: int = 3) -> float:
     return 1.0 / statistics.median(times)
 
 
-def run_split(runner: Runner, split: str, data: str, engine: str) -> dict[str, Any]:
-    """Tables 4-7 of one split; returns their rows."""
+def run_split(runner: Runner, split: str, data: str, engine: str,
+              depths: tuple[int, ...] = DEPTHS) -> dict[str, Any]:
+    """Tables 4-7 of one split (Table 4 at ``depths``, which include 22); returns their rows."""
     from nni_depth_sweep import load_recipe, run_depth_sweep
 
     root = runner.out / split
@@ -171,11 +172,11 @@ def run_split(runner: Runner, split: str, data: str, engine: str) -> dict[str, A
         retrain.update(_as_values(runner.recipe["retrain_flags"]), seed=runner.seed, wandb_mode="disabled")
         if runner.device:
             search["device"] = retrain["device"] = runner.device
-        table4 = run_depth_sweep(DEPTHS, out=sweep, data=data, search=search, retrain=retrain, engine=engine)
+        table4 = run_depth_sweep(depths, out=sweep, data=data, search=search, retrain=retrain, engine=engine)
         rows4, engine = table4["rows"], table4["engine"]
     else:
         rows4, engine = [], "loop" if runner.gpus == 1 else f"torchrun x {runner.gpus}"
-        for depth in DEPTHS:
+        for depth in depths:
             trial = sweep / f"depth{depth}"
             genotype = runner.search(data, trial, depth)
             result = runner.retrain(data, trial / "retrain", ["--genotype", str(genotype)])
@@ -227,10 +228,14 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
              "|---|" + "---|---|---|" * len(splits) + "---|---|---|"]
     paper4 = {16: (4.7, 50.9, 36.8), 18: (6.5, 55.3, 38.33), 20: (8.6, 59.8, 40.31), 22: (10.3, 63.1, 42.88),
               24: (12.4, 61.5, 41.12)}
-    for depth in DEPTHS:
+    depths = sorted({r["depth"] for s in splits for r in results[s]["table4"]})
+    for depth in depths:
         cells = []
         for s in splits:
-            row = next(r for r in results[s]["table4"] if r["depth"] == depth)
+            row = next((r for r in results[s]["table4"] if r["depth"] == depth), None)
+            if row is None:
+                cells.append("-- | -- | --")
+                continue
             cells.append(f"{row['parameters'] / 1e6:.2f} | {pct(row['mpa'])} | {pct(row['fwiou'], 2)}")
         p = paper4[depth]
         lines.append(f"| {depth} | " + " | ".join(cells) + f" | {p[0]} | {p[1]} | {p[2]} |")
@@ -299,6 +304,18 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_depths(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """``"16,22"`` as ``(16, 22)``; any other form, or no 22, is a one-line usage error (exit status 2)."""
+    try:
+        depths = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        depths = ()
+    if not depths or 22 not in depths or any(d < 16 or d > 24 for d in depths):
+        parser.error(f"--depths {text}: expected comma-separated depths in 16-24 including 22 (Tables 5-7 use "
+                     "the depth-22 genotype)")
+    return depths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -309,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-blocks", default=None, help="the same with the spatial-block split (default: the "
                                                             "synthetic default, prepared so)")
     parser.add_argument("--splits", default="random,spatial-block", help="splits to run (default both)")
+    parser.add_argument("--depths", default=",".join(map(str, DEPTHS)),
+                        help="Table 4's MRFEM depths, comma-separated, 22 among them (Tables 5-7 use its genotype; "
+                             "default 16,18,20,22,24)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--gpus", type=int, default=1, help="processes per run through torchrun (default 1: "
                                                             "in this process)")
@@ -316,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="auto", choices=("auto", "nni", "loop"),
                         help="Table 4's sweep engine (default auto: NNI when installed)")
     args = parser.parse_args(argv)
+    depths = parse_depths(parser, args.depths)
 
     from ggmnet.datasets import ensure_synthetic_default
     from ggmnet.engine.runio import write_json_atomic
@@ -330,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if split not in data:
             raise SystemExit(f"paper_tables: error: --splits {split}: expected random or spatial-block")
         folder = data[split] or str(ensure_synthetic_default(split=split))
-        results[split] = run_split(runner, split, folder, args.engine)
+        results[split] = run_split(runner, split, folder, args.engine, depths)
     speed = sizes_and_speed(results, SCALES[args.scale]["timing_size"], args.device or "cpu")
     write_tables(results, speed, out, args.scale)
     plot_curves(results, out / "curves.png")
