@@ -1,0 +1,67 @@
+"""experiments/paper_tables.py: its options and the tables it writes from a run's results (values by hand)."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_data import load_experiment
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_experiment("paper_tables")
+
+
+@pytest.mark.parametrize("depths", ["20", "22,26", "a,22", ""])
+def test_bad_depths_are_a_one_line_error(tables, tmp_path, capsys, depths):
+    with pytest.raises(SystemExit) as stop:
+        tables.main(["--scale", "smoke", "--out", str(tmp_path / "out"), "--depths", depths])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--depths {depths}: expected comma-separated depths in 16-24 including 22" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_depths_are_sorted_and_unique(tables):
+    import argparse
+
+    assert tables.parse_depths(argparse.ArgumentParser(), "22,16,22") == (16, 22)
+    assert tables.parse_depths(argparse.ArgumentParser(), "16,18,20,22,24") == tables.DEPTHS
+
+
+def _scores(mpa: float, fwiou: float) -> dict:
+    iou = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    accuracy = [0.05 + x for x in iou]
+    return {"val": {"outcrop": {"mpa": mpa, "fwiou": fwiou, "iou": iou, "accuracy": accuracy}}}
+
+
+def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
+    rows5 = {row: _scores(0.30 + k / 100, 0.20 + k / 100) for k, row in enumerate(tables.ABLATION_ROWS)}
+    table6 = {"ggmnet": rows5["ours"], "unet": _scores(0.28, 0.19)}
+    results = {
+        "random": {"table4": [{"depth": 16, "parameters": 860_000, "mpa": 0.5, "fwiou": 0.361},
+                              {"depth": 22, "parameters": 2_490_000, "mpa": 0.541, "fwiou": 0.368}],
+                   "table5": rows5, "table6": table6},
+        "spatial-block": {"table4": [{"depth": 22, "parameters": 2_490_000, "mpa": 0.329, "fwiou": 0.194}],
+                          "table5": rows5, "table6": table6},
+    }
+    speed = {"ggmnet": {"parameters_m": 2.49, "gflops_1024": 30.04, "images_per_s": 0.5, "timing_px": 1024},
+             "unet": {"parameters_m": 24.4, "gflops_1024": 252.8, "images_per_s": 0.25, "timing_px": 1024}}
+    tables.write_tables(results, speed, tmp_path, "cpu")
+
+    table4 = (tmp_path / "table4.md").read_text().splitlines()
+    # Depth 16 was run on the random split only: the spatial-block cells say so; no depth that was not run.
+    assert "| 16 | 0.86 | 50.0 | 36.10 | -- | -- | -- | 4.7 | 50.9 | 36.8 |" in table4
+    assert "| 22 | 2.49 | 54.1 | 36.80 | 2.49 | 32.9 | 19.40 | 10.3 | 63.1 | 42.88 |" in table4
+    assert not any(line.startswith(("| 18 ", "| 20 ", "| 24 ")) for line in table4)
+
+    table5 = (tmp_path / "table5.md").read_text().splitlines()
+    assert "| ours | 34.0 | 24.00 | 34.0 | 24.00 | 63.1 | 42.88 |" in table5
+    table6 = (tmp_path / "table6.md").read_text().splitlines()
+    assert "| unet | 24.40 | 252.8 | 0.25 | 28.0 | 19.00 | 28.0 | 19.00 | -- | -- | -- |" in table6
+    table7 = (tmp_path / "table7.md").read_text().splitlines()
+    from ggmnet.classes import CLASS_NAMES
+
+    # class 5: IoU 0.5, accuracy 0.55; the paper's Table 7 gives 50.3 and 82.7.
+    assert f"| {CLASS_NAMES[5]} | 50.0 | 55.0 | 50.0 | 55.0 | 50.3 | 82.7 |" in table7
+    assert "| all (FWIoU, MPA) | 24.00 | 34.0 | 24.00 | 34.0 | 42.88 | 63.1 |" in table7
