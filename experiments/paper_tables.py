@@ -24,8 +24,7 @@ are found and scored again, interrupted ones continue.
 Scales (the recipes are ``experiments/*.yaml``):
 
 * ``smoke``: the CPU recipes cut to a few steps of 64 px tiles (timing at 256 px): checks the whole machinery
-  (both splits: 20.5 CPU-minutes, 23 minutes of wall-clock on 2 cores shared with two other trainings); its
-  figures mean nothing;
+  (both splits: about 3 minutes on 2 cores, the synthesis of the scene included); its figures mean nothing;
 * ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (on 2 cores about 1.5 minutes a
   search and 5.5 a retrain, as in the demo; the deformable rows d and ours about 4x a retrain, HRNet-W32 and the
   U-Net 2-3x: an estimated 2 hours per split, 4 for both; timing at 1024 px);

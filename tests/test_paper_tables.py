@@ -65,3 +65,4 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
     # class 5: IoU 0.5, accuracy 0.55; the paper's Table 7 gives 50.3 and 82.7.
     assert f"| {CLASS_NAMES[5]} | 50.0 | 55.0 | 50.0 | 55.0 | 50.3 | 82.7 |" in table7
     assert "| all (FWIoU, MPA) | 24.00 | 34.0 | 24.00 | 34.0 | 42.88 | 63.1 |" in table7
+
