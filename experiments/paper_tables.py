@@ -161,9 +161,11 @@ def run_split(runner: Runner, split: str, data: str, engine: str,
     # Table 4: the depth sweep (NNI or its plain loop); on GPUs, or to finish an interrupted sweep, the same
     # trials (search, export, retrain in depthD/) run here one by one, each resumed where it stopped.
     sweep = root / "depth-sweep"
-    if (sweep / "table4.json").is_file():
-        table4 = json.loads((sweep / "table4.json").read_text())
-        rows4, engine = table4["rows"], table4["engine"]
+    table4 = json.loads((sweep / "table4.json").read_text()) if (sweep / "table4.json").is_file() else None
+    if table4 is not None and set(depths) <= {row["depth"] for row in table4["rows"]}:
+        # A finished sweep that covers the asked-for depths; one of fewer depths (an earlier --depths run)
+        # is not reused: the loop below runs the missing depths and finds the finished ones.
+        rows4, engine = [row for row in table4["rows"] if row["depth"] in depths], table4["engine"]
     elif runner.gpus == 1 and not any(sweep.glob("depth*")):
         search = load_recipe(REPO / "experiments" / runner.recipe["search"], "search")
         retrain = load_recipe(REPO / "experiments" / runner.recipe["retrain"], "retrain")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tiny_data import load_experiment
 
@@ -66,3 +68,47 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
     assert f"| {CLASS_NAMES[5]} | 50.0 | 55.0 | 50.0 | 55.0 | 50.3 | 82.7 |" in table7
     assert "| all (FWIoU, MPA) | 24.00 | 34.0 | 24.00 | 34.0 | 42.88 | 63.1 |" in table7
 
+
+
+class _FakeRunner:
+    """Records the searches and retrains :func:`run_split` asks for, training nothing."""
+
+    def __init__(self, out):
+        self.out, self.gpus, self.searched, self.trained = out, 1, [], []
+
+    def search(self, data, out, depth):
+        self.searched.append(depth)
+        return out / "genotype.json"
+
+    def retrain(self, data, out, extra):
+        self.trained.append(out.name)
+        return {"parameters": 1000, "run": str(out), **_scores(0.3, 0.2)}
+
+
+def _finished_sweep(root, depths):
+    sweep = root / "spatial-block" / "depth-sweep"
+    rows = [{"depth": d, "parameters": 1000 * d, "genotype": str(sweep / f"depth{d}" / "genotype.json"),
+             "fwiou": d / 100, "mpa": d / 50, "retrain_dir": "r", "search_dir": "s"} for d in depths]
+    for d in depths:
+        (sweep / f"depth{d}").mkdir(parents=True)
+    (sweep / "table4.json").write_text(json.dumps({"rows": rows, "engine": "loop"}))
+
+
+def test_a_sweep_of_fewer_depths_is_not_reused_for_more(tables, tmp_path):
+    # After a --depths 22 run, asking for 16 and 22 must search depth 16, not reuse the one-row Table 4.
+    _finished_sweep(tmp_path, [22])
+    runner = _FakeRunner(tmp_path)
+    rows = tables.run_split(runner, "spatial-block", "data", "loop", (16, 22))
+    assert runner.searched == [16, 22]
+    assert [row["depth"] for row in rows["table4"]] == [16, 22]
+
+
+def test_a_sweep_that_covers_the_depths_is_reused_for_them_only(tables, tmp_path):
+    _finished_sweep(tmp_path, [16, 18, 20, 22, 24])
+    runner = _FakeRunner(tmp_path)
+    rows = tables.run_split(runner, "spatial-block", "data", "loop", (22,))
+    assert runner.searched == []
+    assert [(row["depth"], row["fwiou"]) for row in rows["table4"]] == [(22, 0.22)]
+    assert rows["genotype"].endswith("depth22/genotype.json")
+    assert runner.trained == [f"ablation-{r}" for r in tables.ABLATION_ROWS] + [
+        f"baseline-{b}" for b in tables.BASELINES]
