@@ -45,11 +45,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ggmnet.errors import UserError, cli_entry
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 DEPTHS = (16, 18, 20, 22, 24)
 ABLATION_ROWS = ("a", "b", "c", "d", "ours")
+SPLITS = ("random", "spatial-block")
 BASELINES = ("fc_hardnet70", "fasterseg", "hrnet_w32", "unet")
 #: Paper figures: Table 5 (MPA, FWIoU), Table 6 (parameters M, MPA, FWIoU), Table 7 (IoU %, accuracy % per class).
 PAPER_TABLE5 = {"a": (48.38, 32.3), "b": (52.5, 36.5), "c": (56.2, 38.1), "d": (60.4, 40.3), "ours": (63.1, 42.88)}
@@ -305,18 +308,26 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_depths(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
-    """``"16,22"`` as ``(16, 22)``; any other form, or no 22, is a one-line usage error (exit status 2)."""
-    try:
-        depths = tuple(sorted({int(part) for part in text.split(",")}))
-    except ValueError:
-        depths = ()
-    if not depths or 22 not in depths or any(d < 16 or d > 24 for d in depths):
-        parser.error(f"--depths {text}: expected comma-separated depths in 16-24 including 22 (Tables 5-7 use "
-                     "the depth-22 genotype)")
-    return depths
+def parse_depths(text: str) -> tuple[int, ...]:
+    """``"22,16"`` as ``(16, 22)``: the sweep's depths (integers, none twice), each in 16-24, 22 among them."""
+    from nni_depth_sweep import parse_depths as sweep_depths
+
+    depths = sweep_depths(text)
+    if 22 not in depths or any(d < 16 or d > 24 for d in depths):
+        raise UserError(f"--depths {text}: expected depths in 16-24 including 22 (Tables 5-7 use the depth-22 "
+                        "genotype)")
+    return tuple(sorted(depths))
 
 
+def parse_splits(text: str) -> list[str]:
+    """``"random,spatial-block"`` as a list; an unknown or repeated split is a one-line :class:`UserError`."""
+    splits = text.split(",")
+    if not set(splits) <= set(SPLITS) or len(set(splits)) != len(splits):
+        raise UserError(f"--splits {text}: expected {' or '.join(SPLITS)}, or both comma-separated")
+    return splits
+
+
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -337,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="auto", choices=("auto", "nni", "loop"),
                         help="Table 4's sweep engine (default auto: NNI when installed)")
     args = parser.parse_args(argv)
-    depths = parse_depths(parser, args.depths)
+    depths, splits = parse_depths(args.depths), parse_splits(args.splits)
 
     from ggmnet.datasets import ensure_synthetic_default
     from ggmnet.engine.runio import write_json_atomic
@@ -348,9 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(args.scale, out, args.seed, args.gpus, args.device)
     data = {"random": args.data_random, "spatial-block": args.data_blocks}
     results = {}
-    for split in args.splits.split(","):
-        if split not in data:
-            raise SystemExit(f"paper_tables: error: --splits {split}: expected random or spatial-block")
+    for split in splits:
         folder = data[split] or str(ensure_synthetic_default(split=split))
         results[split] = run_split(runner, split, folder, args.engine, depths)
     speed = sizes_and_speed(results, SCALES[args.scale]["timing_size"], args.device or "cpu")

@@ -13,22 +13,32 @@ def tables():
     return load_experiment("paper_tables")
 
 
-@pytest.mark.parametrize("depths", ["20", "22,26", "a,22", ""])
-def test_bad_depths_are_a_one_line_error(tables, tmp_path, capsys, depths):
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--depths", "20", "expected depths in 16-24 including 22"),
+        ("--depths", "22,26", "expected depths in 16-24 including 22"),
+        ("--depths", "a,22", "expected comma-separated integers"),
+        ("--depths", "", "expected comma-separated integers"),
+        ("--depths", "22,16,22", "a depth is given twice"),
+        ("--splits", "blocks,random", "expected random or spatial-block, or both comma-separated"),
+        ("--splits", "random,random", "expected random or spatial-block, or both comma-separated"),
+    ],
+)
+def test_bad_options_are_a_one_line_error(tables, tmp_path, capsys, option, value, expected):
     with pytest.raises(SystemExit) as stop:
-        tables.main(["--scale", "smoke", "--out", str(tmp_path / "out"), "--depths", depths])
+        tables.main(["--scale", "smoke", "--out", str(tmp_path / "out"), option, value])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert f"--depths {depths}: expected comma-separated depths in 16-24 including 22" in err
-    assert "Traceback" not in err
+    assert f": error: {option} {value}: {expected}" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
-def test_depths_are_sorted_and_unique(tables):
-    import argparse
-
-    assert tables.parse_depths(argparse.ArgumentParser(), "22,16,22") == (16, 22)
-    assert tables.parse_depths(argparse.ArgumentParser(), "16,18,20,22,24") == tables.DEPTHS
+def test_depths_and_splits_parse(tables):
+    assert tables.parse_depths("22,16") == (16, 22)
+    assert tables.parse_depths("16,18,20,22,24") == tables.DEPTHS
+    assert tables.parse_splits("spatial-block,random") == ["spatial-block", "random"]
 
 
 def _scores(mpa: float, fwiou: float) -> dict:
