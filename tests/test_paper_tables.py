@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_data import load_experiment
@@ -122,3 +123,36 @@ def test_a_sweep_that_covers_the_depths_is_reused_for_them_only(tables, tmp_path
     assert rows["genotype"].endswith("depth22/genotype.json")
     assert runner.trained == [f"ablation-{r}" for r in tables.ABLATION_ROWS] + [
         f"baseline-{b}" for b in tables.BASELINES]
+
+
+@pytest.mark.slow
+def test_smoke_scale_end_to_end_and_a_rerun_trains_nothing(tables, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "tables"
+    argv = ["--scale", "smoke", "--out", str(out), "--splits", "spatial-block", "--data-blocks", str(tiny_dataset),
+            "--depths", "22"]
+    assert tables.main(argv) == 0
+    for name in ("table4.md", "table5.md", "table6.md", "table7.md", "results.json", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    first = json.loads((out / "results.json").read_text())
+    rows = first["results"]["spatial-block"]
+    assert [row["depth"] for row in rows["table4"]] == [22]
+    assert set(rows["table5"]) == set(tables.ABLATION_ROWS)
+    assert set(rows["table6"]) == {"ggmnet", *tables.BASELINES}
+    # Each ablation row trained with its own components: deformable convolutions in rows d and ours only.
+    for row, result in rows["table5"].items():
+        config = json.loads((Path(result["run"]) / "run.json").read_text())["config"]
+        assert config["ablation"] == row
+        assert config["deformable"] == (row in ("d", "ours")), row
+    table5 = (out / "table5.md").read_text()
+    ours = rows["table5"]["ours"]["val"]["outcrop"]
+    assert f"| ours | {100 * ours['mpa']:.1f} | {100 * ours['fwiou']:.2f} | 63.1 | 42.88 |" in table5
+
+    # A rerun finds every run finished: no checkpoint is written again, and the figures are the same.
+    checkpoints = sorted(out.rglob("*.pt"))
+    stamps = {path: path.stat().st_mtime_ns for path in checkpoints}
+    assert tables.main(argv) == 0
+    assert {path: path.stat().st_mtime_ns for path in checkpoints} == stamps
+    second = json.loads((out / "results.json").read_text())
+    for row in tables.ABLATION_ROWS:
+        assert second["results"]["spatial-block"]["table5"][row]["val"] == rows["table5"][row]["val"]
+    assert (out / "table5.md").read_text() == table5
