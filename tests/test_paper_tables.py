@@ -93,7 +93,7 @@ class _FakeRunner:
 
     def retrain(self, data, out, extra):
         self.trained.append(out.name)
-        return {"parameters": 1000, "run": str(out), **_scores(0.3, 0.2)}
+        return {"parameters": 1000, "run": str(out), "seconds": 360.0, **_scores(0.3, 0.2)}
 
 
 def _finished_sweep(root, depths):
@@ -121,6 +121,8 @@ def test_a_sweep_that_covers_the_depths_is_reused_for_them_only(tables, tmp_path
     assert runner.searched == []
     assert [(row["depth"], row["fwiou"]) for row in rows["table4"]] == [(22, 0.22)]
     assert rows["genotype"].endswith("depth22/genotype.json")
+    # Nine trainings of 6 minutes: ablations a-d and ours (Table 6's GGMNet), four baselines.
+    assert rows["tables56_training_hours"] == pytest.approx(9 * 0.1)
     assert runner.trained == [f"ablation-{r}" for r in tables.ABLATION_ROWS] + [
         f"baseline-{b}" for b in tables.BASELINES]
 
