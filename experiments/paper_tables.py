@@ -210,17 +210,27 @@ def _as_values(flags: list[str]) -> dict[str, Any]:
 
 
 def sizes_and_speed(results: dict[str, Any], size: int, device: str) -> dict[str, Any]:
-    """Parameters, GFLOPs at 1024 px and images/s at ``size`` px of Table 6's networks (measured here)."""
+    """Parameters, GFLOPs at 1024 px and images/s at ``size`` px of Table 6's networks (measured here).
+
+    One row per network; where the splits trained different networks of one name (GGMNet from each split's
+    own search), one row per split, labelled with it, so that no split's scores sit beside another's size.
+    """
     from ggmnet.retrain.models import build_model, load_model, model_size
 
     out = {}
-    first = next(iter(results.values()))
-    for name, result in first["table6"].items():
-        _, checkpoint = load_model(Path(result["run"]) / "checkpoints" / "best.pt")
-        config = checkpoint["model_config"]
-        params, gflops = model_size(lambda config=config: build_model(config), 1024, 3)
-        rate = inference_rate(lambda config=config: build_model(config), size, device or "cpu")
-        out[name] = {"parameters_m": params, "gflops_1024": gflops, "images_per_s": rate, "timing_px": size}
+    splits = list(results)
+    for name in results[splits[0]]["table6"]:
+        configs: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for split in splits:
+            _, checkpoint = load_model(Path(results[split]["table6"][name]["run"]) / "checkpoints" / "best.pt")
+            config = checkpoint["model_config"]
+            configs.setdefault(json.dumps(config, sort_keys=True, default=str), (config, []))[1].append(split)
+        for config, its_splits in configs.values():
+            params, gflops = model_size(lambda config=config: build_model(config), 1024, 3)
+            rate = inference_rate(lambda config=config: build_model(config), size, device or "cpu")
+            label = name if len(configs) == 1 else f"{name} ({', '.join(its_splits)})"
+            out[label] = {"network": name, "splits": its_splits, "parameters_m": params, "gflops_1024": gflops,
+                          "images_per_s": rate, "timing_px": size}
     return out
 
 
@@ -264,11 +274,13 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
              "| network | params (M) | GFLOPs | images/s | " + " | ".join(f"{s}: MPA (%) | {s}: FWIoU (%)" for s in splits)
              + " | paper: params (M) | paper: MPA (%) | paper: FWIoU (%) |",
              "|---|---|---|---|" + "---|---|" * len(splits) + "---|---|---|"]
-    for name, measured in speed.items():
+    for label, measured in speed.items():
+        name = measured["network"]
         cells = [f"{pct(results[s]['table6'][name]['val']['outcrop']['mpa'])} | "
-                 f"{pct(results[s]['table6'][name]['val']['outcrop']['fwiou'], 2)}" for s in splits]
+                 f"{pct(results[s]['table6'][name]['val']['outcrop']['fwiou'], 2)}"
+                 if s in measured["splits"] else "-- | --" for s in splits]
         paper = PAPER_TABLE6.get(name, ("--", "--", "--"))
-        lines.append(f"| {name} | {measured['parameters_m']:.2f} | {measured['gflops_1024']:.1f} | "
+        lines.append(f"| {label} | {measured['parameters_m']:.2f} | {measured['gflops_1024']:.1f} | "
                      f"{measured['images_per_s']:.2f} | " + " | ".join(cells) + f" | {paper[0]} | {paper[1]} | {paper[2]} |")
     (out / "table6.md").write_text("\n".join(lines) + "\n")
 

@@ -58,8 +58,11 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
         "spatial-block": {"table4": [{"depth": 22, "parameters": 2_490_000, "mpa": 0.329, "fwiou": 0.194}],
                           "table5": rows5, "table6": table6},
     }
-    speed = {"ggmnet": {"parameters_m": 2.49, "gflops_1024": 30.04, "images_per_s": 0.5, "timing_px": 1024},
-             "unet": {"parameters_m": 24.4, "gflops_1024": 252.8, "images_per_s": 0.25, "timing_px": 1024}}
+    both = ["random", "spatial-block"]
+    speed = {"ggmnet": {"network": "ggmnet", "splits": both, "parameters_m": 2.49, "gflops_1024": 30.04,
+                        "images_per_s": 0.5, "timing_px": 1024},
+             "unet": {"network": "unet", "splits": both, "parameters_m": 24.4, "gflops_1024": 252.8,
+                      "images_per_s": 0.25, "timing_px": 1024}}
     tables.write_tables(results, speed, tmp_path, "cpu")
 
     table4 = (tmp_path / "table4.md").read_text().splitlines()
@@ -79,6 +82,35 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
     assert f"| {CLASS_NAMES[5]} | 50.0 | 55.0 | 50.0 | 55.0 | 50.3 | 82.7 |" in table7
     assert "| all (FWIoU, MPA) | 24.00 | 34.0 | 24.00 | 34.0 | 42.88 | 63.1 |" in table7
 
+
+
+def test_each_split_gets_its_own_row_where_its_network_differs(tables, tmp_path, monkeypatch):
+    # Each split searched its own GGMNet (different sizes); the U-Net is the same network in both.
+    import ggmnet.retrain.models as models
+
+    configs = {"g-random": {"width": 1}, "g-blocks": {"width": 2}, "u-random": {"u": 1}, "u-blocks": {"u": 1}}
+    monkeypatch.setattr(models, "load_model", lambda path: (None, {"model_config": configs[path.parts[-3]]}))
+    monkeypatch.setattr(models, "build_model", lambda config: config)
+    monkeypatch.setattr(models, "model_size", lambda build, size, channels: (sum(build().values()), 10.0))
+    monkeypatch.setattr(tables, "inference_rate", lambda build, size, device: 1.0 / sum(build().values()))
+    results = {split: {"table6": {"ggmnet": {"run": str(tmp_path / f"g-{key}"), **_scores(mpa, 0.2)},
+                                  "unet": {"run": str(tmp_path / f"u-{key}"), **_scores(0.3, 0.2)}},
+                       "table4": [], "table5": {}}
+               for split, key, mpa in (("random", "random", 0.5), ("spatial-block", "blocks", 0.3))}
+    speed = tables.sizes_and_speed(results, 256, "cpu")
+    assert {label: (m["network"], m["splits"], m["parameters_m"], m["images_per_s"]) for label, m in speed.items()} == {
+        "ggmnet (random)": ("ggmnet", ["random"], 1, 1.0),
+        "ggmnet (spatial-block)": ("ggmnet", ["spatial-block"], 2, 0.5),
+        "unet": ("unet", ["random", "spatial-block"], 1, 1.0),
+    }
+    for split in results.values():
+        split["table4"] = [{"depth": 22, "parameters": 1000, "mpa": 0.3, "fwiou": 0.2}]
+        split["table5"] = {row: split["table6"]["ggmnet"] for row in tables.ABLATION_ROWS}
+    tables.write_tables(results, speed, tmp_path, "cpu")
+    table6 = (tmp_path / "table6.md").read_text().splitlines()
+    assert "| ggmnet (random) | 1.00 | 10.0 | 1.00 | 50.0 | 20.00 | -- | -- | 10.3 | 63.1 | 42.88 |" in table6
+    assert "| ggmnet (spatial-block) | 2.00 | 10.0 | 0.50 | -- | -- | 30.0 | 20.00 | 10.3 | 63.1 | 42.88 |" in table6
+    assert "| unet | 1.00 | 10.0 | 1.00 | 30.0 | 20.00 | 30.0 | 20.00 | -- | -- | -- |" in table6
 
 
 class _FakeRunner:
