@@ -25,9 +25,10 @@ Scales (the recipes are ``experiments/*.yaml``):
 
 * ``smoke``: the CPU recipes cut to a few steps of 64 px tiles (timing at 256 px): checks the whole machinery
   (both splits: about 3 minutes on 2 cores, the synthesis of the scene included); its figures mean nothing;
-* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (on 2 cores about 1.5 minutes a
-  search and 5.5 a retrain, as in the demo; the deformable rows d and ours about 4x a retrain, HRNet-W32 and the
-  U-Net 2-3x: an estimated 2 hours per split, 4 for both; timing at 1024 px);
+* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (timing at 1024 px). On 2 cores
+  Tables 5-7 (``--depths 22``) took 67 and 76 minutes for the spatial-block and random splits (a retrain about
+  3 minutes, the deformable rows d and ours and HRNet-W32 11-14, the U-Net 6-7); each further depth of Table 4
+  adds 6-7 minutes;
 * ``paper``: ``search_paper.yaml`` and ``retrain_paper.yaml`` (2048 px tiles, 600 epochs) on GPUs; ``--gpus N``
   launches every run through ``torchrun --nproc_per_node N``.
 """
