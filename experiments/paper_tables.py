@@ -28,7 +28,7 @@ Scales (the recipes are ``experiments/*.yaml``):
 * ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (timing at 1024 px). On 2 cores
   Tables 5-7 (``--depths 22``) took 67 and 76 minutes for the spatial-block and random splits (a retrain about
   3 minutes, the deformable rows d and ours and HRNet-W32 11-14, the U-Net 6-7); each further depth of Table 4
-  adds 6-7 minutes;
+  adds about 4.5 minutes (3 hours for the whole study, both splits);
 * ``paper``: ``search_paper.yaml`` and ``retrain_paper.yaml`` (2048 px tiles, 600 epochs) on GPUs; ``--gpus N``
   launches every run through ``torchrun --nproc_per_node N``.
 """
