@@ -53,7 +53,6 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 DEPTHS = (16, 18, 20, 22, 24)
 ABLATION_ROWS = ("a", "b", "c", "d", "ours")
-SPLITS = ("random", "spatial-block")
 BASELINES = ("fc_hardnet70", "fasterseg", "hrnet_w32", "unet")
 #: Paper figures: Table 5 (MPA, FWIoU), Table 6 (parameters M, MPA, FWIoU), Table 7 (IoU %, accuracy % per class).
 PAPER_TABLE5 = {"a": (48.38, 32.3), "b": (52.5, 36.5), "c": (56.2, 38.1), "d": (60.4, 40.3), "ours": (63.1, 42.88)}
@@ -337,9 +336,11 @@ def parse_depths(text: str) -> tuple[int, ...]:
 
 def parse_splits(text: str) -> list[str]:
     """``"random,spatial-block"`` as a list; an unknown or repeated split is a one-line :class:`UserError`."""
+    from ggmnet.datasets.prepare import SPLIT_METHODS
+
     splits = text.split(",")
-    if not set(splits) <= set(SPLITS) or len(set(splits)) != len(splits):
-        raise UserError(f"--splits {text}: expected {' or '.join(SPLITS)}, or both comma-separated")
+    if not set(splits) <= set(SPLIT_METHODS) or len(set(splits)) != len(splits):
+        raise UserError(f"--splits {text}: expected {' or '.join(SPLIT_METHODS)}, or both comma-separated")
     return splits
 
 

@@ -83,7 +83,6 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
     assert "| all (FWIoU, MPA) | 24.00 | 34.0 | 24.00 | 34.0 | 42.88 | 63.1 |" in table7
 
 
-
 def test_each_split_gets_its_own_row_where_its_network_differs(tables, tmp_path, monkeypatch):
     # Each split searched its own GGMNet (different sizes); the U-Net is the same network in both.
     import ggmnet.retrain.models as models
@@ -160,7 +159,7 @@ def test_a_sweep_that_covers_the_depths_is_reused_for_them_only(tables, tmp_path
 
 
 @pytest.mark.slow
-def test_smoke_scale_end_to_end_and_a_rerun_trains_nothing(tables, tiny_dataset, tmp_path, capsys):
+def test_smoke_scale_end_to_end_and_a_rerun_trains_nothing(tables, tiny_dataset, tmp_path):
     out = tmp_path / "tables"
     argv = ["--scale", "smoke", "--out", str(out), "--splits", "spatial-block", "--data-blocks", str(tiny_dataset),
             "--depths", "22"]
