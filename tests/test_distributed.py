@@ -74,9 +74,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         ddp = wrap_ddp(model, ctx)
         ddp(torch.full((1, 3), float(rank + 1))).sum().backward()
         results["grad"] = unwrap_model(ddp).weight.grad.flatten().tolist()
-        barrier()
         with open(f"{out_dir}/rank{rank}.json", "w") as fh:
             json.dump(results, fh)
+        barrier()  # the last step: no rank leaves the group while the other is still at work
     finally:
         cleanup()
 
