@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import spawned
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -76,9 +77,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["grad"] = unwrap_model(ddp).weight.grad.flatten().tolist()
         with open(f"{out_dir}/rank{rank}.json", "w") as fh:
             json.dump(results, fh)
-        barrier()  # the last step: no rank leaves the group while the other is still at work
+        barrier()  # no rank leaves the group while the other is still at work
     finally:
         cleanup()
+    spawned.leave()
 
 
 @pytest.mark.distributed
@@ -115,3 +117,69 @@ def test_cuda_context_and_nccl_reductions_of_cpu_tensors(tmp_path, monkeypatch):
         assert cm.all_reduce().matrix.tolist() == [[1, 1], [0, 0]]
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture
+def join_alone(tmp_path, monkeypatch):
+    """``init_distributed`` replaced by joining a one-process gloo group through a file (no torchrun here);
+    any group still joined is left at the end."""
+    import torch.distributed as dist
+
+    import ggmnet.engine.distributed as distributed
+
+    def join(device: str = "auto") -> DistContext:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+            joined.append(device)
+        return DistContext(0, 1, 0, torch.device("cpu"), "gloo")
+
+    joined: list[str] = []
+    join.joined = joined
+    monkeypatch.setattr(distributed, "init_distributed", join)
+    monkeypatch.setattr("ggmnet.engine.loop.init_distributed", join)  # where an Engine joins by itself
+    yield join
+    cleanup()
+
+
+def test_process_group_leaves_the_group_it_joined_even_when_the_run_fails(join_alone):
+    import torch.distributed as dist
+
+    from ggmnet.engine.distributed import process_group
+
+    with process_group("cpu") as ctx:
+        assert dist.is_initialized() and ctx.backend == "gloo"
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="a rank failed"), process_group("cpu"):
+        raise RuntimeError("a rank failed")
+    assert not dist.is_initialized()
+
+
+def test_process_group_leaves_a_group_it_did_not_join_to_its_owner(join_alone):
+    import torch.distributed as dist
+
+    from ggmnet.engine.distributed import process_group
+
+    mine = join_alone()
+    with process_group("cpu", mine) as ctx:
+        assert ctx is mine
+    assert dist.is_initialized()
+    with process_group("cpu") as ctx:  # joined before, by someone else
+        assert ctx.backend == "gloo"
+    assert dist.is_initialized()
+
+
+@pytest.mark.parametrize("stage", ["search", "retrain"])
+def test_a_stage_launched_by_torchrun_leaves_its_group(stage, join_alone, tiny_dataset, tiny_genotype, tmp_path):
+    """Every torchrun process must call destroy_process_group before it exits; the stages joined and never left."""
+    import torch.distributed as dist
+    from tiny_data import retrain_config, search_config
+
+    from ggmnet.retrain.train import run_retrain
+    from ggmnet.search.search import run_search
+
+    if stage == "search":
+        assert (run_search(search_config(tiny_dataset, tmp_path / "run")) / "genotype.json").is_file()
+    else:
+        assert run_retrain(retrain_config(tiny_dataset, tiny_genotype, tmp_path / "run"))["epochs"] == 3
+    assert join_alone.joined == ["cpu"]  # the run joined the group once,
+    assert not dist.is_initialized()  # and left it

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import spawned
 import torch
 import torch.multiprocessing as mp
 
@@ -29,6 +30,7 @@ def _worker(rank: int, world: int, init_file: str, config: dict, results_dir: st
                     "steps": trainer.steps_per_epoch}, f"{results_dir}/rank{rank}.pt")
     finally:
         cleanup()
+    spawned.leave()
 
 
 def test_two_process_gloo_retrain(tiny_dataset, tiny_genotype, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import spawned
 import torch
 import torch.multiprocessing as mp
 from test_search import initial_arch_state
@@ -30,6 +31,7 @@ def _worker(rank: int, world_size: int, init_file: str, data: str, out: str, res
         torch.save({"arch": arch, "val_batches": len(search.val_loader)}, Path(result_dir) / f"rank{rank}.pt")
     finally:
         cleanup()
+    spawned.leave()
 
 
 def test_two_gloo_processes_keep_identical_architecture_parameters(tiny_dataset, tmp_path):

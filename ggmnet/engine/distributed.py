@@ -6,9 +6,10 @@ here is then a cheap no-op, so the stages call them unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -97,6 +98,25 @@ def cleanup() -> None:
     """Leave the process group (if any)."""
     if _initialised():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto", ctx: DistContext | None = None) -> Iterator[DistContext]:
+    """``ctx`` as given, or the group of torchrun's environment, joined here and left on the way out.
+
+    A stage's ``run_*`` function runs inside this: launched by torchrun it joins the group itself and must leave
+    it when the run ends or fails (PyTorch asks every process to call ``destroy_process_group`` before it exits;
+    NCCL warns otherwise). A group that the caller passed in, or that was already joined, is left to its owner.
+    Leaving is local to each process, so a rank that fails does not wait for the others here.
+    """
+    if ctx is not None or _initialised():
+        yield ctx if ctx is not None else init_distributed(device)
+        return
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        cleanup()
 
 
 def barrier() -> None:

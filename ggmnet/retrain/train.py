@@ -65,6 +65,7 @@ from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.engine.distributed import (
     DistContext,
     maybe_sync_batchnorm,
+    process_group,
     unwrap_model,
     wrap_ddp,
 )
@@ -477,9 +478,11 @@ def run_retrain(config: RetrainConfig, ctx: DistContext | None = None, *,
 
     The run folder holds ``run.json``, ``genotype.json`` (GGMNet), ``checkpoints/last.pt`` and ``best.pt``,
     ``curves.png`` and the tracker's local copies (``metrics.jsonl``, ``tables/``, ``images/``,
-    ``summary.json``).
+    ``summary.json``). Without ``ctx``, a process launched by torchrun joins the group here and leaves it at
+    the end.
     """
-    return Retrainer(config, ctx, on_epoch_end=on_epoch_end).run()
+    with process_group(config.device, ctx) as ctx:
+        return Retrainer(config, ctx, on_epoch_end=on_epoch_end).run()
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -85,6 +85,7 @@ from ggmnet.engine.distributed import (
     all_reduce_mean,
     broadcast_module_,
     maybe_sync_batchnorm,
+    process_group,
     wrap_ddp,
 )
 from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
@@ -576,6 +577,8 @@ def run_search(config: SearchConfig, ctx: DistContext | None = None) -> Path:
 
     The folder holds ``run.json``, ``genotype.json`` (the architecture derived after the last epoch, with
     provenance), ``genotype_best.json`` (after the epoch of best validation FWIoU), ``checkpoints/last.pt`` and
-    ``best.pt``, and the tracker's local copies (``metrics.jsonl``, heatmaps).
+    ``best.pt``, and the tracker's local copies (``metrics.jsonl``, heatmaps). Without ``ctx``, a process launched
+    by torchrun joins the group here and leaves it at the end.
     """
-    return ArchitectureSearch(config, ctx).run()
+    with process_group(config.device, ctx) as ctx:
+        return ArchitectureSearch(config, ctx).run()
