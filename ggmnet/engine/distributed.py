@@ -109,14 +109,12 @@ def process_group(device: str = "auto", ctx: DistContext | None = None) -> Itera
     NCCL warns otherwise). A group that the caller passed in, or that was already joined, is left to its owner.
     Leaving is local to each process, so a rank that fails does not wait for the others here.
     """
-    if ctx is not None or _initialised():
-        yield ctx if ctx is not None else init_distributed(device)
-        return
-    ctx = init_distributed(device)
+    joins_here = ctx is None and not _initialised()
     try:
-        yield ctx
+        yield ctx if ctx is not None else init_distributed(device)
     finally:
-        cleanup()
+        if joins_here:
+            cleanup()
 
 
 def barrier() -> None:
