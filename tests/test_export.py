@@ -23,20 +23,29 @@ def run_export(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_export_writes_the_runs_genotype_and_prints_its_summary(finished_search, tmp_path, capsys):
+def test_export_writes_the_searchs_choice_and_prints_its_summary(finished_search, tmp_path, capsys):
+    """``--run`` exports the search's choice, ``best.pt`` (the epoch of best validation FWIoU), not the last
+    epoch; ``--checkpoint last.pt`` exports the last."""
+    best_epoch = torch.load(finished_search / "checkpoints" / "best.pt", weights_only=True)["epoch"]
+    assert best_epoch != 3  # this run's best search epoch is not its last, so the two exports differ
     out = tmp_path / "genotype.json"
     code, stdout, _ = run_export([str(out), "--run", str(finished_search)], capsys)
     assert code == 0
     exported = Genotype.load(out)
-    assert exported == Genotype.load(finished_search / "genotype.json")
-    assert exported.provenance["epoch"] == 3
+    assert exported == Genotype.load(finished_search / "genotype_best.json")
+    assert exported.provenance["epoch"] == best_epoch
     assert exported.summary().splitlines()[0] in stdout and f"wrote {out}" in stdout
     assert json.loads((tmp_path / "genotype.run.json").read_text())["config"]["run"] == str(finished_search)
 
     # the same genotype again: nothing to do
-    code, stdout, _ = run_export([str(out), "--checkpoint", str(finished_search / "checkpoints" / "last.pt")],
+    code, stdout, _ = run_export([str(out), "--checkpoint", str(finished_search / "checkpoints" / "best.pt")],
                                  capsys)
     assert code == 0 and f"unchanged {out}" in stdout
+
+    last = tmp_path / "last.json"
+    code, _, _ = run_export([str(last), "--checkpoint", str(finished_search / "checkpoints" / "last.pt")], capsys)
+    assert code == 0 and Genotype.load(last) == Genotype.load(finished_search / "genotype.json")
+    assert Genotype.load(last).provenance["epoch"] == 3
 
 
 def test_export_refuses_to_overwrite_a_different_genotype_without_force(finished_search, tmp_path,
@@ -48,7 +57,7 @@ def test_export_refuses_to_overwrite_a_different_genotype_without_force(finished
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--force" in err
     assert Genotype.load(out) == other
     code, _, _ = run_export([str(out), "--run", str(finished_search), "--force"], capsys)
-    assert code == 0 and Genotype.load(out) == Genotype.load(finished_search / "genotype.json")
+    assert code == 0 and Genotype.load(out) == Genotype.load(finished_search / "genotype_best.json")
 
 
 def test_export_from_best_checkpoint_matches_the_best_genotype(finished_search):
@@ -64,7 +73,7 @@ def _truncated(path, tmp_path):
 
 
 @pytest.mark.parametrize(("case", "expected"), [
-    ("missing run", "no checkpoints/last.pt"),
+    ("missing run", "no checkpoints/best.pt or last.pt"),
     ("missing checkpoint", "no such file"),
     ("truncated checkpoint", "not a readable ggmnet checkpoint"),
     ("garbage checkpoint", "not a readable ggmnet checkpoint"),
@@ -108,4 +117,4 @@ def test_export_defaults_to_the_newest_run_under_runs_search(finished_search, tm
     (runs / "depth2-20260102-000000").symlink_to(finished_search, target_is_directory=True)
     code, stdout, _ = run_export(["genotype.json"], capsys)
     assert code == 0 and "depth2-20260102-000000" in stdout
-    assert Genotype.load(tmp_path / "genotype.json") == Genotype.load(finished_search / "genotype.json")
+    assert Genotype.load(tmp_path / "genotype.json") == Genotype.load(finished_search / "genotype_best.json")

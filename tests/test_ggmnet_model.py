@@ -60,9 +60,10 @@ def test_ablation_switches_build_table_5_rows(row):
     kinds = {type(stage.conv) for stage in model.decoder}
     assert kinds == {DeformConvNormAct if switches["deformable"] else ConvNormAct}
     residual_cells = [m.residual for m in model.mrfem.modules() if isinstance(m, Cell)]
-    assert len(residual_cells) == 3 * TINY.depth
+    owners = TINY.cell_owners()
+    assert len(residual_cells) == sum(o == b for b, row in enumerate(owners) for o in row)
     assert all(residual_cells) if switches["residual"] else not any(residual_cells)
-    assert model.model_config() == {"name": "ggmnet", "genotype": TINY.to_dict(), **switches}
+    assert model.model_config() == {"name": "ggmnet", "genotype": TINY.to_dict(), **switches, "share_cells": True}
 
 
 def test_table_5_rows_add_one_component_each():

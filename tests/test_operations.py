@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -27,9 +28,11 @@ def _randomise_bn(module: nn.Module, seed: int = 0) -> None:
 
 
 def _load_sliced(exact: nn.Module, big: nn.Module) -> None:
-    """Copy ``big``'s max-width weights into ``exact`` by slicing each tensor to the exact shape."""
-    source = big.state_dict()
-    exact.load_state_dict({k: source[k][tuple(slice(0, d) for d in v.shape)] for k, v in exact.state_dict().items()})
+    """Copy ``big``'s max-width weights into ``exact`` by slicing each tensor to the exact shape (a BatchNorm's
+    state is under its width's key in ``exact``, under the widest width's in ``big``)."""
+    source = {re.sub(r"\.bns\.\d+\.", ".bns.*.", k): v for k, v in big.state_dict().items()}
+    exact.load_state_dict({k: source[re.sub(r"\.bns\.\d+\.", ".bns.*.", k)][tuple(slice(0, d) for d in v.shape)]
+                           for k, v in exact.state_dict().items()})
 
 
 @pytest.mark.parametrize("name", CELL_OPS + DOWN_OPS)
@@ -96,8 +99,27 @@ def test_sliced_conv_equals_plain_conv_with_the_first_filters():
     conv = nn.Conv2d(12, 16, 3, padding=1, bias=False)
     conv.weight.data = big.conv.weight.data[:16, :12].clone()
     bn = nn.BatchNorm2d(16).eval()
-    bn.load_state_dict(big.bn.bns["16"].state_dict())
+    bn.load_state_dict({k: v[:16] if v.ndim else v for k, v in big.bn.bns["24"].state_dict().items()})
     torch.testing.assert_close(big(x, 16), F.relu(bn(conv(x))))
+
+
+def test_a_narrower_width_is_the_widest_layer_masked_after_its_batchnorm():
+    """In training, width 16 of a 24-wide layer gives the first 16 channels of the 24-wide output when the
+    input's extra channels are zero, and moves the running statistics of those 16 channels only."""
+    torch.manual_seed(0)
+    big = build_op("conv3x3", 12, 24, widths=(8, 16, 24)).train()
+    bn = big.bn.bns["24"]
+    x = torch.randn(4, 12, 9, 7)
+    reference = F.relu(F.batch_norm(F.conv2d(x, big.conv.weight, padding=1), None, None, bn.weight, bn.bias,
+                                    training=True))
+    before_mean, before_var = bn.running_mean.clone(), bn.running_var.clone()
+    torch.testing.assert_close(big(x, 16), reference[:, :16])
+    assert not torch.equal(bn.running_mean[:16], before_mean[:16])
+    torch.testing.assert_close(bn.running_mean[16:], before_mean[16:])
+    torch.testing.assert_close(bn.running_var[16:], before_var[16:])
+    # every width trains the same affine parameters
+    big(x, 8).sum().backward()
+    assert bn.weight.grad[:8].abs().sum() > 0 and (bn.weight.grad[8:] == 0).all()
 
 
 @pytest.mark.parametrize("name", CELL_OPS + DOWN_OPS)
@@ -165,7 +187,7 @@ def test_mrfem_follows_the_genotype():
     outs = m(torch.randn(2, 16, 9, 7))
     assert [tuple(o.shape) for o in outs] == [(2, 8, 9, 7), (2, 32, 5, 4), (2, 72, 3, 2)]
     # branch 2, layer 1 doubles the stride with conv3x3_s2 from 8 to 16 channels
-    cell = m.branches[2][1]
+    cell = m.branches[2]["1"]
     assert cell.down.conv.stride == (2, 2) and cell.down.conv.weight.shape == (16, 8, 3, 3)
 
 
@@ -174,7 +196,7 @@ def test_mrfem_without_residuals_matches_a_residual_free_genotype():
     with_res = MRFEM(_tiny_genotype(residual=True))
     ablated = MRFEM(_tiny_genotype(residual=True), residual=False).eval()
     reference = MRFEM(_tiny_genotype(residual=False)).eval()
-    assert not any(c.residual for b in ablated.branches for c in b)
+    assert not any(c.residual for b in ablated.branches for c in b.values())
     reference.load_state_dict(ablated.state_dict())
     x = torch.randn(1, 16, 8, 8)
     for a, r in zip(ablated(x), reference(x)):

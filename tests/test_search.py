@@ -85,15 +85,17 @@ def test_config_check_names_the_bad_option(change, option):
 def test_architecture_step_updates_only_the_architecture(tiny_dataset, tmp_path):
     search = ArchitectureSearch(search_config(tiny_dataset, tmp_path / "run"))
     search.supernet.set_tau(1.0)
-    before_w = [p.detach().clone() for p in search.weight_params]
-    before_a = [p.detach().clone() for p in search.arch_params]
+    weights, arch = search.supernet.weight_parameters(), search.supernet.arch_parameters()
+    before_w = [p.detach().clone() for p in weights]
+    before_a = [p.detach().clone() for p in arch]
     batch = next(iter(search.loader_b))
-    loss = search.arch_step(batch)
+    loss = search.arch_step(batch)["arch_loss"]
     assert math.isfinite(loss) and loss > 0
     # the weights neither moved nor keep a gradient for the next weight step (FasterSeg's leak)
-    assert all(p.grad is None for p in search.weight_params)
-    assert all(torch.equal(p, q) for p, q in zip(search.weight_params, before_w))
-    assert any(not torch.equal(p, q) for p, q in zip(search.arch_params, before_a))
+    assert all(p.grad is None for p in weights)
+    assert all(torch.equal(p, q) for p, q in zip(weights, before_w))
+    assert any(not torch.equal(p, q) for p, q in zip(arch, before_a))
+    assert not any(p.requires_grad for p in arch)
 
 
 def test_search_moves_the_architecture_and_writes_its_outputs(finished_search, tiny_dataset):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ggmnet.search_space.genotype import BranchSpec, CellSpec, Genotype
+from ggmnet.search_space.mrfem import MRFEM
 from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, EXPANSIONS, STRIDES, ConvNormAct
 from ggmnet.search_space.supernet import CHOICE_KINDS, GenotypeNetwork, Supernet, macs_per_pixel
 
@@ -408,3 +409,133 @@ def test_fixed_and_pinned_choices():
         with torch.no_grad():
             free(torch.randn(2, 3, 64, 64), mode="sample")
     assert len(widths) > 1
+
+
+def test_expected_cost_is_the_mean_cost_of_the_sampled_networks_counting_shared_cells_once():
+    """Monte Carlo: the cost of networks drawn as ``mode="sample"`` draws them (each node's source once, so
+    branches through one node share its prefix), against :meth:`expected_cost`."""
+    torch.manual_seed(0)
+    net = Supernet(6, **TINY)
+    _randomise(net, seed=11)
+    rng = np.random.default_rng(0)
+    probs = {kind: np.nan_to_num(p) for kind, p in net.arch_probabilities().items()}
+    costs, separate = [], []
+
+    def draw(row: np.ndarray) -> int:  # a node without a down source has no down choice: any index
+        return int(rng.choice(len(row), p=row / row.sum())) if row.sum() > 0 else 0
+
+    for _ in range(4000):
+        plan = {node: tuple(draw(probs[kind][node]) for kind in ("source", "op", "width", "residual", "down"))
+                for node in net._nodes()}
+        costs.append(sum(net._node_cost(plan, *node) for node in net._feeding(plan)))
+        paths = []
+        for end in range(3):  # each head's path, walked back through the drawn sources
+            node, path = (net.depth - 1, end), []
+            while node[0] >= 0:
+                path.append(node)
+                node = (node[0] - 1, node[1] - plan[node][0])
+            paths.append(path)
+        assert set().union(*paths) == net._feeding(plan)
+        separate.append(sum(net._node_cost(plan, *node) for path in paths for node in path))
+    expected = net.expected_cost().item()
+    assert np.mean(costs) == pytest.approx(expected, rel=3 * np.std(costs) / np.sqrt(len(costs)) / expected + 1e-3)
+    # three separate branches (each computing its whole path) would cost clearly more
+    assert np.mean(separate) > 1.2 * expected
+
+
+def test_genotype_cost_counts_the_macs_the_derived_network_computes():
+    """A tree genotype (branches splitting where they downsample): its cost equals the MACs of the shared
+    derived MRFEM, counted by torch's FLOP counter, and is below the cost of three separate branches."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ggmnet.search_space.supernet import genotype_cost
+
+    genotype = _target(6)
+    assert genotype.cell_owners()[1][0] == 0  # the 1/16 branch shares the first cells of the 1/8 one
+    x = torch.zeros(1, TINY["stem_channels"][-1], 16, 16)
+    counted = {}
+    for share in (True, False):
+        mrfem = MRFEM(genotype, share_cells=share).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            mrfem(x)
+        counted[share] = counter.get_total_flops() / 2 / (16 * 16 * 64)  # MACs per network-input pixel
+    # the counter also counts the 1x1 shortcuts' and projections' MACs, which the cost table includes
+    assert genotype_cost(genotype) == pytest.approx(counted[True], rel=1e-6)
+    assert counted[True] < counted[False]
+
+
+def test_shared_cells_give_the_outputs_of_separate_copies_with_fewer_parameters():
+    genotype = _target(6)
+    torch.manual_seed(0)
+    shared = MRFEM(genotype).eval()
+    separate = MRFEM(genotype, share_cells=False).eval()
+    state = {}
+    for b, branch in enumerate(separate.branches):
+        for i in branch:
+            owner = shared.owners[b][int(i)]
+            for name, tensor in shared.branches[owner][i].state_dict().items():
+                state[f"branches.{b}.{i}.{name}"] = tensor
+    separate.load_state_dict(state)
+    x = torch.randn(2, TINY["stem_channels"][-1], 16, 12)
+    with torch.no_grad():
+        for a, b in zip(shared(x), separate(x)):
+            torch.testing.assert_close(a, b)
+    n_shared = sum(p.numel() for p in shared.parameters())
+    assert n_shared < sum(p.numel() for p in separate.parameters())
+    # every parameter is held once, under the name of the branch that computes it
+    assert n_shared == sum(v.numel() for k, v in shared.state_dict().items() if not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked")))
+
+
+def test_a_legacy_ggmnet_config_builds_separate_branches_and_loads_its_weights():
+    from ggmnet.retrain.models import build_model
+
+    genotype = _target(6)
+    config = {"name": "ggmnet", "genotype": genotype.to_dict(), "arm": True, "ffm": True, "deformable": False,
+              "residual": True}  # as written before shared cells
+    old = build_model(config)
+    assert not old.mrfem.share_cells
+    assert set(old.state_dict()) == set(build_model({**config, "share_cells": False}).state_dict())
+    assert build_model({**config, "share_cells": True}).mrfem.share_cells
+
+
+def test_derivation_under_a_cost_limit_gives_up_the_least_likely_choices_first():
+    torch.manual_seed(0)
+    net = Supernet(6, **TINY)
+    target = _target(6)
+    _favour(net, target, strength=5.0)
+    full = net.genotype_cost(net.derive())
+    assert full == pytest.approx(net.derived_cost(constrained=False))
+    largest = net.largest_cost()
+    assert full < largest
+    for fraction in (0.8, 0.5, 0.3):
+        net.constrain(cost_limit=fraction * full)
+        genotype = net.derive()
+        cost = net.genotype_cost(genotype)
+        assert cost <= fraction * full * (1 + 1e-9)
+        assert cost >= 0.8 * fraction * full  # it stops once under the limit, not far below
+        assert cost == pytest.approx(net.derived_cost())
+        # the paths are kept; choices are given up, never added
+        assert [net_b.output_stride for net_b in genotype.branches] == [8, 16, 32]
+        assert [genotype.downsample_layers(b) for b in range(3)] == [target.downsample_layers(b) for b in range(3)]
+    net.constrain()
+    assert net.derive().branches == target.branches
+
+
+def test_derivation_keeps_a_floor_of_real_cells_per_branch():
+    torch.manual_seed(0)
+    net = Supernet(8, **TINY)
+    with torch.no_grad():
+        net.arch_op[..., CELL_OPS.index("skip")] = 3.0  # every node prefers the identity
+        net.arch_op[..., CELL_OPS.index("conv5x5")] = 2.0
+    skip_everywhere = net.derive()
+    assert all(c.op == "skip" for b in skip_everywhere.branches for c in b.cells)
+    net.constrain(min_real_cells=5)
+    genotype = net.derive()
+    assert [sum(c.op != "skip" for c in b.cells) for b in genotype.branches] >= [5, 5, 5]
+    assert {c.op for b in genotype.branches for c in b.cells} == {"skip", "conv5x5"}
+    # a cost limit never takes a branch under its floor
+    net.constrain(min_real_cells=5, cost_limit=1e-9)
+    genotype = net.derive()
+    assert all(sum(c.op != "skip" for c in b.cells) >= 5 for b in genotype.branches)

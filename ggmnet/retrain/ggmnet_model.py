@@ -165,6 +165,9 @@ class GGMNet(nn.Module):
         Table 5's switches: Attention Refinement Modules on the branches, the Feature Fusion Module, deformable
         convolutions in the head, and the residual connections of the MRFEM cells (passed to ``MRFEM``).
         :data:`ABLATIONS` lists the combinations of Table 5's rows.
+    share_cells
+        The MRFEM branches share the cells of their common prefix (``MRFEM``); ``False`` is the layout of
+        checkpoints written before sharing (their ``model_config`` has no ``share_cells``).
 
     Notes
     -----
@@ -172,7 +175,7 @@ class GGMNet(nn.Module):
     """
 
     def __init__(self, genotype: Genotype, *, arm: bool = True, ffm: bool = True, deformable: bool = True,
-                 residual: bool = True) -> None:
+                 residual: bool = True, share_cells: bool = True) -> None:
         super().__init__()
         genotype.validate()
         self.genotype = genotype
@@ -183,7 +186,8 @@ class GGMNet(nn.Module):
 
         self.encoder = Stem(self.in_channels, channels=tuple(genotype.stem_channels))
         widths = {info["reduction"]: info["num_chs"] for info in self.encoder.feature_info}
-        self.mrfem = MRFEM(genotype, residual=residual)
+        self.share_cells = bool(share_cells)
+        self.mrfem = MRFEM(genotype, residual=residual, share_cells=share_cells)
         branch_widths = list(self.mrfem.out_channels)
         self.arms = nn.ModuleList(AttentionRefinement(c) for c in branch_widths) if arm else None
         self.fusion = FeatureFusion(sum(branch_widths), widths[8], attention=ffm)
@@ -196,7 +200,8 @@ class GGMNet(nn.Module):
 
     def model_config(self) -> dict[str, Any]:
         """The checkpoint's ``model_config``: enough for :func:`ggmnet.retrain.models.build_model`."""
-        return {"name": "ggmnet", "genotype": self.genotype.to_dict(), **self.switches}
+        return {"name": "ggmnet", "genotype": self.genotype.to_dict(), **self.switches,
+                "share_cells": self.share_cells}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""

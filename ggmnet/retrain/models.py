@@ -77,13 +77,19 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return _REGISTRY[name](**kwargs)
 
 
+#: Entry-point arguments that a ``model_config`` written before they existed meant otherwise than their
+#: default: GGMNet checkpoints before shared MRFEM cells hold a copy of the shared cells per branch.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"ggmnet": {"share_cells": False}}
+
+
 def build_model(model_config: Mapping[str, Any]) -> nn.Module:
-    """Rebuild a network from a checkpoint's ``model_config`` (``{"name": ..., **entry-point kwargs}``)."""
+    """Rebuild a network from a checkpoint's ``model_config`` (``{"name": ..., **entry-point kwargs}``); an
+    argument the config lacks takes its :data:`LEGACY_DEFAULTS` value, else the entry point's default."""
     config = dict(model_config)
     name = config.pop("name", None)
     if not isinstance(name, str):
         raise UserError(f"model_config {dict(model_config)!r}: expected a 'name' entry")
-    return create_model(name, **config)
+    return create_model(name, **{**LEGACY_DEFAULTS.get(name, {}), **config})
 
 
 def model_config_of(model: nn.Module) -> dict[str, Any]:
@@ -94,11 +100,12 @@ def model_config_of(model: nn.Module) -> dict[str, Any]:
 
 @register_model
 def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: bool = True,
-           deformable: bool = True, residual: bool = True) -> GGMNet:
-    """GGMNet from a genotype (a :class:`Genotype` or its dict) and Table 5's switches."""
+           deformable: bool = True, residual: bool = True, share_cells: bool = True) -> GGMNet:
+    """GGMNet from a genotype (a :class:`Genotype` or its dict), Table 5's switches and whether the MRFEM
+    branches share the cells of their common prefix."""
     if not isinstance(genotype, Genotype):
         genotype = Genotype.from_dict(genotype)
-    return GGMNet(genotype, arm=arm, ffm=ffm, deformable=deformable, residual=residual)
+    return GGMNet(genotype, arm=arm, ffm=ffm, deformable=deformable, residual=residual, share_cells=share_cells)
 
 
 @register_model

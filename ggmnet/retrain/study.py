@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ggmnet.retrain.evaluate import evaluate
+from ggmnet.retrain.models import load_model
 from ggmnet.retrain.train import RetrainConfig, run_retrain
 
 #: Score sets kept from each evaluation (see :data:`ggmnet.inference.SCORE_SETS`).
@@ -47,12 +46,10 @@ def train_and_score(flags: Sequence[str], *, splits: Sequence[str] = ("val",)) -
     if not timing.is_file() or seconds > 5:  # a finished run found again keeps the time of its training
         timing.write_text(json.dumps({"seconds": seconds}))
     best = Path(summary["best_checkpoint"])
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    model, _ = load_model(best)
     result: dict[str, Any] = {
         "run": str(run), "seconds": json.loads(timing.read_text())["seconds"],
-        "parameters": sum(v.numel() for k, v in state["model"].items() if not k.endswith(("running_mean",
-                                                                                           "running_var",
-                                                                                           "num_batches_tracked"))),
+        "parameters": sum(p.numel() for p in model.parameters()),  # a shared module's once
         "steps": config.epochs * (config.steps_per_epoch or 0), "best_epoch": summary["best_epoch"],
         "config": config.to_dict(),
     }

@@ -275,7 +275,10 @@ class Retrainer(Engine):
             switches = dict(ABLATIONS[cfg.ablation])
             if cfg.deformable is not None:
                 switches["deformable"] = cfg.deformable
-            config = {"name": "ggmnet", "genotype": genotype.to_dict(), **switches}
+            # a run begun before shared MRFEM cells resumes with its own copies (models.LEGACY_DEFAULTS)
+            legacy = resume_state is not None and "share_cells" not in resume_state["model_config"]
+            config = {"name": "ggmnet", "genotype": genotype.to_dict(), **switches,
+                      **({} if legacy else {"share_cells": True})}
         elif resume_state is None:
             raise UserError(f"--resume: no checkpoint in {self.run_dir} to continue, and no --genotype to start from")
         else:

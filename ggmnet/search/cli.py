@@ -48,16 +48,19 @@ def build_export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nas-export",
         description="Derive the searched architecture from a search checkpoint and write it as a genotype "
-                    "JSON (validated, written atomically), then print its summary.",
+                    "JSON (validated, written atomically), then print its summary. By default the search's "
+                    "choice: the epoch of best validation FWIoU (checkpoints/best.pt); --checkpoint "
+                    "RUN/checkpoints/last.pt exports the last epoch.",
     )
     p.add_argument("genotype", metavar="GENOTYPE.json", help="genotype file to write.")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--run", metavar="DIR",
-                        help="search run folder (its checkpoints/last.pt). Default: the newest run under "
-                             "runs/search.")
+                        help="search run folder: its checkpoints/best.pt, the search's choice (the search epoch "
+                             "whose derived network scored the best validation FWIoU), or last.pt when no search "
+                             "epoch has finished. Default: the newest run under runs/search.")
     source.add_argument("--checkpoint", metavar="FILE",
-                        help="a search checkpoint, e.g. RUN/checkpoints/best.pt for the epoch of best "
-                             "validation FWIoU.")
+                        help="a search checkpoint, to export another epoch than the search's choice: "
+                             "RUN/checkpoints/last.pt for the last epoch.")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing genotype file that differs. Default: refuse.")
     return p
@@ -80,6 +83,67 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     fwiou = genotype.provenance.get("metrics", {}).get("fwiou")
     print(f"{'wrote' if written else 'unchanged'} {out} (from {source}, epoch {genotype.provenance.get('epoch')}, "
           f"val FWIoU {percent(fwiou, '%')})")
+    return 0
+
+
+def build_latency_parser() -> argparse.ArgumentParser:
+    """The ``nas-latency-table`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="nas-latency-table",
+        description="Time every operator a supernet of the given widths can use, alone, on this machine, and "
+                    "write the table that nas-search --latency-table takes (milliseconds per operator at "
+                    "--size pixels; a network's cost is the sum of its operators').")
+    p.add_argument("table", metavar="TABLE.json", help="the latency table to write (atomically).")
+    p.add_argument("--depth", type=int, default=22, help="cells per branch of the supernet, 2..64. Default: 22.")
+    p.add_argument("--unit-channels", default="12,24,48", metavar="U8,U16,U32",
+                   help="unit widths at strides 8, 16, 32, as nas-search's. Default: 12,24,48 (the CPU "
+                        "recipe: 4,8,16).")
+    p.add_argument("--stem-channels", default="24,48,96", metavar="C2,C4,C8",
+                   help="widths of the stem's three levels. Default: 24,48,96.")
+    p.add_argument("--size", type=int, default=1024, help="input side in pixels that the times are for. "
+                                                          "Default: 1024.")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N. Default: cpu.")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads to time with (torch.set_num_threads). Default: torch's.")
+    p.add_argument("--repeats", type=int, default=10, help="timings per operator (median). Default: 10.")
+    p.add_argument("--force", action="store_true", help="overwrite an existing table. Default: refuse.")
+    return p
+
+
+@cli_entry
+def latency_main(argv: Sequence[str] | None = None) -> int:
+    """``nas-latency-table``: measure and write a latency table."""
+    args = build_latency_parser().parse_args(argv)
+    import torch
+
+    from ggmnet.engine.config import integers
+    from ggmnet.errors import UserError
+    from ggmnet.search.latency import measure_latency_table, required_keys
+    from ggmnet.search_space.supernet import Supernet
+
+    out = Path(args.table)
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: exists; pass --force to overwrite it")
+    widths = {}
+    for name in ("unit_channels", "stem_channels"):
+        try:
+            widths[name] = integers(3, lambda v: v >= 1, "")(getattr(args, name))
+        except ValueError:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected three positive "
+                            "integers") from None
+    for name, low in (("depth", 2), ("size", 32), ("repeats", 1)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name} {getattr(args, name)}: expected an integer >= {low}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    with torch.device("meta"):  # the keys need the grid's widths only
+        supernet = Supernet(args.depth, unit_channels=widths["unit_channels"], stem_channels=widths["stem_channels"])
+    table = measure_latency_table(required_keys(supernet), size=args.size, device=args.device, repeats=args.repeats)
+    table.provenance.update({"depth": args.depth, "unit_channels": list(widths["unit_channels"]),
+                             "stem_channels": list(widths["stem_channels"])})
+    table.save(out)
+    write_run_metadata(out.parent, vars(args), seed=None, name=f"{out.stem}.run.json")
+    print(f"wrote {out}: {len(table.entries)} operators, {table.unit}, on {table.device}")
     return 0
 
 

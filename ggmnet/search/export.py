@@ -14,7 +14,9 @@ from ggmnet.search_space.genotype import Genotype
 
 
 def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
-    """The checkpoint to export: ``checkpoint`` itself, ``run/checkpoints/last.pt``, or the newest run's.
+    """The checkpoint to export: ``checkpoint`` itself, or the search's choice of ``run`` (or of the newest
+    run): ``checkpoints/best.pt``, the search epoch whose derived network scored best, or ``last.pt`` where
+    no search epoch has finished (only the warm-up).
 
     Raises
     ------
@@ -33,10 +35,11 @@ def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | N
         if found is None:
             raise UserError(f"no search run under {RUNS_ROOT} (give --run DIR or --checkpoint FILE)")
         run = found
-    path = Path(run) / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(f"--run {run}: no checkpoints/last.pt (not a search run, or no epoch has finished)")
-    return path
+    for name in ("best.pt", "last.pt"):
+        path = Path(run) / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise UserError(f"--run {run}: no checkpoints/best.pt or last.pt (not a search run, or no epoch has finished)")
 
 
 def load_search_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -51,8 +54,8 @@ def load_search_checkpoint(path: str | Path) -> dict[str, Any]:
 def genotype_from_checkpoint(path: str | Path) -> Genotype:
     """The genotype derived from the supernet state in the search checkpoint ``path``, with its provenance.
 
-    The provenance is the one the run recorded for that epoch, so exporting ``last.pt`` gives the run's
-    ``genotype.json`` exactly.
+    The provenance is the one the run recorded for that epoch, so exporting ``best.pt`` gives the run's
+    ``genotype_best.json`` exactly, and ``last.pt`` its ``genotype.json``.
     """
     path = Path(path)
     state = load_search_checkpoint(path)
@@ -75,8 +78,8 @@ def export_genotype(out: str | Path, *, run: str | Path | None = None, checkpoin
         Genotype JSON to write. An existing file is replaced only when it holds the same genotype (then it
         is left untouched) or with ``force``.
     run, checkpoint
-        The run folder (its ``checkpoints/last.pt``) or a checkpoint file; neither: the newest run under
-        ``runs/search``.
+        The run folder (its ``checkpoints/best.pt``, else ``last.pt``) or a checkpoint file; neither: the
+        newest run under ``runs/search``.
     force
         Overwrite an existing, different file.
 

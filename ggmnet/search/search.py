@@ -5,15 +5,19 @@ weights and the architecture logits. The training windows are split once, by a s
 halves: half A trains the weights, half B the architecture, so that the architecture is chosen by how well the
 weights generalise rather than by how well they fit. An epoch is either
 
-* a **warm-up** epoch (the first ``warmup_epochs``): weight steps only, each on a sampled network. With
-  ``train_largest="warmup"`` (the default) every node keeps its widest width and its residual connection and
-  only the operators and paths are sampled: the largest network is trained first, as once-for-all networks
-  do (with every choice sampled, a depth-22 supernet stayed at the class prior for 600 steps on the CPU
-  recipe's data); ``"always"`` keeps that for every weight step, ``"never"`` samples every choice; or
+* a **warm-up** epoch (the first ``warmup_epochs``): weight steps only; or
 * a **search** epoch: every step is a first-order alternating update, an architecture step on a B batch
   (Adam) followed by a weight step on an A batch (SGD with momentum, or Adam). The architecture step
   differentiates the loss with respect to the architecture logits only, so it leaves no gradient on the
   weights: FasterSeg let its architecture step's weight gradients leak into the weight update.
+
+The weight step follows the **sandwich rule** (``sandwich``, :mod:`ggmnet.search.steps`): the largest network
+(widest widths, residual connections; operators and paths drawn) on the labels, then the smallest and random
+networks on the labels plus their divergence from the largest's prediction, residual connections kept on in
+the warm-up. So every width and every residual choice is trained and can be compared, and the search decides
+all four of the paper's choices per cell: operator, width expansion, residual connection and downsampling
+path. With ``sandwich=0`` each step trains one sampled network: the largest (``train_largest``: in the
+warm-up, always or never) or a random one.
 
 The architecture step's estimator is ``arch_estimator`` (:meth:`Supernet.forward`'s modes): ``"pairs"`` (the
 default) draws every choice twice and, where the draws differ, computes the rival candidate too, so each
@@ -22,9 +26,16 @@ logit learns from the difference of the two candidates' outputs (candidates comp
 fails that task, kept for comparison; ``"soft"`` mixes every candidate (DARTS, tens of times slower). Draws
 come from ``softmax(logits / tau)``, ``tau`` kept at ``tau_start`` through the warm-up, then annealed
 geometrically each epoch to ``tau_end``. ``fixed_largest`` takes widths and residual connections out of the
-search altogether (the CPU recipe). The loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`,
-class weights from the training windows' class counts, K = 0.15 N by default) summed over the three heads at
-strides 8, 16, 32, plus ``cost_weight`` times the supernet's expected cost when that is set.
+search altogether. The loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`, class weights from
+the training windows' class counts, K = 0.15 N by default) summed over the three heads at strides 8, 16, 32.
+
+**Cost.** ``cost_target`` (a fraction of the largest network's cost, or GMACs of MRFEM at 1024 x 1024, or
+milliseconds of a ``latency_table``) adds the cost term of :class:`~ggmnet.search.steps.CostControl` to the
+architecture loss, its weight adapted by dual ascent so that the derived architecture meets the target, and
+the derivation gives up the least likely choices where the most likely architecture is still over it
+(:meth:`Supernet.constrain`); ``min_real_cells`` keeps a floor of non-skip cells in every branch. The cost is
+multiply-accumulates by default (:func:`~ggmnet.search_space.supernet.macs_per_pixel`) or a latency table
+measured by ``nas-latency-table`` on the machine that will run the network (:mod:`ggmnet.search.latency`).
 
 After every epoch the currently derived architecture (``mode="argmax"``) gets BatchNorm statistics of its own
 (:func:`recalibrate_batchnorm` on ``bn_batches`` fixed training batches) and is validated on a fixed set of
@@ -78,11 +89,12 @@ from ggmnet.engine.config import (
     integers,
     number,
     option,
+    optional,
+    text,
 )
-from ggmnet.engine.device import autocast_for, make_grad_scaler
+from ggmnet.engine.device import autocast_for
 from ggmnet.engine.distributed import (
     DistContext,
-    all_reduce_mean,
     broadcast_module_,
     maybe_sync_batchnorm,
     process_group,
@@ -95,6 +107,8 @@ from ggmnet.errors import UserError
 from ggmnet.inference import WindowScorer, region_validation
 from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
 from ggmnet.metrics import percent
+from ggmnet.search.latency import load_latency_table
+from ggmnet.search.steps import LARGEST, CostControl, SearchSteps
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, STRIDES, UNIT_CHANNELS
 from ggmnet.search_space.supernet import SOURCES, Supernet
@@ -102,11 +116,36 @@ from ggmnet.search_space.supernet import SOURCES, Supernet
 log = logging.getLogger(__name__)
 
 #: ``format`` and ``version`` of a search checkpoint (``checkpoints/last.pt`` and ``best.pt`` of a search run).
-CHECKPOINT = CheckpointFormat("ggmnet-search-checkpoint", 1, "search")
+CHECKPOINT = CheckpointFormat("ggmnet-search-checkpoint", 2, "search")
 #: Where runs go when no ``out`` is given, relative to the working directory.
 RUNS_ROOT = Path("runs") / "search"
 #: The depths the paper searched (Table 4); others are allowed with a warning.
 PAPER_DEPTHS = (16, 24)
+#: The input side at which an absolute cost target in GMACs is counted (``--cost-target 12GMAC``).
+GMAC_SIZE = 1024
+
+
+def cost_target(value: Any) -> float | str:
+    """A ``--cost-target``: a fraction in (0, 1] of the largest network's cost, or ``<x>GMAC`` (MRFEM
+    multiply-accumulates on a 1024 x 1024 input) or ``<x>ms`` (milliseconds of a ``--latency-table``)."""
+    expected = "a fraction in (0, 1] of the largest network's cost, or a cost such as 5GMAC or 30ms"
+    text_value = str(value).strip()
+    for unit in ("GMAC", "ms"):
+        if isinstance(value, str) and text_value.endswith(unit):
+            try:
+                amount = float(text_value[: -len(unit)])
+            except ValueError:
+                raise ValueError(expected) from None
+            if not (math.isfinite(amount) and amount > 0):
+                raise ValueError(expected)
+            return f"{amount:g}{unit}"
+    try:
+        fraction = float(text_value)
+    except ValueError:
+        raise ValueError(expected) from None
+    if isinstance(value, bool) or not 0 < fraction <= 1:
+        raise ValueError(expected)
+    return fraction
 #: Share of the epochs that warm up the weights when ``--warmup-epochs`` is not given (the paper's 20 of 50).
 WARMUP_SHARE = 0.4
 
@@ -143,8 +182,28 @@ class SearchConfig(RunConfig):
     grad_clip: float = option(5.0, "maximum global norm of the weights' gradient", POSITIVE)
     tau_start: float = option(5.0, "Gumbel-softmax temperature during the warm-up", POSITIVE)
     tau_end: float = option(0.5, "temperature at the last epoch (geometric annealing per epoch)", POSITIVE)
-    cost_weight: float = option(0.0, "weight of the expected cost (MACs per pixel) in the architecture loss; 0 "
-                                     "searches for accuracy only, as the paper does", NON_NEGATIVE)
+    cost_target: float | str | None = option(
+        None, "the derived network's cost target: a fraction in (0, 1] of the largest network's cost (every cell "
+              "at its widest width with its costliest operator and residual connection, no cell shared), or "
+              "5GMAC (MRFEM multiply-accumulates on a 1024 x 1024 input), or 30ms (with --latency-table); none "
+              "searches for accuracy only, as the paper does", optional(cost_target), metavar="F|XGMAC|Xms")
+    cost_weight: float = option(0.0, "initial weight of the cost term (expected cost / target) in the "
+                                     "architecture loss; with --cost-target it is then adapted after every "
+                                     "architecture step", NON_NEGATIVE)
+    cost_rate: float = option(0.05, "step of the cost term's weight per architecture step per unit of relative "
+                                    "excess of the derived network's cost over the target (dual ascent)",
+                              NON_NEGATIVE)
+    min_real_cells: int = option(DERIVED, "fewest cells per branch whose operator is not skip in the derived "
+                                          "network", NON_NEGATIVE_INT, metavar="N",
+                                 derive=lambda c: math.ceil(c.depth / 2) if c.cost_target is not None else 0,
+                                 derived="half of --depth with --cost-target, else 0")
+    latency_table: str | None = option(None, "cost table measured by nas-latency-table (milliseconds per operator "
+                                             "on the machine that will run the network) instead of "
+                                             "multiply-accumulates", optional(text), metavar="FILE")
+    sandwich: int = option(2, "sampled networks trained beside the largest in each weight step (the sandwich "
+                              "rule: the first is the smallest, the others random), each on the labels plus its "
+                              "divergence from the largest's prediction; 0 trains one sampled network per step "
+                              "(see --train-largest)", NON_NEGATIVE_INT, metavar="N")
     arch_estimator: str = option(
         "pairs", "gradient of the architecture step: pairs (two draws of every choice; where they differ the "
                  "rival candidate is computed too and the logits learn from the difference of the two outputs), "
@@ -155,10 +214,10 @@ class SearchConfig(RunConfig):
                                         "narrower and residual-free cells cannot be trained well enough to be "
                                         "compared)", boolean)
     train_largest: str = option(
-        "warmup", "weight steps that train the largest network (every node at its widest width, with its residual "
-                  "connection; operators and paths sampled), as once-for-all networks train the largest first: "
-                  "always, in the warm-up only, or never (every choice sampled: a depth-22 supernet then stays "
-                  "untrained for hundreds of steps). The architecture steps always sample every choice",
+        "warmup", "with --sandwich 0, weight steps that train the largest network (every node at its widest width, "
+                  "with its residual connection; operators and paths sampled): always, in the warm-up only, or "
+                  "never (every choice sampled: a depth-22 supernet then stays untrained for hundreds of steps). "
+                  "The architecture steps always sample every choice",
         choice("always", "warmup", "never"))
     bn_batches: int = option(4, "training batches (central tiles, no augmentation, a fixed seeded choice) that "
                                 "recompute the BatchNorm statistics of the derived architecture before it is "
@@ -176,6 +235,10 @@ class SearchConfig(RunConfig):
             raise self.error("crop_size", f"a multiple of 32 pixels in 32..--tile-size ({self.tile_size}), or none")
         if self.tau_end > self.tau_start:
             raise self.error("tau_end", f"a temperature no higher than --tau-start ({self.tau_start})")
+        if isinstance(self.cost_target, str) and self.cost_target.endswith("ms") and self.latency_table is None:
+            raise self.error("cost_target", "a fraction or GMACs (a target in ms needs --latency-table)")
+        if isinstance(self.cost_target, str) and self.cost_target.endswith("GMAC") and self.latency_table:
+            raise self.error("cost_target", "a fraction or ms (with --latency-table the cost is its milliseconds)")
 
 
 def temperature(epoch: int, config: SearchConfig) -> float:
@@ -209,19 +272,68 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_supernet(supernet_config: dict[str, Any]) -> Supernet:
-    """The supernet described by a checkpoint's ``supernet_config`` (depth, classes, input channels, unit widths
-    and the choice kinds fixed out of the search)."""
+    """The supernet described by a checkpoint's ``supernet_config``: depth, classes, input channels, unit widths,
+    the choice kinds fixed out of the search, and the derivation's constraints (cost table, cost limit, floor of
+    real cells), so that exporting a checkpoint derives what the search derived."""
     supernet = Supernet(int(supernet_config["depth"]), num_classes=int(supernet_config["num_classes"]),
                         in_channels=int(supernet_config["in_channels"]),
                         unit_channels=tuple(supernet_config.get("unit_channels", UNIT_CHANNELS)))
     supernet.fix(**supernet_config.get("fixed", {}))
+    table = supernet_config.get("cost_table")
+    if table is not None:
+        supernet.set_cost_table({(op, int(s), int(a), int(c)): float(v) for op, s, a, c, v in table})
+    supernet.constrain(cost_limit=supernet_config.get("cost_limit"),
+                       min_real_cells=int(supernet_config.get("min_real_cells", 0)))
     return supernet
+
+
+def cost_limit(target: float | str, supernet: Supernet) -> float:
+    """The absolute cost (the supernet's cost unit) of a ``--cost-target``."""
+    if isinstance(target, str) and target.endswith("GMAC"):
+        return float(target[:-4]) * 1e9 / GMAC_SIZE**2
+    if isinstance(target, str) and target.endswith("ms"):
+        return float(target[:-2])
+    return float(target) * supernet.largest_cost()
+
+
+def branch_output_layers(genotype: Genotype) -> list[int]:
+    """Per branch, the first layer (0-based) whose cell is at the branch's output stride: where a coarse branch
+    gets there (late: the branch is the finer branches' stack with a downsampling at the end)."""
+    return [next(i for i, c in enumerate(b.cells) if c.stride == b.output_stride) for b in genotype.branches]
 
 
 def choice_labels(supernet: Supernet) -> dict[str, tuple[str, ...]]:
     """Names of the choices of each kind of :meth:`Supernet.arch_probabilities`, in index order."""
     return {"op": CELL_OPS, "width": tuple(f"x{e}" for e in supernet.expansions), "residual": ("off", "on"),
             "source": SOURCES, "down": DOWN_OPS}
+
+
+def search_summary(supernet: Supernet, genotype: Genotype, supernet_config: dict[str, Any]) -> dict[str, Any]:
+    """What the search decided, for the genotype's provenance: each chosen option's probability, the mean
+    chosen probability per choice kind (uniform: 1/5 for operators, 1/4 for widths, 1/2 for residuals), each
+    kind's entropy, where each branch reaches its output stride, its real (non-skip) cells, and the cost
+    (derived network, target, largest network of the space, and their ratios)."""
+    choices = supernet.choice_probabilities(genotype)
+    flat = [c for cells in choices for c in cells]
+    derived, largest = supernet.genotype_cost(genotype), supernet.largest_cost()
+    limit = supernet_config.get("cost_limit")
+    cost = {"unit": supernet_config.get("cost_unit", "MACs per input pixel"), "derived": derived,
+            "largest": largest, "fraction_of_largest": derived / largest, "target": limit,
+            "target_fraction_of_largest": None if limit is None else limit / largest,
+            "min_real_cells": supernet.min_real_cells}
+    if cost["unit"] == "MACs per input pixel":
+        cost["gmacs_at_1024"] = derived * GMAC_SIZE**2 / 1e9
+    return {
+        "choices": [{"output_stride": spec.output_stride, "cells": cells}
+                    for spec, cells in zip(genotype.branches, choices)],
+        **{f"mean_{kind}_probability": float(np.mean([c[f"{key}_probability"] for c in flat]))
+           for kind, key in (("op", "op"), ("width", "expansion"), ("residual", "residual"),
+                             ("source", "source"))},
+        "entropy": supernet.choice_entropy(),
+        "branch_output_layers": branch_output_layers(genotype),
+        "real_cells": [sum(c.op != "skip" for c in b.cells) for b in genotype.branches],
+        "cost": cost,
+    }
 
 
 def derive_genotype(supernet: Supernet, provenance: dict[str, Any]) -> Genotype:
@@ -248,7 +360,8 @@ class ArchitectureSearch(Engine):
     runs_root = RUNS_ROOT
     resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
-                    "bn_batches", "weight_optimizer", "train_largest", "fixed_largest")
+                    "bn_batches", "weight_optimizer", "train_largest", "fixed_largest", "sandwich", "cost_target",
+                    "latency_table", "min_real_cells")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: SearchConfig
 
@@ -299,34 +412,45 @@ class ArchitectureSearch(Engine):
 
         self.supernet_config = {"depth": cfg.depth, "num_classes": NUM_CLASSES, "in_channels": int(train.in_channels),
                                 "unit_channels": list(cfg.unit_channels),
-                                "fixed": {"width": -1, "residual": 1} if cfg.fixed_largest else {}}
-        supernet = build_supernet(self.supernet_config).to(self.device)
+                                "fixed": {"width": -1, "residual": 1} if cfg.fixed_largest else {},
+                                "min_real_cells": cfg.min_real_cells, "cost_unit": "MACs per input pixel"}
+        if cfg.latency_table is not None:
+            table = load_latency_table(cfg.latency_table)
+            self.supernet_config["cost_table"] = table.rows()
+            self.supernet_config["cost_unit"] = table.unit
+        supernet = build_supernet(self.supernet_config)
+        if cfg.cost_target is not None:
+            self.supernet_config["cost_limit"] = cost_limit(cfg.cost_target, supernet)
+            supernet.constrain(cost_limit=self.supernet_config["cost_limit"], min_real_cells=cfg.min_real_cells)
+        supernet = supernet.to(self.device)
         self.supernet = self.network = maybe_sync_batchnorm(supernet, self.ctx)
         broadcast_module_(self.supernet)
-        self.arch_params = list(self.supernet.arch_parameters())
-        # The architecture logits take no gradient outside the architecture step, so DDP (built while they
-        # are frozen) leaves them out of its reducer and the weight step does not differentiate them.
-        self._arch_requires_grad(False)
+        # The architecture logits take no gradient outside the architecture step (SearchSteps freezes them),
+        # so DDP (built while they are frozen) leaves them out of its reducer and the weight step does not
+        # differentiate them.
+        for p in self.supernet.arch_parameters():
+            p.requires_grad_(False)
         self.model = wrap_ddp(self.supernet, self.ctx, find_unused_parameters=True)
-        self.weight_params = list(self.supernet.weight_parameters())
-        self.arch_opt = torch.optim.Adam(self.arch_params, lr=cfg.lr_arch, betas=(0.5, 0.999), weight_decay=0.0)
+        weight_params = list(self.supernet.weight_parameters())
+        arch_opt = torch.optim.Adam(self.supernet.arch_parameters(), lr=cfg.lr_arch, betas=(0.5, 0.999),
+                                    weight_decay=0.0)
         if cfg.weight_optimizer == "adam":
-            self.weight_opt = torch.optim.Adam(self.weight_params, lr=cfg.lr_weights, weight_decay=cfg.weight_decay)
+            weight_opt = torch.optim.Adam(weight_params, lr=cfg.lr_weights, weight_decay=cfg.weight_decay)
         else:
-            self.weight_opt = torch.optim.SGD(self.weight_params, lr=cfg.lr_weights, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay)
-        self.arch_scaler = make_grad_scaler(self.device, self.use_amp)
-        self.weight_scaler = make_grad_scaler(self.device, self.use_amp)
+            weight_opt = torch.optim.SGD(weight_params, lr=cfg.lr_weights, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
         weights = class_weights_from_counts(np.asarray(train.class_counts), method=cfg.class_weighting)
         self.criterion = WeightedBootstrappedCE(weights, top_k_fraction=cfg.top_k_fraction,
                                                 instance_weighting=cfg.instance_weighting).to(self.device)
+        cost = None if cfg.cost_target is None else CostControl(self.supernet_config["cost_limit"],
+                                                                 weight=cfg.cost_weight, rate=cfg.cost_rate)
+        self.steps = SearchSteps(self.supernet, self.model, self.loss, weight_opt=weight_opt, arch_opt=arch_opt,
+                                 sandwich=cfg.sandwich, estimator=cfg.arch_estimator, cost=cost,
+                                 grad_clip=cfg.grad_clip, device=self.device, use_amp=self.use_amp, ctx=self.ctx)
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.supernet.load_state_dict(state["supernet"])
-        self.arch_opt.load_state_dict(state["arch_optimizer"])
-        self.weight_opt.load_state_dict(state["weight_optimizer"])
-        self.arch_scaler.load_state_dict(state["arch_scaler"])
-        self.weight_scaler.load_state_dict(state["weight_scaler"])
+        self.steps.load_state_dict(state)
 
     def checkpoint_state(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -339,8 +463,7 @@ class ArchitectureSearch(Engine):
         }
 
     def training_state(self) -> dict[str, Any]:
-        return {"arch_optimizer": self.arch_opt.state_dict(), "weight_optimizer": self.weight_opt.state_dict(),
-                "arch_scaler": self.arch_scaler.state_dict(), "weight_scaler": self.weight_scaler.state_dict()}
+        return self.steps.state_dict()
 
     # ------------------------------------------------------------------ steps
     def loss(self, logits: list[torch.Tensor], mask: torch.Tensor,
@@ -348,58 +471,19 @@ class ArchitectureSearch(Engine):
         """Eq. 19 summed over the three heads."""
         return sum_head_losses(self.criterion, logits, mask, pixel_weights=pixel_weights)
 
-    def _average_arch_grads(self) -> None:
-        """Average the architecture gradients over the ranks (one all-reduce of their concatenation)."""
-        if not self.ctx.is_distributed:
-            return
-        flat = all_reduce_mean(torch.cat([p.grad.reshape(-1) for p in self.arch_params]))
-        offset = 0
-        for p in self.arch_params:
-            p.grad = flat[offset: offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
+    def arch_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One architecture update on a batch of half B (:meth:`SearchSteps.arch_step`): the gradient is taken
+        with respect to the architecture logits only, so the weights' ``.grad`` is never touched (FasterSeg's
+        leak of architecture-step gradients into the weight update cannot happen, and DDP's reducer sees
+        nothing of this step)."""
+        return self.steps.arch_step(*self.inputs(batch))
 
-    def _arch_requires_grad(self, flag: bool) -> None:
-        for p in self.arch_params:
-            p.requires_grad_(flag)
-
-    def arch_step(self, batch: dict[str, Any]) -> float:
-        """One architecture update on a batch of half B; returns its loss (Eq. 19 plus the cost term).
-
-        The gradient is taken with respect to the architecture logits only (``torch.autograd.grad``), so the
-        weights' ``.grad`` is never touched: FasterSeg's leak of architecture-step gradients into the weight
-        update cannot happen, and DDP's reducer sees nothing of this step.
-        """
-        image, mask, pixel_weights = self.inputs(batch)
-        self._arch_requires_grad(True)
-        try:
-            with autocast_for(self.device, self.use_amp):
-                logits = self.supernet(image, mode=self.config.arch_estimator)
-            loss = self.loss(logits, mask, pixel_weights)
-            if self.config.cost_weight > 0:
-                loss = loss + self.config.cost_weight * self.supernet.expected_cost()
-            grads = torch.autograd.grad(self.arch_scaler.scale(loss), self.arch_params, allow_unused=True)
-        finally:
-            self._arch_requires_grad(False)
-        for p, g in zip(self.arch_params, grads):
-            p.grad = torch.zeros_like(p) if g is None else g
-        self._average_arch_grads()
-        self.arch_scaler.step(self.arch_opt)
-        self.arch_scaler.update()
-        return float(loss.detach())
-
-    def weight_step(self, batch: dict[str, Any]) -> float:
-        """One weight update on a batch of half A through DDP (sampled architecture); returns its loss."""
-        image, mask, pixel_weights = self.inputs(batch)
-        self.weight_opt.zero_grad(set_to_none=True)
-        with autocast_for(self.device, self.use_amp):
-            logits = self.model(image, mode="sample")
-        loss = self.loss(logits, mask, pixel_weights)
-        self.weight_scaler.scale(loss).backward()
-        self.weight_scaler.unscale_(self.weight_opt)
-        torch.nn.utils.clip_grad_norm_(self.weight_params, self.config.grad_clip)
-        self.weight_scaler.step(self.weight_opt)
-        self.weight_scaler.update()
-        return float(loss.detach())
+    def weight_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One weight update on a batch of half A through DDP (:meth:`SearchSteps.weight_step`)."""
+        largest = self.config.train_largest
+        pinned = largest == "always" or (largest == "warmup" and not self.searching)
+        return self.steps.weight_step(*self.inputs(batch), warmup=not self.searching,
+                                      pins=LARGEST if pinned else None)
 
     def begin_epoch(self, epoch: int) -> dict[str, Any]:
         """Temperature and learning rate of ``epoch``; returns them for the log."""
@@ -407,14 +491,8 @@ class ArchitectureSearch(Engine):
         self.phase = "search" if self.searching else "warm-up"
         self.tau = temperature(epoch, self.config)
         self.supernet.set_tau(self.tau)
-        largest = self.config.train_largest
-        # (with --fixed-largest the supernet's fix() already draws only the largest width and the residual)
-        if largest == "always" or (largest == "warmup" and not self.searching):
-            self.supernet.pin(width=-1, residual=1)
-        else:
-            self.supernet.pin()
         lr = weight_lr(epoch, self.config)
-        for group in self.weight_opt.param_groups:
+        for group in self.steps.weight_opt.param_groups:
             group["lr"] = lr
         self.train_data.set_epoch(epoch)
         self.model.train()
@@ -430,8 +508,8 @@ class ArchitectureSearch(Engine):
     def train_step(self, batch: tuple[dict[str, Any] | None, dict[str, Any]]) -> dict[str, float]:
         """An architecture step on the B batch (after the warm-up), then a weight step on the A batch."""
         arch_batch, weight_batch = batch
-        losses = {} if arch_batch is None else {"train/arch_loss": self.arch_step(arch_batch)}
-        return {"train/loss": self.weight_step(weight_batch), **losses}
+        arch = {} if arch_batch is None else self.arch_step(arch_batch)
+        return {f"train/{key}": value for key, value in {**self.weight_step(weight_batch), **arch}.items()}
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The derived architecture's (``mode="argmax"``) three heads."""
@@ -483,11 +561,7 @@ class ArchitectureSearch(Engine):
         provenance records what the search decided (each chosen option's probability) and how sure it is."""
         provenance = self.provenance(epoch + 1, scores)
         genotype = self.supernet.derive()
-        choices = self.supernet.choice_probabilities(genotype)
-        provenance["choices"] = [{"output_stride": spec.output_stride, "cells": cells}
-                                 for spec, cells in zip(genotype.branches, choices)]
-        provenance["mean_op_probability"] = float(np.mean([c["op_probability"] for cells in choices for c in cells]))
-        provenance["entropy"] = self.supernet.choice_entropy()
+        provenance.update(search_summary(self.supernet, genotype, self.supernet_config))
         self.genotype = derive_genotype(self.supernet, provenance)
         if self.ctx.is_main:
             self.genotype.save(self.run_dir / "genotype.json")
@@ -495,10 +569,13 @@ class ArchitectureSearch(Engine):
     def epoch_record(self, epoch: int, scalars: dict[str, Any], train: dict[str, Any],
                      scores: dict[str, Any]) -> dict[str, Any]:
         provenance = self.genotype.provenance
+        cost = provenance["cost"]
         return {**train, "epoch": epoch, **scalars, "cost/expected": float(self.supernet.expected_cost().detach()),
+                "cost/derived": cost["derived"], "cost/fraction_of_largest": cost["fraction_of_largest"],
                 **{f"val/{k}": v for k, v in scores.items() if isinstance(v, float)}, **scores.get("beside", {}),
                 **{f"arch/entropy_{kind}": value for kind, value in provenance["entropy"].items()},
-                "arch/mean_op_probability": provenance["mean_op_probability"]}
+                **{f"arch/mean_{kind}_probability": provenance[f"mean_{kind}_probability"]
+                   for kind in ("op", "width", "residual")}}
 
     def _log_probabilities(self, tracker: Tracker, step: int) -> None:
         """One heatmap per choice kind: layers (rows) x branch node and choice (columns), NaN: no node."""
@@ -524,10 +601,12 @@ class ArchitectureSearch(Engine):
         self._log_probabilities(tracker, epoch)
         tracker.log_artifact(self.run_dir / "genotype.json", name=f"genotype-{self.run_dir.name}", type="genotype")
         arch = f" arch {record['train/arch_loss']:.4f}" if "train/arch_loss" in record else ""
-        log.info("epoch %d/%d %s: loss %.4f%s  val FWIoU %s MPA %s  tau %.3f  chosen op p %.2f, op entropy %.2f  "
-                 "%.0f s%s", epoch, self.config.epochs, self.phase, record["train/loss"], arch,
-                 percent(scores.get("fwiou"), "%"), percent(scores.get("mpa"), "%"), self.tau,
-                 record["arch/mean_op_probability"], record.get("arch/entropy_op", float("nan")), seconds,
+        cost = f"  cost weight {record['train/cost_weight']:.3f}" if "train/cost_weight" in record else ""
+        log.info("epoch %d/%d %s: loss %.4f%s  val FWIoU %s MPA %s  tau %.3f  chosen p: op %.2f width %.2f "
+                 "residual %.2f  cost %.2f of the largest%s  %.0f s%s", epoch, self.config.epochs, self.phase,
+                 record["train/loss"], arch, percent(scores.get("fwiou"), "%"), percent(scores.get("mpa"), "%"),
+                 self.tau, record["arch/mean_op_probability"], record["arch/mean_width_probability"],
+                 record["arch/mean_residual_probability"], record["cost/fraction_of_largest"], cost, seconds,
                  "  (best)" if best else "")
 
 

@@ -116,6 +116,20 @@ class Genotype:
         """Output width of every cell of branch ``branch``."""
         return [c.channels(self.unit_channels) for c in self.branches[branch].cells]
 
+    def cell_owners(self) -> list[list[int]]:
+        """For each branch and layer, the first branch whose cells up to and including that layer are the same
+        as this branch's: the branch that computes the cell in the derived MRFEM, where branches share the
+        cells of their common prefix (a searched genotype's branches form a tree and share their first cells).
+        """
+        owners = []
+        for b, branch in enumerate(self.branches):
+            row = []
+            for i in range(len(branch.cells)):
+                row.append(next(a for a in range(b + 1)
+                                if self.branches[a].cells[: i + 1] == branch.cells[: i + 1]))
+            owners.append(row)
+        return owners
+
     def out_channels(self) -> list[int]:
         """Output width of each branch (its last cell's)."""
         return [self.branch_channels(b)[-1] for b in range(len(self.branches))]

@@ -14,11 +14,15 @@ stride 2, then a 1x1 conv + BN + ReLU when the width changes). Both map an ``H x
 Width sampling without copies. Every module that holds weights is built at its maximal width and runs at a
 smaller active width: its convolution slices ``weight[:out_channels, :in_channels]`` (the input width is read
 from the input tensor, the output width is ``forward``'s ``out_channels``, default the maximal one), and its
-BatchNorm is *switchable*: one ``BatchNorm2d`` per width choice, keyed by the width
-(``bn.bns["48"]``), chosen by the width of the tensor it normalises, because the statistics of the first 24 of
-48 channels differ when only 24 are computed. The supernet builds each module with ``widths=`` the widths it
-may run at; a derived network builds it at its exact width (``widths=None``: one BatchNorm, no spare weights),
-under the same parameter names, so a derived network can take its weights from the supernet by slicing.
+BatchNorm (:class:`SlicedBatchNorm2d`) is one ``BatchNorm2d`` at the maximal width whose first ``c`` channels
+(affine parameters and running statistics) normalise a map of ``c`` channels. Running at width ``c`` is thus
+the maximal layer with its channels beyond ``c`` masked out after the BatchNorm, so every width trains the
+same affine parameters (a BatchNorm per width would see only its share of the updates), and the statistics a
+narrower network sees are recomputed before it is validated (the search's BatchNorm recalibration). The
+supernet builds each module with ``widths=`` the widths it may run at; a derived network builds it at its
+exact width (``widths=None``: no spare weights), under the same parameter names but for the BatchNorm's key,
+which is the width it was built at (``bn.bns["48"]``), so a derived network takes its weights from the
+supernet by slicing.
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ UNIT_CHANNELS = (12, 24, 48)
 STRIDES = (8, 16, 32)
 
 
-class SwitchableBatchNorm2d(nn.Module):
-    """One ``BatchNorm2d`` per width choice, chosen by the channel count of the input.
+class SlicedBatchNorm2d(nn.Module):
+    """One ``BatchNorm2d`` at the widest of ``widths``; a map of ``c`` channels uses its first ``c`` channels.
+
+    Its state is held under ``bns[str(widest)]`` (the key a derived network's exact BatchNorm has), and in
+    training the running statistics of the first ``c`` channels are updated in place.
 
     Parameters
     ----------
@@ -53,14 +60,25 @@ class SwitchableBatchNorm2d(nn.Module):
     def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
         self.widths = tuple(sorted(set(int(w) for w in widths)))
-        self.bns = nn.ModuleDict({str(w): nn.BatchNorm2d(w) for w in self.widths})
+        self.bns = nn.ModuleDict({str(self.widths[-1]): nn.BatchNorm2d(self.widths[-1])})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` ``[N, C, H, W]`` with the BatchNorm of width ``C``."""
-        key = str(x.shape[1])
-        if key not in self.bns:
-            raise ValueError(f"SwitchableBatchNorm2d: no BatchNorm for width {x.shape[1]} (has {self.widths})")
-        return self.bns[key](x)
+        """Normalise ``x`` ``[N, C, H, W]`` with the first ``C`` channels of the BatchNorm."""
+        c = x.shape[1]
+        if c not in self.widths:
+            raise ValueError(f"SlicedBatchNorm2d: no width {c} (has {self.widths})")
+        bn = self.bns[str(self.widths[-1])]
+        if c == bn.num_features:
+            return bn(x)
+        training = bn.training or bn.running_mean is None
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+        momentum = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.momentum is None:  # cumulative average, as BatchNorm2d computes it
+            momentum = 1.0 / float(bn.num_batches_tracked)
+        return F.batch_norm(x, bn.running_mean[:c] if bn.running_mean is not None else None,
+                            bn.running_var[:c] if bn.running_var is not None else None,
+                            bn.weight[:c], bn.bias[:c], training, momentum, bn.eps)
 
 
 class ConvNormAct(nn.Module):
@@ -77,7 +95,7 @@ class ConvNormAct(nn.Module):
     relu
         Apply a ReLU after the BatchNorm.
     widths
-        Output widths the layer may run at (switchable BatchNorm); ``None`` means exactly ``c_out``.
+        Output widths the layer may run at (sliced BatchNorm); ``None`` means exactly ``c_out``.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, *, stride: int = 1, relu: bool = True,
@@ -87,7 +105,7 @@ class ConvNormAct(nn.Module):
         if max(widths) > c_out:
             raise ValueError(f"ConvNormAct: widths {widths} exceed c_out={c_out}")
         self.conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
-        self.bn = SwitchableBatchNorm2d(widths)
+        self.bn = SlicedBatchNorm2d(widths)
         self.relu = relu
 
     @property

@@ -20,7 +20,7 @@ starts at the prior that makes every placement of a branch's downsampling layers
 * ``down`` (2): the downsampling operator (``DOWN_OPS``) used when the source is ``down``.
 
 All candidates of a node are modules of :mod:`ggmnet.search_space.operations` built at the node's maximal
-width and run at the sampled one (sliced weights, switchable BatchNorm): one library, no copies.
+width and run at the sampled one (sliced weights, one sliced BatchNorm): one library, no copies.
 
 Modes of :meth:`Supernet.forward`. Both sampling modes draw every choice from ``softmax(logits / tau)``
 (Gumbel-max), so the temperature ``tau`` (:meth:`Supernet.set_tau`) is the exploration of the search: above 1
@@ -74,6 +74,7 @@ doubling. A measured table (e.g. latency) plugs in through ``cost_table``: a map
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -333,6 +334,9 @@ class Supernet(nn.Module):
         self.tau = 1.0
         self.pinned: dict[str, int] = {}
         self.fixed: dict[str, int] = {}
+        self.cost_limit: float | None = None
+        self.min_real_cells = 0
+        self._derived_cache: tuple[Any, ...] | None = None
         self.stem = Stem(in_channels, stem_channels)
         self.nodes = nn.ModuleDict()
         for i in range(depth):
@@ -440,6 +444,7 @@ class Supernet(nn.Module):
         if unknown:
             raise ValueError(f"Supernet.fix: only width and residual can be fixed, not {sorted(unknown)}")
         self.fixed = {kind: int(index) for kind, index in choices.items()}
+        self._derived_cache = None
 
     def set_tau(self, tau: float) -> None:
         """Set the sampling temperature of ``mode="sample"`` and ``"pairs"`` (used when ``tau`` is not given):
@@ -535,6 +540,8 @@ class Supernet(nn.Module):
     def _forward_sample(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
         hard = {kind: F.gumbel_softmax(self._logits(kind) / tau, hard=True) for kind in CHOICE_KINDS}
         for kind, index in self.pinned.items():
+            if kind in self.fixed:  # a kind taken out of the search stays at its fixed option
+                continue
             hard[kind] = F.one_hot(torch.full(hard[kind].shape[:-1], index % hard[kind].shape[-1],
                                               device=x8.device), hard[kind].shape[-1]).to(hard[kind].dtype)
         flat = torch.cat([hard[kind].argmax(-1) for kind in CHOICE_KINDS]).view(len(CHOICE_KINDS), self.depth, -1)
@@ -602,7 +609,7 @@ class Supernet(nn.Module):
         return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
 
     def _forward_argmax(self, x8: torch.Tensor) -> list[torch.Tensor]:
-        plan, _ = self._argmax_plan()
+        plan, _ = self.derived_plan()
         return self._run_plan(x8, plan, None)
 
     def _feeding(self, plan: Mapping[tuple[int, int], Plan]) -> set[tuple[int, int]]:
@@ -665,9 +672,132 @@ class Supernet(nn.Module):
             paths.append(path[::-1])
         return plan, paths
 
-    def derive(self) -> Genotype:
-        """The most likely architecture as a validated :class:`Genotype` of this supernet's depth."""
+    def constrain(self, *, cost_limit: float | None = None, min_real_cells: int = 0) -> None:
+        """Constraints of the derivation (:meth:`derive`, ``mode="argmax"``).
+
+        Parameters
+        ----------
+        cost_limit
+            Largest cost (:meth:`genotype_cost`) of the derived network, or ``None``. Where the most likely
+            architecture costs more, choices of its cells are given up one at a time, each time the one that
+            loses the least log-probability per unit of cost saved (a narrower width, a cheaper operator or
+            downsampling operator, a residual connection without its projection), until it fits: the derived
+            network is then the most likely architecture found under the limit, and a search that ends above
+            its cost target still exports a network that meets it.
+        min_real_cells
+            Fewest cells of each branch whose operator is not ``skip``. Where a branch has fewer, its skip cells
+            with the most probable other operator take that operator (a cost term alone, to which ``skip`` is
+            free, would leave a branch that is nearly the identity).
+        """
+        if cost_limit is not None and not cost_limit > 0:
+            raise ValueError(f"Supernet.constrain: cost_limit must be positive, got {cost_limit}")
+        if min_real_cells < 0:
+            raise ValueError(f"Supernet.constrain: min_real_cells must be >= 0, got {min_real_cells}")
+        self.cost_limit = None if cost_limit is None else float(cost_limit)
+        self.min_real_cells = int(min_real_cells)
+        self._derived_cache = None
+
+    def derived_plan(self) -> tuple[dict[tuple[int, int], Plan], list[list[int]]]:
+        """The plan and branch paths of :meth:`derive`: the most likely architecture (:meth:`_argmax_plan`)
+        under the constraints of :meth:`constrain` (cached until the logits or the constraints change)."""
+        with torch.no_grad():
+            key = (torch.cat([p.detach().reshape(-1) for p in self.arch_parameters()]).cpu().numpy().tobytes(),
+                   self.cost_limit, self.min_real_cells, tuple(sorted(self.fixed.items())))
+        if self._derived_cache is not None and self._derived_cache[0] == key:
+            return dict(self._derived_cache[1]), [list(p) for p in self._derived_cache[2]]
         plan, paths = self._argmax_plan()
+        if self.min_real_cells or self.cost_limit is not None:
+            with torch.no_grad():
+                log_p = {kind: np.log(np.maximum(p.cpu().numpy(), 1e-30))
+                         for kind, p in self._probabilities().items()}
+            self._apply_floor(plan, paths, log_p)
+            if self.cost_limit is not None:
+                self._fit_budget(plan, paths, log_p)
+        self._derived_cache = (key, dict(plan), [list(p) for p in paths])
+        return plan, paths
+
+    def _branches_through(self, paths: Sequence[Sequence[int]]) -> dict[tuple[int, int], list[int]]:
+        through: dict[tuple[int, int], list[int]] = {}
+        for b, path in enumerate(paths):
+            for i, k in enumerate(path):
+                through.setdefault((i, k), []).append(b)
+        return through
+
+    def _real_cells(self, plan: Mapping[tuple[int, int], Plan], paths: Sequence[Sequence[int]]) -> list[int]:
+        skip = CELL_OPS.index("skip")
+        return [sum(plan[(i, k)][1] != skip for i, k in enumerate(path)) for path in paths]
+
+    def _apply_floor(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
+                     log_p: Mapping[str, np.ndarray]) -> None:
+        """Give each branch at least ``min_real_cells`` non-skip cells (its likeliest ones), in place."""
+        skip = CELL_OPS.index("skip")
+        floor = min(self.min_real_cells, self.depth)
+        for path in paths:
+            missing = floor - self._real_cells(plan, [path])[0]
+            if missing <= 0:
+                continue
+            candidates = []
+            for i, k in enumerate(path):
+                if plan[(i, k)][1] == skip:
+                    row = log_p["op"][i, k].copy()
+                    row[skip] = -np.inf
+                    candidates.append((-float(row.max()), i, k, int(row.argmax())))
+            for _, i, k, op in sorted(candidates)[:missing]:
+                src, _, w, res, down = plan[(i, k)]
+                plan[(i, k)] = (src, op, w, res, down)
+
+    def _fit_budget(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
+                    log_p: Mapping[str, np.ndarray]) -> None:
+        """Give up choices until the plan's cost is at most ``cost_limit`` (greedy, see :meth:`constrain`)."""
+        through = self._branches_through(paths)
+        fed = set(through)
+        readers: dict[tuple[int, int], list[tuple[int, int]]] = {node: [] for node in fed}
+        for i, k in fed:
+            if i > 0:
+                readers[(i - 1, k - plan[(i, k)][0])].append((i, k))
+        skip = CELL_OPS.index("skip")
+        floor = min(self.min_real_cells, self.depth)
+        cost = {node: self._node_cost(plan, *node) for node in fed}
+        total = sum(cost.values())
+        while total > self.cost_limit:
+            real = self._real_cells(plan, paths)
+            best = None
+            for node in fed:
+                i, k = node
+                src, op, w, res, down = plan[node]
+                moves = []
+                if w > 0 and "width" not in self.fixed:
+                    moves.append((log_p["width"][i, k, w] - log_p["width"][i, k, w - 1], (src, op, w - 1, res, down)))
+                for o in range(len(CELL_OPS)):
+                    if o == op or (o == skip and op != skip and any(real[b] <= floor for b in through[node])):
+                        continue
+                    moves.append((log_p["op"][i, k, op] - log_p["op"][i, k, o], (src, o, w, res, down)))
+                if res and "residual" not in self.fixed:
+                    moves.append((log_p["residual"][i, k, 1] - log_p["residual"][i, k, 0], (src, op, w, 0, down)))
+                if src == 1:
+                    for d in range(len(DOWN_OPS)):
+                        if d != down:
+                            moves.append((log_p["down"][i, k, down] - log_p["down"][i, k, d], (src, op, w, res, d)))
+                for loss, new in moves:
+                    plan[node] = new
+                    changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
+                    plan[node] = (src, op, w, res, down)
+                    saving = sum(cost[n] - c for n, c in changed.items())
+                    if saving > 1e-12 * max(total, 1.0):
+                        score = max(float(loss), 0.0) / saving
+                        if best is None or score < best[0]:
+                            best = (score, node, new, changed, saving)
+            if best is None:  # nothing left to give up: the floor and the paths cost more than the limit
+                break
+            _, node, new, changed, saving = best
+            plan[node] = new
+            cost.update(changed)
+            total = sum(cost.values())
+
+    def derive(self) -> Genotype:
+        """The most likely architecture as a validated :class:`Genotype` of this supernet's depth, under the
+        constraints of :meth:`constrain` (none by default)."""
+        plan, paths = self.derived_plan()
         branches = []
         for end, path in enumerate(paths):
             cells = []
@@ -702,6 +832,8 @@ class Supernet(nn.Module):
                 names[prefix + "shortcut."] = node + "shortcut."
                 if cell.down is not None:
                     names[prefix + "down."] = node + f"downs.{cell.down}."
+        # the supernet's sliced BatchNorms keep their state under their widest width's key
+        widest = {re.sub(r"\.bns\.\d+\.", ".bns.*.", key): key for key in source}
         state = {}
         for name, tensor in net.state_dict().items():
             src = name
@@ -709,7 +841,9 @@ class Supernet(nn.Module):
                 if name.startswith(prefix):
                     src = replacement + name[len(prefix):]
                     break
-            state[name] = source[src][tuple(slice(0, d) for d in tensor.shape)].clone()
+            src = widest.get(re.sub(r"\.bns\.\d+\.", ".bns.*.", src), src)
+            piece = source[src]
+            state[name] = (piece[tuple(slice(0, d) for d in tensor.shape)] if piece.ndim else piece).clone()
         net.load_state_dict(state)
         return net
 
@@ -726,35 +860,137 @@ class Supernet(nn.Module):
             return float(cost_table[key])
 
         tables = [node.cost_tensors(cost) for node in self.nodes.values()]  # all or nothing
+        self.largest_cost(cost)
         for node, table in zip(self.nodes.values(), tables):
             for name, tensor in table.items():
                 node.register_buffer(name, tensor.to(self.arch_op.device), persistent=False)
+        self.cost = cost
+        self._derived_cache = None
+
+    def _node_cost(self, plan: Mapping[tuple[int, int], Plan], i: int, k: int) -> float:
+        """Cost of node (i, k)'s cell under ``plan``, from its planned predecessor's width."""
+        src, op, w, res, down = plan[(i, k)]
+        width = self._widths(i, k)[w]
+        pred = (i - 1, k - src)
+        c_in = self.stem_channels[-1] if pred[0] < 0 else self._widths(*pred)[plan[pred][2]]
+        spec = CellSpec(op=CELL_OPS[op], expansion=self.expansions[w], stride=STRIDES[k], residual=bool(res),
+                        down=DOWN_OPS[down] if src == 1 else None)
+        return cell_cost(spec, c_in, width, self.cost)
+
+    def genotype_cost(self, genotype: Genotype) -> float:
+        """Cost (:func:`genotype_cost` under this supernet's table) of a genotype's MRFEM, shared cells once."""
+        return genotype_cost(genotype, self.cost)
+
+    def derived_cost(self, *, constrained: bool = True) -> float:
+        """Cost of the derived architecture (``constrained=False``: of the most likely one, before the
+        constraints of :meth:`constrain`)."""
+        plan, paths = self.derived_plan() if constrained else self._argmax_plan()
+        return sum(self._node_cost(plan, *node) for node in self._branches_through(paths))
+
+    def largest_cost(self, cost: Callable[[str, int, int, int], float] | None = None) -> float:
+        """The reference of cost targets: the cost of the largest network of the search space.
+
+        Every cell at the widest expansion, with the costliest cell operator and downsampling operator and its
+        residual connection; the 1/16 branch downsamples at layer 0 and the 1/32 branch at layers 0 and 1, so no
+        cell is shared by two branches. Under MACs (:func:`macs_per_pixel`) a cell costs the same at the three
+        strides (the width doubles where the map quarters), so this is the costliest architecture of the space.
+        """
+        cost = self.cost if cost is None else cost
+        e = max(self.expansions)
+        branches = []
+        for b, out_stride in enumerate(STRIDES):
+            stride, c_in, cells = STRIDES[0], self.stem_channels[-1], []
+            for i in range(self.depth):
+                down = None
+                if i < b:
+                    stride *= 2
+                    c_out = e * self.unit_channels[STRIDES.index(stride)]
+                    down = max(DOWN_OPS, key=lambda d, s=stride, a=c_in, c=c_out: cost(d, s, a, c))
+                c_out = e * self.unit_channels[STRIDES.index(stride)]
+                mid = c_out if down else c_in
+                op = max(CELL_OPS, key=lambda o, s=stride, a=mid, c=c_out: cost(o, s, a, c))
+                cells.append(CellSpec(op=op, expansion=e, stride=stride, residual=True, down=down))
+                c_in = c_out
+            branches.append(BranchSpec(output_stride=out_stride, cells=tuple(cells)))
+        genotype = Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
+                            stem_channels=self.stem_channels, unit_channels=self.unit_channels,
+                            branches=tuple(branches))
+        return genotype_cost(genotype.validate(), cost)
+
+    def feed_probabilities(self) -> dict[tuple[int, int], torch.Tensor]:
+        """P(node (i, k) is computed) in a network drawn from the current logits: some head's path passes it.
+
+        A node is computed when a computed successor takes it as its source. The stride-8 nodes always are (the
+        stride-8 head's path); for the others the joint law of (node (i, 16) computed, node (i, 32) computed)
+        is carried from the last layer back, each node's source drawn independently. Exact, differentiable.
+        """
+        p_same = self._probabilities()["source"][..., 0]
+        device = self.arch_op.device
+        one = torch.ones((), device=device)
+        joint = torch.zeros(2, 2, device=device)
+        joint[1, 1] = 1.0  # at the last layer every head reads its node
+        fed: dict[tuple[int, int], torch.Tensor] = {}
+        for i in range(self.depth - 1, -1, -1):
+            fed[(i, 0)] = one
+            fed[(i, 1)] = joint[1].sum()
+            if self.node_exists(i, 2):
+                fed[(i, 2)] = joint[:, 1].sum()
+            if i == 0:
+                break
+            q1 = p_same[i, 1]
+            q2 = p_same[i, 2] if self.node_exists(i, 2) else torch.zeros((), device=device)
+            terms: dict[tuple[int, int], list[torch.Tensor]] = {(a, b): [] for a in (0, 1) for b in (0, 1)}
+            for f1 in (0, 1):
+                for f2 in (0, 1):
+                    for same1, p1 in ((1, q1), (0, 1 - q1)):
+                        for same2, p2 in ((1, q2), (0, 1 - q2)):
+                            n1 = int((f1 and same1) or (f2 and not same2))
+                            n2 = int(f2 and same2)
+                            terms[(n1, n2)].append(joint[f1, f2] * p1 * p2)
+            joint = torch.stack([torch.stack([sum(terms[(a, b)]) for b in (0, 1)]) for a in (0, 1)])
+        return fed
 
     def expected_cost(self) -> torch.Tensor:
-        """Differentiable expected cost of MRFEM (default: MACs per input pixel) under the current logits."""
+        """Differentiable expected cost of MRFEM (default: MACs per input pixel) under the current logits: the
+        sum over nodes of the probability that the node is computed (:meth:`feed_probabilities`; a cell that
+        several branches pass is computed once, as in the derived network) times its expected cost under its
+        operator, width, residual and downsampling probabilities and its predecessors' width distributions."""
         probs = self._probabilities()
-        p = {(i, k): {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
-             for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k)}
         stem_width = torch.ones(1, device=self.arch_op.device)
 
         def width_dist(i: int, k: int) -> torch.Tensor | None:
             if k < 0 or not self.node_exists(i, k):
                 return None
-            return stem_width if i < 0 else p[(i, k)]["width"]
+            return stem_width if i < 0 else probs["width"][i, k]
 
-        # probability that some branch's path passes each node, summed over the three branches
-        visits: dict[tuple[int, int], torch.Tensor] = {(self.depth - 1, k): torch.ones((), device=stem_width.device)
-                                                        for k in range(len(STRIDES))}
         total = torch.zeros((), device=stem_width.device)
-        for i in range(self.depth - 1, -1, -1):
-            for k in range(len(STRIDES)):
-                if (i, k) not in visits:
-                    continue
-                v = visits[(i, k)]
-                total = total + v * self.node(i, k).expected_cost(p[(i, k)], width_dist(i - 1, k),
-                                                                   width_dist(i - 1, k - 1))
-                for src in (0, 1):
-                    prev = (i - 1, k - src)
-                    if prev[0] >= 0 and self.node_exists(*prev) and prev[1] >= 0:
-                        visits[prev] = visits.get(prev, 0) + v * p[(i, k)]["source"][src]
+        for (i, k), p_fed in self.feed_probabilities().items():
+            p = {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
+            total = total + p_fed * self.node(i, k).expected_cost(p, width_dist(i - 1, k), width_dist(i - 1, k - 1))
         return total
+
+
+def cell_cost(cell: CellSpec, c_in: int, c_out: int, cost: Callable[[str, int, int, int], float]) -> float:
+    """Cost of one derived cell from ``c_in`` to ``c_out`` channels: its downsampling operator (where it has
+    one), its operator, and the projection of its residual shortcut where the widths differ."""
+    if cell.down is not None:
+        return cost(cell.down, cell.stride, c_in, c_out) + cost(cell.op, cell.stride, c_out, c_out)
+    total = cost(cell.op, cell.stride, c_in, c_out)
+    if cell.residual and c_in != c_out:
+        total += cost(SHORTCUT, cell.stride, c_in, c_out)
+    return total
+
+
+def genotype_cost(genotype: Genotype, cost: Callable[[str, int, int, int], float] = macs_per_pixel) -> float:
+    """Cost of a genotype's MRFEM (default: multiply-accumulates per network-input pixel), each cell that
+    several branches share (:meth:`Genotype.cell_owners`) counted once, as the derived network computes it."""
+    owners = genotype.cell_owners()
+    total = 0.0
+    for b, branch in enumerate(genotype.branches):
+        c_in = genotype.stem_channels[-1]
+        for i, cell in enumerate(branch.cells):
+            c_out = cell.channels(genotype.unit_channels)
+            if owners[b][i] == b:
+                total += cell_cost(cell, c_in, c_out, cost)
+            c_in = c_out
+    return total
