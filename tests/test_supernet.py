@@ -57,6 +57,9 @@ def test_forward_backward_reaches_every_architecture_parameter(nets, depth, mode
         assert [tuple(o.shape) for o in outs] == [(2, 10, 8, 6), (2, 10, 4, 3), (2, 10, 2, 2)]
         sum((o * torch.randn_like(o)).sum() for o in outs).backward()
     for name, p in net.named_arch_parameters():
+        if mode == "pairs" and name == "arch_source":  # the paths learn from whole rival paths (below)
+            assert p.grad is None
+            continue
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
@@ -154,6 +157,72 @@ def test_pairs_gradient_is_the_loss_slope_from_one_candidate_output_to_the_other
     finally:
         hook.remove()
     assert len(seen) >= 3
+
+
+def test_pairs_gradient_at_the_midpoint_is_the_exact_loss_difference_of_a_quadratic_loss():
+    """Only the operator of node (1, 8) left to draw and a quadratic loss ``|y - t|^2`` of that node's output:
+    linearised at the midpoint of the two candidates' outputs, the two drawn logits get exactly
+    ``+-(L(y_i) - L(y_j)) / (2 tau)`` (at the drawn output, the first-order estimate would not)."""
+    torch.manual_seed(0)
+    net = Supernet(2, **TINY).train()
+    net.midpoint = {"op"}  # by default only the nested choices (width, residual) are; the rule is the same
+    with torch.no_grad():
+        for kind in CHOICE_KINDS:
+            getattr(net, f"arch_{kind}")[..., 0] = 1e4
+        net.arch_op[1, 0] = 0.0
+    x = torch.randn(2, 3, 32, 32)
+    width = net._widths(1, 0)[0]
+    t = torch.randn(2, width, 4, 4)
+    with torch.no_grad():
+        x0 = net.node(0, 0).run(net.stem(x)[-1], op=CELL_OPS[0], width=net._widths(0, 0)[0], residual=False,
+                                down=None)
+        losses = [(net.node(1, 0).run(x0, op=op, width=width, residual=False, down=None) - t).square().sum()
+                  for op in CELL_OPS]
+    captured = {}
+    hook = net.heads[0].register_forward_pre_hook(lambda _, inputs: captured.update(y=inputs[0]))
+    tau, seen = 2.0, set()
+    try:
+        for seed in range(30):
+            torch.manual_seed(seed)
+            net(x, mode="pairs", tau=tau)
+            (g,) = torch.autograd.grad((captured["y"] - t).square().sum(), [net.arch_op], allow_unused=True)
+            pair = [] if g is None else g[1, 0].nonzero().flatten().tolist()
+            if pair:
+                i, j = pair
+                expected = (losses[i] - losses[j]) / (2 * tau)
+                torch.testing.assert_close(g[1, 0, [i, j]], torch.stack([expected, -expected]), rtol=1e-4,
+                                           atol=1e-4)
+                seen.add((i, j))
+    finally:
+        hook.remove()
+    assert len(seen) >= 3
+
+
+def test_paths_are_learned_from_the_loss_difference_of_two_drawn_paths():
+    """``path_rival_plan`` is the drawn network with the second draws' sources; ``path_log_ratio`` is the
+    difference of the two paths' log-probabilities under ``softmax(source logits / tau)``, checked by hand."""
+    torch.manual_seed(0)
+    net = Supernet(4, **TINY).train()
+    _randomise(net, seed=3)
+    tau = 1.5
+    for seed in range(20):
+        torch.manual_seed(seed)
+        net(torch.randn(2, 3, 64, 64), mode="pairs", tau=tau)
+        rival = net.path_rival_plan()
+        if rival is not None:
+            break
+    plan = net.last_pairs["plan"]
+    assert all(rival[n][1:] == plan[n][1:] for n in plan)  # only the sources differ
+    log_p = torch.log_softmax(net.arch_source.detach() / tau, -1)
+    for end in range(3):
+        a, b = net._path(plan, end), net._path(rival, end)
+        expected = sum(float(log_p[i, k, plan[(i, k)][0]] - log_p[i, k, rival[(i, k)][0]])
+                       for i, k in set(a) | set(b) if net.valid_source[i, k].all())
+        assert float(net.path_log_ratio(end, rival)) == pytest.approx(expected, abs=1e-5)
+    # the rival network is the one the plan mode computes: the sampled network when the plans agree
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64), mode="plan", plan=rival)
+    assert [tuple(o.shape[1:]) for o in out] == [(10, 8, 8), (10, 4, 4), (10, 2, 2)]
 
 
 def test_pairs_has_the_value_of_the_drawn_network(nets):
@@ -390,8 +459,8 @@ def test_fixed_and_pinned_choices():
     grads = dict(zip(("op", "width", "residual", "source", "down"),
                      torch.autograd.grad(sum(o.sum() for o in out), net.arch_parameters(), allow_unused=True)))
     assert grads["width"] is None and grads["residual"] is None and float(grads["op"].abs().sum()) > 0
-    with pytest.raises(ValueError, match="only width and residual"):
-        net.fix(op=1)
+    with pytest.raises(ValueError, match="only width, residual, op and down"):
+        net.fix(source=1)
 
     free = Supernet(3, unit_channels=(2, 2, 2))
     widths = set()

@@ -444,7 +444,7 @@ class ArchitectureSearch(Engine):
                                                 instance_weighting=cfg.instance_weighting).to(self.device)
         cost = None if cfg.cost_target is None else CostControl(self.supernet_config["cost_limit"],
                                                                  weight=cfg.cost_weight, rate=cfg.cost_rate)
-        self.steps = SearchSteps(self.supernet, self.model, self.loss, weight_opt=weight_opt, arch_opt=arch_opt,
+        self.steps = SearchSteps(self.supernet, self.model, self.head_losses, weight_opt=weight_opt, arch_opt=arch_opt,
                                  sandwich=cfg.sandwich, estimator=cfg.arch_estimator, cost=cost,
                                  grad_clip=cfg.grad_clip, device=self.device, use_amp=self.use_amp, ctx=self.ctx)
 
@@ -470,6 +470,13 @@ class ArchitectureSearch(Engine):
              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 19 summed over the three heads."""
         return sum_head_losses(self.criterion, logits, mask, pixel_weights=pixel_weights)
+
+    def head_losses(self, logits: list[torch.Tensor], mask: torch.Tensor,
+                    pixel_weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Eq. 19 at each head (the instance weights computed once)."""
+        if pixel_weights is None:
+            pixel_weights = self.criterion.pixel_weights_for(mask)
+        return [sum_head_losses(self.criterion, [z], mask, pixel_weights=pixel_weights) for z in logits]
 
     def arch_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One architecture update on a batch of half B (:meth:`SearchSteps.arch_step`): the gradient is taken

@@ -39,23 +39,38 @@ from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.engine.distributed import DistContext, all_reduce_mean
 from ggmnet.search_space.supernet import Supernet
 
-#: ``loss_fn(logits, target, pixel_weights) -> scalar``: the three heads' loss against the labels.
-LossFn = Callable[[list[torch.Tensor], torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+#: ``loss_fn(logits, target, pixel_weights) -> per-head losses``: each head's loss against the labels (``None``
+#: for a head without labels); a step's loss is their sum.
+LossFn = Callable[[list[torch.Tensor], Any, "torch.Tensor | None"], list["torch.Tensor | None"]]
 
-#: Pins of the sandwich's fixed members (``Supernet.pin`` indices): the largest and the smallest network.
-LARGEST = {"width": -1, "residual": 1}
+
+def total(losses: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The sum of the heads' losses that exist."""
+    return sum(loss for loss in losses if loss is not None)
+
+#: Pins of the sandwich's fixed members (``Supernet.pin`` indices): the largest network (widest widths, residual
+#: connections, every branch at its own resolution from its first layers, so that the coarse branches' early
+#: cells, which few drawn paths pass, are trained in every step) and the smallest (narrowest widths).
+LARGEST = {"width": -1, "residual": 1, "source": 0}
 SMALLEST = {"width": 0, "residual": 1}
 
 
+def labelled_pixels(target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """The pixels of a label map ``[N, H, W]`` that carry a label."""
+    return target != ignore_index
+
+
 def distillation_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
-                      target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Mean over labelled pixels and sum over heads of KL(teacher || student) of the heads' class
-    distributions, each head at its own resolution (the labelled pixels: ``target`` downsampled by nearest
-    neighbour); the teacher's logits are detached."""
-    labelled = (target != ignore_index).float()[:, None]
+                      labelled: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the ``labelled`` pixels (``[N, H, W]`` bool, downsampled to each head by nearest neighbour;
+    ``None``: every pixel) and sum over heads of KL(teacher || student) of the heads' class distributions, each
+    head at its own resolution; the teacher's logits are detached."""
     total = student[0].new_zeros(())
     for s, t in zip(student, teacher):
-        valid = F.interpolate(labelled, size=s.shape[-2:], mode="nearest")[:, 0]
+        if labelled is None:
+            valid = torch.ones(s.shape[0], *s.shape[-2:], device=s.device)
+        else:
+            valid = F.interpolate(labelled.float()[:, None], size=s.shape[-2:], mode="nearest")[:, 0]
         log_s = F.log_softmax(s.float(), dim=1)
         log_t = F.log_softmax(t.detach().float(), dim=1)
         kl = (log_t.exp() * (log_t - log_s)).sum(1)
@@ -121,6 +136,9 @@ class SearchSteps:
         The cost target, or ``None``.
     grad_clip
         Largest global norm of the weights' gradient.
+    labelled
+        ``labelled(target)``: the ``[N, H, W]`` pixels the distillation is averaged over (default: those with
+        a label), or ``None`` for every pixel.
     device, use_amp, ctx
         Where the steps run, mixed precision (CUDA only) and the process group (the architecture gradients
         are averaged over the ranks).
@@ -129,8 +147,9 @@ class SearchSteps:
     def __init__(self, supernet: Supernet, model: nn.Module, loss_fn: LossFn, *,
                  weight_opt: torch.optim.Optimizer, arch_opt: torch.optim.Optimizer, sandwich: int = 0,
                  estimator: str = "pairs", cost: CostControl | None = None, grad_clip: float = 5.0,
+                 labelled: Callable[[Any], torch.Tensor | None] = labelled_pixels,
                  device: torch.device | str = "cpu", use_amp: bool = False, ctx: DistContext | None = None) -> None:
-        self.supernet, self.model, self.loss_fn = supernet, model, loss_fn
+        self.supernet, self.model, self.loss_fn, self.labelled = supernet, model, loss_fn, labelled
         self.weight_opt, self.arch_opt = weight_opt, arch_opt
         self.sandwich, self.estimator, self.cost, self.grad_clip = int(sandwich), estimator, cost, grad_clip
         self.device, self.use_amp, self.ctx = torch.device(device), use_amp, ctx
@@ -161,21 +180,22 @@ class SearchSteps:
         try:
             if self.sandwich <= 0:
                 logits = self._forward(image, dict(pins or {}))
-                loss = self.loss_fn(logits, target, pixel_weights)
+                loss = total(self.loss_fn(logits, target, pixel_weights))
                 self.weight_scaler.scale(loss).backward()
                 out["loss"] = float(loss.detach())
             else:
                 teacher = self._forward(image, LARGEST)
-                loss = self.loss_fn(teacher, target, pixel_weights)
+                loss = total(self.loss_fn(teacher, target, pixel_weights))
                 self.weight_scaler.scale(loss).backward()
                 out["loss"] = float(loss.detach())
                 teacher = [t.detach() for t in teacher]
+                labelled = self.labelled(target)
                 children, divergences = [], []
                 for n in range(self.sandwich):
                     child_pins = SMALLEST if n == 0 else ({"residual": 1} if warmup else {})
                     logits = self._forward(image, child_pins)
-                    label_loss = self.loss_fn(logits, target, pixel_weights)
-                    kd = distillation_loss(logits, teacher, target)
+                    label_loss = total(self.loss_fn(logits, target, pixel_weights))
+                    kd = distillation_loss(logits, teacher, labelled)
                     self.weight_scaler.scale(label_loss + kd).backward()
                     children.append(float(label_loss.detach()))
                     divergences.append(float(kd.detach()))
@@ -198,10 +218,12 @@ class SearchSteps:
         try:
             with autocast_for(self.device, self.use_amp):
                 logits = self.supernet(image, mode=self.estimator)
-            loss = self.loss_fn(logits, target, pixel_weights)
+            losses = self.loss_fn(logits, target, pixel_weights)
+            loss = total(losses)
+            objective = loss + self._path_surrogate(image, target, pixel_weights, losses)
             if self.cost is not None:
-                loss = loss + self.cost.penalty(self.supernet)
-            grads = torch.autograd.grad(self.arch_scaler.scale(loss), self.arch_params, allow_unused=True)
+                objective = objective + self.cost.penalty(self.supernet)
+            grads = torch.autograd.grad(self.arch_scaler.scale(objective), self.arch_params, allow_unused=True)
         finally:
             self.freeze_arch(True)
         for p, g in zip(self.arch_params, grads):
@@ -215,6 +237,25 @@ class SearchSteps:
             out["cost_weight"] = self.cost.update(cost)
             out["cost_fraction_of_target"] = cost / self.cost.target
         return out
+
+    def _path_surrogate(self, image: torch.Tensor, target: Any, pixel_weights: torch.Tensor | None,
+                        losses: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """The paths' paired REINFORCE term of a ``"pairs"`` step (``Supernet.path_estimator == "reinforce"``):
+        the network with the second draws' paths is run too (no graph), and each head's loss difference
+        weighs the log-probability ratio of that head's two paths (:meth:`Supernet.path_log_ratio`)."""
+        zero = losses[0].new_zeros(()) if losses[0] is not None else image.new_zeros(())
+        if self.estimator != "pairs" or self.supernet.path_estimator != "reinforce":
+            return zero
+        rival = self.supernet.path_rival_plan()
+        if rival is None:
+            return zero
+        with torch.no_grad(), autocast_for(self.device, self.use_amp):
+            rival_losses = self.loss_fn(self.supernet(image, mode="plan", plan=rival), target, pixel_weights)
+        surrogate = zero
+        for end, (a, b) in enumerate(zip(losses, rival_losses)):
+            if a is not None and b is not None:
+                surrogate = surrogate + 0.5 * float(a.detach() - b) * self.supernet.path_log_ratio(end, rival)
+        return surrogate
 
     def _average_arch_grads(self) -> None:
         """Average the architecture gradients over the ranks (one all-reduce of their concatenation)."""

@@ -43,11 +43,26 @@ candidates. Only the nodes that feed a head through their drawn sources are comp
   estimate is unbiased for the gradient of DARTS's mixture ``sum_j p_j y_j`` (``p = softmax(l / tau)``)
   linearised at the drawn network, and it compares candidates' outputs, which a following BatchNorm does
   not cancel. The wider of the two drawn widths is computed and the narrower zero-padded into it (a
-  following convolution reads the padded map exactly as the narrower one). A rival source that no head
-  needs is computed without a graph through its own drawn sources. A step costs about 1.3-1.5 times a derived
-  network's training step at the CPU recipe's size and about 1.0 times at the paper's widths
-  (``benchmarks/bench_search_step.py``, CPU time). Use it in train mode (each candidate normalised by its own
-  batch statistics) with ``torch.autograd.grad(loss, arch_parameters())``.
+  following convolution reads the padded map exactly as the narrower one).
+
+  *Nested choices at the midpoint.* A narrower width or a missing residual connection is the drawn output with
+  some of its features removed. Trained weights are near a stationary point of the loss in the scale of the
+  features they use, so the slope at the drawn network says little about removing them (on a planted task
+  whose label needs every channel it even favoured the narrowest width). For the kinds in :attr:`midpoint`
+  (``width`` and ``residual``) the node's value is the midpoint ``y - (y - y_b) / 2`` of the pair, where the
+  slope gives ``L(y) - L(y_b)`` to second order (exactly for a quadratic loss); operators and downsampling
+  operators, which compute other functions rather than fewer features, are linearised at the drawn output.
+
+  *Paths by whole paths.* With :attr:`path_estimator` ``"reinforce"`` (the default) the source choices get no
+  gate: a rival source changes everything downstream, which a slope at one node does not capture (and a
+  branch's early downsampling pays only when every node of its path is early). Instead the search runs the
+  network with the second draws' sources too (:meth:`path_rival_plan`, ``mode="plan"``, no graph) and weighs
+  each head's loss difference by the log-probability ratio of that head's two paths (:meth:`path_log_ratio`):
+  the paired REINFORCE estimate, per head (:class:`ggmnet.search.steps.SearchSteps`). ``"pairs"`` keeps the
+  per-node rival source (computed without a graph through its own drawn sources where no head needs it).
+
+  Use it in train mode (each candidate normalised by its own batch statistics) with
+  ``torch.autograd.grad(loss, arch_parameters())``.
 * ``"soft"``: DARTS-style relaxation: at every width, every operator (and downsampling operator) is computed
   and mixed by softmax; the two sources are mixed before the operators; the widths are mixed after padding
   with zeros to the node's maximal width, so in this mode every node passes its maximal width on (and
@@ -58,12 +73,15 @@ candidates. Only the nodes that feed a head through their drawn sources are comp
 Derivation: per branch (output stride 8, 16, 32) the path from the stem to (depth-1, s) maximising the
 product of its nodes' source probabilities (dynamic programming over the grid; the branches form a tree
 because each node keeps one best predecessor), with each node's most likely operator, width, residual and
-downsampling operator.
+downsampling operator; then the constraints of :meth:`Supernet.constrain` (a floor of real cells per branch,
+a cost limit). The derived MRFEM computes each cell of the branches' common prefix once.
 
 Cost: :meth:`Supernet.expected_cost` is the expected multiply-accumulates per input pixel of MRFEM (stem and
-heads excluded), differentiable in the logits: the sum over the three branches and their nodes of the
-probability that the branch's path passes the node times the node's expected cost under its op, width,
-residual and down probabilities and its predecessor's width distribution. With the default analytic table
+heads excluded), differentiable in the logits: the sum over the nodes of the probability that some branch's
+path passes the node (a node several branches pass is computed once, :meth:`Supernet.feed_probabilities`)
+times the node's expected cost under its op, width, residual and down probabilities and its predecessor's
+width distribution. :meth:`Supernet.largest_cost` is the reference of cost targets (the largest network of
+the space) and :func:`genotype_cost` the cost of a derived genotype. With the default analytic table
 a k x k convolution ``c_in -> c_out`` producing a map at stride s costs ``k^2 c_in c_out / s^2`` per input
 pixel; a zoomed one a quarter of that; ``maxpool``, ``skip`` and the shortcut cost ``c_in c_out / s^2`` (1x1
 projection) only when the widths differ. So cost grows with the square of the width and falls 4x per stride
@@ -336,6 +354,12 @@ class Supernet(nn.Module):
         self.fixed: dict[str, int] = {}
         self.cost_limit: float | None = None
         self.min_real_cells = 0
+        #: choice kinds whose pair is linearised at the midpoint of the two candidates' outputs (module docstring)
+        self.midpoint: set[str] = {"width", "residual"}
+        #: how ``mode="pairs"`` learns the paths: "reinforce" (whole drawn paths compared by their heads' losses,
+        #: :meth:`path_rival_plan`, :meth:`path_log_ratio`) or "pairs" (each node's rival source, linearised)
+        self.path_estimator = "reinforce"
+        self.last_pairs: dict[str, Any] | None = None
         self._derived_cache: tuple[Any, ...] | None = None
         self.stem = Stem(in_channels, stem_channels)
         self.nodes = nn.ModuleDict()
@@ -426,10 +450,10 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def pin(self, **choices: int) -> None:
-        """Pin choice kinds in ``mode="sample"``: ``pin(width=-1, residual=1)`` samples only networks of the
-        largest width with every residual connection (the search's warm-up trains that largest network first,
-        as once-for-all networks do: uniformly sampled widths and residual flags leave a depth-22 supernet
-        untrained for hundreds of steps). ``pin()`` unpins. Indices count from the end when negative."""
+        """Pin choice kinds in ``mode="sample"``: ``pin(width=-1, residual=1, source=0)`` draws only the largest
+        network (widest widths, every residual connection, every branch at its resolution from its first layers:
+        no cell shared), operators drawn. A node without the pinned option (``source=0`` at a node that can only
+        downsample) keeps its draw. ``pin()`` unpins. Indices count from the end when negative."""
         unknown = set(choices) - set(CHOICE_KINDS)
         if unknown:
             raise ValueError(f"Supernet.pin: unknown choice kind(s) {sorted(unknown)}")
@@ -439,10 +463,11 @@ class Supernet(nn.Module):
         """Take choice kinds out of the search: ``fix(width=-1, residual=1)`` gives every node its widest width
         and its residual connection in every mode, the architecture step's and the derivation included (their
         probabilities become one-hot, so nothing is learned or reported for them). ``fix()`` searches every
-        kind again. Only ``width`` and ``residual`` can be fixed (every node has all their options)."""
-        unknown = set(choices) - {"width", "residual"}
+        kind again. ``width``, ``residual``, ``op`` and ``down`` can be fixed (every node has all their options),
+        not ``source`` (the paths)."""
+        unknown = set(choices) - {"width", "residual", "op", "down"}
         if unknown:
-            raise ValueError(f"Supernet.fix: only width and residual can be fixed, not {sorted(unknown)}")
+            raise ValueError(f"Supernet.fix: only width, residual, op and down can be fixed, not {sorted(unknown)}")
         self.fixed = {kind: int(index) for kind, index in choices.items()}
         self._derived_cache = None
 
@@ -516,13 +541,19 @@ class Supernet(nn.Module):
         return branches
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, *, mode: str = "sample", tau: float | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, mode: str = "sample", tau: float | None = None,
+                plan: Mapping[tuple[int, int], Plan] | None = None) -> list[torch.Tensor]:
         """``x`` ``[N, in_channels, H, W]`` -> three logits ``[N, num_classes, ceil(H/s), ceil(W/s)]``,
-        s = 8, 16, 32. ``mode``: ``"sample"``, ``"pairs"``, ``"soft"`` or ``"argmax"`` (module docstring);
-        ``tau`` (default :attr:`tau`) is the sampling temperature of ``"sample"`` and ``"pairs"``."""
+        s = 8, 16, 32. ``mode``: ``"sample"``, ``"pairs"``, ``"soft"``, ``"argmax"`` (module docstring) or
+        ``"plan"`` (the network of ``plan``, e.g. :meth:`path_rival_plan`); ``tau`` (default :attr:`tau`) is the
+        sampling temperature of ``"sample"`` and ``"pairs"``."""
         x8 = self.stem(x)[-1]
         tau = self.tau if tau is None else tau
-        if mode == "sample":
+        if mode == "plan":
+            if plan is None:
+                raise ValueError("Supernet.forward: mode 'plan' needs a plan")
+            features = self._run_plan(x8, plan, None)
+        elif mode == "sample":
             features = self._forward_sample(x8, tau)
         elif mode == "pairs":
             features = self._forward_pairs(x8, tau)
@@ -542,8 +573,11 @@ class Supernet(nn.Module):
         for kind, index in self.pinned.items():
             if kind in self.fixed:  # a kind taken out of the search stays at its fixed option
                 continue
-            hard[kind] = F.one_hot(torch.full(hard[kind].shape[:-1], index % hard[kind].shape[-1],
-                                              device=x8.device), hard[kind].shape[-1]).to(hard[kind].dtype)
+            pinned = F.one_hot(torch.full(hard[kind].shape[:-1], index % hard[kind].shape[-1], device=x8.device),
+                               hard[kind].shape[-1]).to(hard[kind].dtype)
+            # a node without the pinned option (a source it does not have) keeps its draw
+            has = (pinned * getattr(self, f"valid_{kind}")).sum(-1, keepdim=True) > 0
+            hard[kind] = torch.where(has, pinned, hard[kind])
         flat = torch.cat([hard[kind].argmax(-1) for kind in CHOICE_KINDS]).view(len(CHOICE_KINDS), self.depth, -1)
         choice = dict(zip(CHOICE_KINDS, flat.tolist()))
         plan = {(i, k): tuple(choice[kind][i][k] for kind in PLAN_KINDS) for i, k in self._nodes()}
@@ -579,6 +613,11 @@ class Supernet(nn.Module):
                 for i, k in self._nodes()}
         rivals = {(i, k): {kind: flat[j][1][i][k] for j, kind in enumerate(CHOICE_KINDS)
                            if flat[j][1][i][k] != flat[j][0][i][k]} for i, k in self._nodes()}
+        self.last_pairs = {"plan": plan, "tau": tau,
+                           "sources": {node: flat[j_source][1][node[0]][node[1]] for node in self._nodes()}}
+        if self.path_estimator == "reinforce":  # the paths are learned from whole rival paths instead
+            for node_rivals in rivals.values():
+                node_rivals.pop("source", None)
         needed = self._feeding(plan)
         # a rival source that no head needs is computed (without a graph) through its own sampled sources
         context = set()
@@ -605,8 +644,42 @@ class Supernet(nn.Module):
             y, differences = node.compare(x, **cell, rivals=given)
             for kind, difference in differences.items():
                 y = y + gate[kind][i, k] * difference
+                if kind in self.midpoint:
+                    y = y - 0.5 * difference
             values[(i, k)] = y
         return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
+
+    def path_rival_plan(self) -> dict[tuple[int, int], Plan] | None:
+        """The last ``mode="pairs"`` network with the sources of the second draws (its paths' rivals), or
+        ``None`` when both draws took the same paths."""
+        if self.last_pairs is None:
+            raise RuntimeError("Supernet.path_rival_plan: no mode='pairs' forward yet")
+        plan, sources = self.last_pairs["plan"], self.last_pairs["sources"]
+        rival = {node: (sources[node], *choices[1:]) for node, choices in plan.items()}
+        heads = range(len(STRIDES))
+        if all(self._path(plan, end) == self._path(rival, end) for end in heads):
+            return None
+        return rival
+
+    def _path(self, plan: Mapping[tuple[int, int], Plan], end: int) -> list[tuple[int, int]]:
+        node, path = (self.depth - 1, end), []
+        while node[0] >= 0:
+            path.append(node)
+            node = (node[0] - 1, node[1] - plan[node][0])
+        return path
+
+    def path_log_ratio(self, end: int, rival: Mapping[tuple[int, int], Plan]) -> torch.Tensor:
+        """``log p(path of head end in the last pairs draw) - log p(its path in rival)`` under the sampling law
+        ``softmax(source logits / tau)``, summed over the nodes either path passes: with the two paths' losses
+        at that head, the paired REINFORCE estimate of the gradient of the expected loss with respect to the
+        source logits is ``(L - L_rival) / 2`` times this ratio's gradient (the pairs draws are independent)."""
+        plan, tau = self.last_pairs["plan"], self.last_pairs["tau"]
+        log_p = F.log_softmax(self._logits("source") / tau, dim=-1)
+        total = log_p.new_zeros(())
+        for i, k in set(self._path(plan, end)) | set(self._path(rival, end)):
+            if self.valid_source[i, k].all():
+                total = total + log_p[i, k, plan[(i, k)][0]] - log_p[i, k, rival[(i, k)][0]]
+        return total
 
     def _forward_argmax(self, x8: torch.Tensor) -> list[torch.Tensor]:
         plan, _ = self.derived_plan()
