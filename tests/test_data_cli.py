@@ -89,7 +89,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys):
     assert "nowhere.nc: no such file" in prepare("--bouguer", str(tmp_path / "nowhere.nc"), "--labels", labels)
     text = tmp_path / "notes.txt"
     text.write_text("x y z\n1 2 3\n")
-    assert "notes.txt: not a netCDF file" in prepare("--bouguer", str(text), "--labels", labels)
+    assert "notes.txt: not a gravity grid" in prepare("--bouguer", str(text), "--labels", labels)
     half = tmp_path / "half.nc"
     data = (raw / "bouguer.nc").read_bytes()
     half.write_bytes(data[: len(data) // 2])
@@ -101,7 +101,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys):
     assert "labels.nc covers" in prepare("--bouguer", bouguer, "--labels", str(narrow / "labels.nc"))
     rgb = np.zeros((20, 30, 3), np.uint8)
     rgb[:] = CLASS_COLOURS[3]
-    rgb[:5, :4] = (16, 32, 48)
+    rgb[8:13, 10:14] = (16, 32, 48)  # inside the region: the part of the map that is read
     png = tmp_path / "labels.png"
     Image.fromarray(rgb).save(png)
     message = prepare("--bouguer", bouguer, "--labels", str(png), "--label-bounds", "9,13,39,42.5")

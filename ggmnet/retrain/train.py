@@ -51,12 +51,12 @@ from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.engine.config import (
     EPOCHS,
     NON_NEGATIVE_INT,
-    NUM_WORKERS,
     POSITIVE,
     POSITIVE_INT,
     RunConfig,
     boolean,
     choice,
+    num_workers_field,
     number,
     option,
     optional,
@@ -100,7 +100,7 @@ class RetrainConfig(RunConfig):
     """
 
     epochs: int = EPOCHS.field(600)
-    num_workers: int = NUM_WORKERS.field(4)
+    num_workers: int = num_workers_field(4)
     genotype: str | None = option(None, "genotype of the searched MRFEM (nas-export output); required for --model "
                                         "ggmnet unless resuming. Its in_channels and num_classes must match the "
                                         "dataset's input", metavar="FILE.json")

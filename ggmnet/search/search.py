@@ -69,13 +69,13 @@ from ggmnet.engine.config import (
     EPOCHS,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
-    NUM_WORKERS,
     POSITIVE,
     RunConfig,
     boolean,
     choice,
     integer,
     integers,
+    num_workers_field,
     number,
     option,
 )
@@ -119,7 +119,7 @@ class SearchConfig(RunConfig):
     """
 
     epochs: int = EPOCHS.field(50)
-    num_workers: int = NUM_WORKERS.field(2)
+    num_workers: int = num_workers_field(2)
     depth: int = option(22, "cells per branch of the MRFEM, 2..64; the paper searches 16..24 (others warn)",
                         integer(lambda v: 2 <= v <= 64, "an integer in 2..64 (the paper searches 16..24)"))
     unit_channels: tuple[int, int, int] = option(
