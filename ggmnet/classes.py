@@ -160,9 +160,13 @@ class ClassList:
                 return k
         return None
 
+    def meanings(self) -> tuple[str, ...]:
+        """Each class's name as a CF flag meaning: lower case, spaces as ``_``."""
+        return tuple(re.sub(r"\s+", "_", n.lower()) for n in self.names)
+
     def flag_meanings(self) -> str:
-        """CF ``flag_meanings`` of ``valid_labels``: the names in lower case, spaces as ``_``, then the cover."""
-        return " ".join(re.sub(r"\s+", "_", n.lower()) for n in self.names) + " cenozoic_cover"
+        """CF ``flag_meanings`` of ``valid_labels``: :meth:`meanings`, then the cover."""
+        return " ".join(self.meanings()) + " cenozoic_cover"
 
     def label_names(self) -> dict[int, str]:
         """``{index: name}`` for every class, and ``{255: "cover"}`` (W&B's mask ``class_labels``)."""

@@ -21,9 +21,10 @@ from rasterio.transform import from_origin
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, TABLE1
 from ggmnet.datasets.cli import main
-from ggmnet.datasets.grids import Region, cell_area_km2, read_gravity, read_label_nodes, write_gmt_grid
+from ggmnet.datasets.grids import Region, cell_area_km2, write_gmt_grid
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.rasters import nice_spacing_deg
+from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.synth import SynthConfig, generate_scene, write_scene
 from ggmnet.errors import UserError
 

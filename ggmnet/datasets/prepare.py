@@ -22,8 +22,9 @@ import netCDF4
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
-from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region, read_gravity, read_label_nodes
+from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
+from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.windows import (
     PAPER_SCALES,
     Scale,
@@ -99,10 +100,10 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
     ----------
     bouguer
         Gravity grid in mGal: netCDF (WGM2012 layout or a variant), a GeoTIFF in any CRS or an ICGEM ``.gdf``
-        (:func:`ggmnet.datasets.grids.read_gravity`). It should reach ``recipe.margin_km`` beyond the region for
+        (:func:`ggmnet.datasets.readers.read_gravity`). It should reach ``recipe.margin_km`` beyond the region for
         a good regional field.
     labels
-        Geological map (:func:`ggmnet.datasets.grids.read_label_nodes`): a label grid (netCDF), a raster of
+        Geological map (:func:`ggmnet.datasets.readers.read_label_nodes`): a label grid (netCDF), a raster of
         codes or colours (GeoTIFF in any CRS; PNG/TIFF with ``label_bounds`` or a sidecar JSON) or a vector map
         (Shapefile, GeoPackage, GeoJSON; ``label_field``); resampled onto the gravity nodes by majority.
     out_dir

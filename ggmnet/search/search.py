@@ -61,7 +61,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from ggmnet.classes import NUM_CLASSES
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.engine.checkpoint import CheckpointFormat
 from ggmnet.engine.config import (
@@ -224,9 +223,10 @@ def choice_labels(supernet: Supernet) -> dict[str, tuple[str, ...]]:
             "source": SOURCES, "down": DOWN_OPS}
 
 
-def derive_genotype(supernet: Supernet, provenance: dict[str, Any]) -> Genotype:
-    """The supernet's derived genotype with ``provenance`` attached, validated."""
-    return dataclasses.replace(supernet.derive(), provenance=dict(provenance)).validate()
+def derive_genotype(supernet: Supernet, provenance: dict[str, Any],
+                    classes: dict[str, Any] | None = None) -> Genotype:
+    """The supernet's derived genotype with ``provenance`` and the dataset's class list attached, validated."""
+    return dataclasses.replace(supernet.derive(), provenance=dict(provenance), classes=classes).validate()
 
 
 class ArchitectureSearch(Engine):
@@ -297,7 +297,9 @@ class ArchitectureSearch(Engine):
                                                      ctx=self.ctx)
         self.num_val_tiles = len(val_ids)
 
-        self.supernet_config = {"depth": cfg.depth, "num_classes": NUM_CLASSES, "in_channels": int(train.in_channels),
+        self.classes = train.classes
+        self.supernet_config = {"depth": cfg.depth, "num_classes": train.num_classes,
+                                "classes": train.classes.to_dict(), "in_channels": int(train.in_channels),
                                 "unit_channels": list(cfg.unit_channels),
                                 "fixed": {"width": -1, "residual": 1} if cfg.fixed_largest else {}}
         supernet = build_supernet(self.supernet_config).to(self.device)
@@ -488,7 +490,7 @@ class ArchitectureSearch(Engine):
                                  for spec, cells in zip(genotype.branches, choices)]
         provenance["mean_op_probability"] = float(np.mean([c["op_probability"] for cells in choices for c in cells]))
         provenance["entropy"] = self.supernet.choice_entropy()
-        self.genotype = derive_genotype(self.supernet, provenance)
+        self.genotype = derive_genotype(self.supernet, provenance, self.supernet_config.get("classes"))
         if self.ctx.is_main:
             self.genotype.save(self.run_dir / "genotype.json")
 
