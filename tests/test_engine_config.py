@@ -120,3 +120,21 @@ def test_a_missing_required_option_is_one_line(capsys):
         evaluate_main(["--split", "test"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.endswith("error: --checkpoint is required")
+
+
+def test_num_workers_default_is_the_cores_available_at_most_four(monkeypatch):
+    """On a 2-core machine 4 loader workers only compete with the training step (PyTorch warns): the default
+    is the cores this process may use, at most 4 (the search's two loaders: at most 2 each)."""
+    import os
+
+    from ggmnet.engine import config as config_module
+
+    cores = len(os.sched_getaffinity(0))
+    assert config_module.available_cpus() == cores
+    assert RetrainConfig(genotype="g.json").num_workers == min(4, cores)
+    assert SearchConfig().num_workers == min(2, cores)
+    for count, expected in ((1, 1), (2, 2), (3, 3), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=count: set(range(n)))
+        assert config_module.num_workers_field(4).default == expected
+    text = build_retrain_parser().format_help()
+    assert "at most 4" in " ".join(text.split())
