@@ -68,7 +68,8 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--bouguer", "--labels", "--out", "--region", "--height-km", "--margin-km", "--pad-mode",
                  "--channels", "--bedrock", "--label-bounds", "--scales", "--split", "--val-fraction", "--seed",
-                 "--fill-nan", "--config"):
+                 "--fill-nan", "--config", "--variable", "--label-variable", "--label-field", "--legend",
+                 "--unlisted-units"):
         assert flag in text
     for default in ("65,95,40,55", "Default: 10.", "Default: 500.", "1:1,5:2.5,10:2.5,15:5", "Default: 0.15."):
         assert default in text

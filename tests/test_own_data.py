@@ -380,3 +380,35 @@ def test_write_gmt_grid_is_still_read_by_read_gravity(tmp_path):
     values = np.arange(66, dtype=np.float32).reshape(6, 11)
     grid = read_gravity(write_gmt_grid(tmp_path / "g.nc", GeoGrid(lon, lat, values)))
     np.testing.assert_array_equal(grid.values, values)
+
+
+def test_multiband_geotiff_band_by_description_or_number(tmp_path):
+    lon, lat = np.linspace(70, 71, 11), np.linspace(44, 45, 6)
+    values = np.arange(66, dtype=np.float32).reshape(6, 11)
+    path = tmp_path / "two.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=11, height=6, count=2, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(69.95, 45.1, 0.1, 0.2)) as dst:
+        dst.write(np.stack([np.zeros_like(values), values])[:, ::-1])
+        dst.set_band_description(1, "height")
+        dst.set_band_description(2, "bouguer")
+    with pytest.raises(UserError, match=r"two.tif: 2 bands \(1 \(height\), 2 \(bouguer\)\); name the one to use with "
+                                        r"--variable"):
+        read_gravity(path)
+    for variable in ("bouguer", "2"):
+        grid = read_gravity(path, variable=variable)
+        np.testing.assert_array_equal(grid.values, values)
+        np.testing.assert_allclose(grid.lon, lon, atol=1e-9)
+        np.testing.assert_allclose(grid.lat, lat, atol=1e-9)
+        assert grid.registration == "pixel"
+    with pytest.raises(UserError, match="--variable gravity: .* has no such band"):
+        read_gravity(path, variable="gravity")
+
+
+def test_a_prediction_legend_must_name_the_checkpoint_classes(tmp_path):
+    from ggmnet.datasets.legend import read_legend
+
+    legend = tmp_path / "legend.csv"
+    legend.write_text("unit,class\nA,Devonian\nB,Formation X\n")
+    with pytest.raises(UserError, match="line 3: class 'Formation X' is not one of Archean, .*Granite"):
+        read_legend(legend, base=TABLE1)
+    assert read_legend(legend).classes.names == ("Devonian", "Formation X")  # preparing: a class list of its own

@@ -73,6 +73,8 @@ def test_a_twelve_class_legend_trains_evaluates_and_predicts(tmp_path, capsys):
     inside = codes[np.ix_(np.arange(10, 41), np.arange(10, 51))]
     np.testing.assert_array_equal(label, np.where(inside == 7, 255, inside - 101))
 
+    assert data_main(["show", str(data), "--out", str(tmp_path / "overview.png")]) == 0  # the legend's colours
+
     search_run = run_search(search_config(data, tmp_path / "search"))
     genotype, _, _ = export_genotype(tmp_path / "genotype.json", run=search_run)
     assert genotype.num_classes == 12 and genotype.classes["names"] == NAMES

@@ -22,8 +22,9 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +45,10 @@ from ggmnet.datasets.grids import (
 from ggmnet.datasets.legend import Legend, codes_to_classes
 from ggmnet.errors import UserError
 
+if TYPE_CHECKING:
+    from affine import Affine
+    from rasterio.crs import CRS
+
 #: Node spacings (degrees) a reprojected raster may take: the round fractions of a degree grids use.
 NICE_SPACINGS_DEG = tuple([s / 3600.0 for s in (1, 2, 3, 5, 6, 7.5, 10, 15, 20, 30)]
                           + [m / 60.0 for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 10, 12, 15, 20, 30)]
@@ -60,7 +65,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _open(path: Path, what: str):  # noqa: ANN202 - a rasterio dataset
+def _open(path: Path, what: str) -> Any:
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -95,7 +100,7 @@ def georeferenced(path: str | os.PathLike) -> bool:
         return False
 
 
-def _is_lonlat(crs) -> bool:  # noqa: ANN001 - a rasterio CRS
+def _is_lonlat(crs: CRS | None) -> bool:
     """WGS 84 longitude/latitude (EPSG:4326 or OGC:CRS84), the processing grid's own coordinates."""
     if crs is None:
         return False
@@ -104,7 +109,7 @@ def _is_lonlat(crs) -> bool:  # noqa: ANN001 - a rasterio CRS
     return str(crs.to_string()).upper() in ("OGC:CRS84", "EPSG:4326")
 
 
-def _axis_aligned(transform) -> bool:  # noqa: ANN001 - an affine transform
+def _axis_aligned(transform: Affine) -> bool:
     return transform.b == 0 and transform.d == 0
 
 
@@ -115,7 +120,7 @@ def nice_spacing_deg(native_deg: float) -> float:
     return min(NICE_SPACINGS_DEG, key=lambda s: abs(math.log(s / native_deg)))
 
 
-def _native_spacing_deg(transform, crs) -> float:  # noqa: ANN001
+def _native_spacing_deg(transform: Affine, crs: CRS) -> float:
     """A raster's finer pixel side in degrees of latitude (projected units converted through metres)."""
     side = min(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
     if crs.is_geographic:
@@ -150,8 +155,8 @@ def _trim_nan_border(values: np.ndarray) -> tuple[slice, slice]:
 WARP_TOLERANCE_PX = 1e-6
 
 
-def warp_to_lonlat(values: np.ndarray, transform, crs, dst_transform, shape: tuple[int, int],  # noqa: ANN001
-                   resampling, nodata: float) -> np.ndarray:
+def warp_to_lonlat(values: np.ndarray, transform: Affine, crs: CRS, dst_transform: Affine, shape: tuple[int, int],
+                   resampling: Any, nodata: float) -> np.ndarray:
     """``values`` (rows, cols) of a raster in ``crs`` resampled onto the EPSG:4326 pixels ``dst_transform`` of
     ``shape`` (north-up), with the coordinate transformation exact to :data:`WARP_TOLERANCE_PX`; ``nodata``
     marks missing values in and out."""
@@ -171,8 +176,8 @@ def warp_to_lonlat(values: np.ndarray, transform, crs, dst_transform, shape: tup
             return vrt.read(1)
 
 
-def reproject_to_lonlat(values: np.ndarray, transform, crs, path: Path,  # noqa: ANN001
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reproject_to_lonlat(values: np.ndarray, transform: Affine, crs: CRS,
+                        path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A raster (rows, cols) with NaN for no data, reprojected by cubic convolution onto longitude/latitude
     nodes at :func:`nice_spacing_deg` of its own pixel size, trimmed to its footprint.
 
@@ -215,14 +220,15 @@ def reproject_to_lonlat(values: np.ndarray, transform, crs, path: Path,  # noqa:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _band_index(path: Path, variable: str | None, descriptions: tuple[str | None, ...], what: str) -> int:
-    """The 0-based band a ``--variable`` names: a 1-based number or a band description; the only band without."""
+def _band_index(path: Path, variable: str | None, descriptions: tuple[str | None, ...], what: str,
+                option: str = "--variable") -> int:
+    """The 0-based band ``option`` names: a 1-based number or a band description; the only band without."""
     count = len(descriptions)
     listing = ", ".join(f"{k + 1}" + (f" ({d})" if d else "") for k, d in enumerate(descriptions))
     if variable is None:
         if count == 1:
             return 0
-        raise UserError(f"{path}: {count} bands ({listing}); name the one to use with --variable (its number "
+        raise UserError(f"{path}: {count} bands ({listing}); name the one to use with {option} (its number "
                         f"or description)")
     text = str(variable).strip()
     if text.isdigit() and 1 <= int(text) <= count:
@@ -230,7 +236,7 @@ def _band_index(path: Path, variable: str | None, descriptions: tuple[str | None
     for k, d in enumerate(descriptions):
         if d is not None and d == text:
             return k
-    raise UserError(f"--variable {variable}: {path} has no such band ({listing}; expected {what})")
+    raise UserError(f"{option} {variable}: {path} has no such band ({listing}; expected {what})")
 
 
 def read_gravity_raster(path: str | os.PathLike, *, fill_nan: bool = False,
@@ -345,7 +351,8 @@ def _node_cells(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, 
     return lon[0] - dlon / 2, lat[0] - dlat / 2, lon[-1] + dlon / 2, lat[-1] + dlat / 2, dlon, dlat
 
 
-def _read_window(src, transform, crs, lon: np.ndarray, lat: np.ndarray, path: Path):  # noqa: ANN001, ANN202
+def _read_window(src: Any, transform: Affine, crs: CRS, lon: np.ndarray, lat: np.ndarray,
+                 path: Path) -> tuple[Any, Affine]:
     """The raster window (with a margin of 2 pixels) that covers the nodes' cells, and its transform."""
     from rasterio import windows
     from rasterio.crs import CRS
@@ -370,22 +377,25 @@ def _read_window(src, transform, crs, lon: np.ndarray, lat: np.ndarray, path: Pa
     return window, windows.transform(window, transform)
 
 
-def _pixel_areas_km2(transform, crs, shape: tuple[int, int]):  # noqa: ANN001, ANN202
-    """``areas(mask)``: the area in km^2 of the pixels where ``mask`` (rows, cols) is set."""
-    if _is_lonlat(crs) and _axis_aligned(transform):
+def _pixel_areas_km2(transform: Affine, crs: CRS, shape: tuple[int, int]) -> Callable[[np.ndarray], float]:
+    """``areas(mask)``: the area in km^2 of the pixels where ``mask`` (rows, cols) is set (exact for a north-up
+    longitude/latitude raster; a projected raster's pixels are taken at their nominal size)."""
+    determinant = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs.is_geographic and _axis_aligned(transform):
         rows = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
         per_row = cell_area_km2(rows, transform.a, transform.e)
         return lambda mask: float((mask * per_row[:, None]).sum())
-    unit = 1.0 if crs.is_geographic else crs.linear_units_factor[1]
-    pixel = abs(transform.a * transform.e - transform.b * transform.d) * unit ** 2 / 1e6
-    if crs.is_geographic:  # degrees squared at the raster's middle latitude
-        pixel = abs(transform.a * transform.e) * KM_PER_DEG ** 2 * math.cos(math.radians(transform.f))
+    if crs.is_geographic:  # a rotated grid: degrees squared at its middle latitude
+        middle = (transform * (shape[1] / 2, shape[0] / 2))[1]
+        pixel = determinant * KM_PER_DEG ** 2 * math.cos(math.radians(middle))
+    else:
+        pixel = determinant * crs.linear_units_factor[1] ** 2 / 1e6
     return lambda mask: float(mask.sum()) * pixel
 
 
 def _decode(data: np.ndarray, valid: np.ndarray, colormap: dict[int, tuple[int, ...]] | None, *, path: Path,
             legend: Legend | None, unlisted: str, classes: ClassList, tolerance: int,
-            areas) -> np.ndarray:  # noqa: ANN001
+            areas: Callable[[np.ndarray], float]) -> np.ndarray:
     """Class indices (rows, cols) uint8 of a label raster's bands ``data`` (bands, rows, cols); 255 where not
     ``valid`` (nodata)."""
     if data.shape[0] >= 3:
@@ -466,7 +476,8 @@ def label_raster_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
         if src.count >= 3:
             bands = [1, 2, 3] + ([4] if src.count >= 4 and src.colorinterp[3].name == "alpha" else [])
         else:
-            bands = [_band_index(path, variable, tuple(src.descriptions), "a band of class codes") + 1]
+            bands = [_band_index(path, variable, tuple(src.descriptions), "a band of class codes",
+                                 "--label-variable") + 1]
         data = src.read(bands, window=window)
         valid = src.read_masks(bands[0], window=window) > 0
         colormap = None
@@ -491,7 +502,7 @@ def label_raster_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
     return _warp_labels(decoded, window_transform, crs, lon, lat, path)
 
 
-def _warp_labels(decoded: np.ndarray, transform, crs, lon: np.ndarray, lat: np.ndarray,  # noqa: ANN001
+def _warp_labels(decoded: np.ndarray, transform: Affine, crs: CRS, lon: np.ndarray, lat: np.ndarray,
                  path: Path) -> np.ndarray:
     """Classes (rows, cols) of a raster in ``crs`` onto the node cells by rasterio's ``mode`` resampling."""
     from rasterio.enums import Resampling

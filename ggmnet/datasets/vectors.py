@@ -15,6 +15,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def is_vector(path: Path, head: bytes) -> bool:
             or head.lstrip()[:1] == b"{")
 
 
-def _read(path: Path, layer: str | None):  # noqa: ANN202 - a GeoDataFrame
+def _read(path: Path, layer: str | None) -> Any:
+    """The layer of a vector map as a GeoDataFrame (a one-line error for a bad file or layer)."""
     import geopandas
     import pyogrio
 

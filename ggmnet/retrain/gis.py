@@ -38,7 +38,7 @@ SOURCE_NAMES = {SOURCE_MAP: "geological map", SOURCE_PREDICTION: "prediction"}
 SOURCE_COLOURS = {SOURCE_MAP: (150, 150, 150), SOURCE_PREDICTION: (255, 140, 0)}
 
 
-def node_transform(lon: np.ndarray, lat: np.ndarray):  # noqa: ANN201 - an affine transform
+def node_transform(lon: np.ndarray, lat: np.ndarray) -> Any:
     """The north-up transform whose pixel centres are the nodes ``lon`` (nx,) x ``lat`` (ny,) (ascending,
     regular, degrees)."""
     from rasterio.transform import from_origin
@@ -124,7 +124,7 @@ def write_class_cog(path: str | Path, classes: np.ndarray, lon: np.ndarray, lat:
 
 
 def unit_polygons(values: np.ndarray, probability: np.ndarray, lon: np.ndarray, lat: np.ndarray,
-                  class_list: ClassList, source: np.ndarray | None = None):  # noqa: ANN201 - a GeoDataFrame
+                  class_list: ClassList, source: np.ndarray | None = None) -> Any:
     """The units of a class map as polygons: each 4-connected group of nodes of one class (and one ``source``).
 
     Parameters
