@@ -179,7 +179,8 @@ def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, cla
     aspect = 1.0 / math.cos(math.radians(float(np.mean(lat))))
     map_height_in = min(max(8.0 * (extent[3] - extent[2]) * aspect / (extent[1] - extent[0]), 2.0), 7.0)
     fig, axes = plt.subplots(2, 1, figsize=(9, 2 * map_height_in + 3.0), constrained_layout=True)
-    axes[0].imshow(class_list.colourise(classes), extent=extent, origin="lower", interpolation="nearest", aspect=aspect)
+    axes[0].imshow(class_list.colourise(classes), extent=extent, origin="lower", interpolation="nearest",
+                   aspect=aspect)
     shown = set(np.unique(classes).tolist())
     handles: list[Any] = [Patch(facecolor=np.asarray(colour) / 255, edgecolor="0.3", label=f"{code} {name}")
                           for k, (code, name, colour) in enumerate(zip(class_list.codes, class_list.names,
@@ -188,8 +189,7 @@ def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, cla
     image = axes[1].imshow(entropy, extent=extent, origin="lower", cmap="magma", aspect=aspect,
                            vmin=0.0, vmax=math.log(class_list.num_classes), interpolation="nearest")
     fig.colorbar(image, ax=axes[1], label=f"entropy (nats; ln {class_list.num_classes} = no preference)",
-                 location="bottom",
-                 shrink=0.6)
+                 location="bottom", shrink=0.6)
     if cover is not None and np.any(cover) and not np.all(cover):
         mask = np.asarray(cover, dtype=float)
         for ax in axes:
