@@ -1,26 +1,26 @@
-"""Cost of the supernet's search steps against a derived network's training step.
+"""Cost of the search's steps against a derived network's training step.
 
 Times one step on a batch of ``--batch`` images of ``--size`` pixels (cross-entropy on the three heads), and
 measures the peak resident memory the step adds, for
 
-* ``pairs``: the architecture step, ``Supernet(depth)`` in ``mode="pairs"`` (the paired estimator: the
-  drawn network plus, at every node, each choice's rival candidate computed forward only), gradient of the
-  loss with respect to the architecture logits only (``torch.autograd.grad``, as the search loop takes it),
-* ``sample``: the weight step, ``mode="sample"`` (one drawn network), backward to every weight,
-* ``derived``: ``GenotypeNetwork(supernet.derive())`` (the architecture the same logits give), backward to
-  every weight,
+* ``arch``: the architecture step (:meth:`ggmnet.search.steps.SearchSteps.arch_step`: the paired estimator,
+  widths and residual connections at the midpoint, and the network of the rival paths run too), gradient of the
+  loss with respect to the architecture logits only,
+* ``weight``: the weight step with the sandwich rule (the largest, the smallest and one random network, the
+  last two distilled from the first: ``--sandwich 2``, the CPU recipe's),
+* ``single``: one drawn network's weight step (``--sandwich 0``),
+* ``derived``: ``GenotypeNetwork(supernet.derive())`` (the architecture the same logits give; the branches'
+  common cells computed once), backward to every weight,
 * ``soft``: the supernet in ``mode="soft"`` (every candidate computed and mixed), gradient of the logits,
 
 each in its own process (so that peak memories do not mix), after one warm-up step, median of ``--repeats``.
 Architecture logits are perturbed (seeded N(0, 1) noise) so that the derived network is a typical one, not
 the all-``skip`` network of untrained (uniform) logits; the derived network is built from the genotype file
-alone. Note that a drawn network computes the branches' shared prefix once while the derived MRFEM has three
-separate branches. Prints wall and CPU seconds (CPU time is the steadier figure on a shared machine) and MiB
-per case and the ratios to the derived network's step (target for ``pairs``: <= 2x). Defaults: the CPU
-search recipe (``experiments/search_cpu.yaml``: depth 22, unit widths 4, 8, 16, batch 2, 96 px crops); the
-paper's widths:
+alone. Prints wall and CPU seconds (CPU time is the steadier figure on a shared machine) and MiB per case and
+the ratios to the derived network's step. Defaults: the CPU search recipe (``experiments/search_cpu.yaml``:
+depth 22, unit widths 4, 8, 16, batch 8, 128 px tiles); the paper's widths:
 
-    python benchmarks/bench_search_step.py --unit-channels 12,24,48 --size 256
+    python benchmarks/bench_search_step.py --unit-channels 12,24,48 --size 256 --batch 2
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,25 +37,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ggmnet.search.steps import SearchSteps
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.supernet import GenotypeNetwork, Supernet
+from ggmnet.studies.measure import median_time, peak_added_mib
 
-CASES = ("pairs", "sample", "derived", "soft")
-
-
-def memory_mib(field: str) -> float:
-    """``VmRSS`` (current) or ``VmHWM`` (peak since start or the last reset) of this process in MiB (Linux)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def reset_peak_memory() -> None:
-    """Reset ``VmHWM`` to the current resident memory, so that the model's construction does not count."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+CASES = ("arch", "weight", "single", "derived", "soft")
 
 
 def seeded_supernet(args: argparse.Namespace) -> Supernet:
@@ -68,6 +54,10 @@ def seeded_supernet(args: argparse.Namespace) -> Supernet:
         for _, p in supernet.named_arch_parameters():
             p.add_(torch.randn(p.shape, generator=g))
     return supernet
+
+
+def head_losses(logits: list[torch.Tensor], targets: list[torch.Tensor], _weights=None) -> list[torch.Tensor]:
+    return [F.cross_entropy(o, t) for o, t in zip(logits, targets)]
 
 
 def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
@@ -84,40 +74,29 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     targets = [torch.randint(0, 10, (args.batch, -(-args.size // s), -(-args.size // s)), device=device)
                for s in (8, 16, 32)]
-    kwargs = {} if case == "derived" else {"mode": case, "tau": 1.0}
-    arch = model.arch_parameters() if case != "derived" else []
-    for p in arch:  # frozen in the weight step, as in the search loop
-        p.requires_grad_(case != "sample")
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        outs = model(x, **kwargs)
-        loss = sum(F.cross_entropy(o, t) for o, t in zip(outs, targets))
-        if case in ("pairs", "soft"):  # an architecture step: the logits' gradient only
-            torch.autograd.grad(loss, arch, allow_unused=True)
-        else:
-            loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    reset_peak_memory()
-    base = memory_mib("VmRSS")
+    if case == "derived":
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            sum(head_losses(model(x), targets)).backward()
+    elif case == "soft":
+        def step() -> None:
+            torch.autograd.grad(sum(head_losses(model(x, mode="soft"), targets)), model.arch_parameters(),
+                                allow_unused=True)
+    else:
+        steps = SearchSteps(model, model, head_losses, sandwich=2 if case == "weight" else 0, device=device,
+                            labelled=lambda _targets: None,
+                            weight_opt=torch.optim.SGD(model.weight_parameters(), lr=0.0),
+                            arch_opt=torch.optim.Adam(model.arch_parameters(), lr=0.0))
+        step = (lambda: steps.arch_step(x, targets)) if case == "arch" else (lambda: steps.weight_step(x, targets))
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step()
-    times, cpu_times = [], []
-    for _ in range(args.repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
+    peak = peak_added_mib(step)
+    timing = median_time(step, args.repeats, warmup=0, sync=sync)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = memory_mib("VmHWM") - base
-    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times), "peak_mib": peak,
-            "build_seconds": build_s,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {"seconds": timing.seconds, "cpu_seconds": timing.cpu_seconds, "peak_mib": peak,
+            "build_seconds": build_s, "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
 def main() -> None:
@@ -125,8 +104,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=22, help="supernet depth (default 22)")
     parser.add_argument("--unit-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=(4, 8, 16),
                         help="unit widths at strides 8, 16, 32, comma-separated (default 4,8,16: the CPU recipe)")
-    parser.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
-    parser.add_argument("--size", type=int, default=96, help="image side in pixels (default 96: the CPU recipe)")
+    parser.add_argument("--batch", type=int, default=8, help="images per step (default 8: the CPU recipe)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128: the CPU recipe)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, logits and data (default 0)")
@@ -161,12 +140,11 @@ def main() -> None:
                   f"{r['build_seconds']:.1f} s)", flush=True)
     if "derived" in results:
         d = results["derived"]
-        for case in ("pairs", "sample", "soft"):
+        for case in ("arch", "weight", "single", "soft"):
             if case in results:
                 r = results[case]
-                target = " (target <= 2x)" if case == "pairs" else ""
                 print(f"{case}/derived: time {r['seconds'] / d['seconds']:.2f}x, CPU time "
-                      f"{r['cpu_seconds'] / d['cpu_seconds']:.2f}x{target}, memory {r['peak_mib'] / d['peak_mib']:.2f}x")
+                      f"{r['cpu_seconds'] / d['cpu_seconds']:.2f}x, memory {r['peak_mib'] / d['peak_mib']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,26 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-PY="${PYTHON:-python}"
-[ -x .venv/bin/python ] && PY=.venv/bin/python
-BIN="$(dirname "$PY")"
+# The environment that runs the checks: $PYTHON if set, else the python on PATH when it imports ggmnet (an
+# activated conda environment or venv), else ./.venv. Its console scripts (nas-search, retrain, ...) are in its
+# scripts folder (sysconfig), or, failing that, wherever PATH finds nas-search.
+if [ -n "${PYTHON:-}" ]; then
+  PY="$PYTHON"
+elif command -v python >/dev/null 2>&1 && python -c "import ggmnet" >/dev/null 2>&1; then
+  PY="$(command -v python)"
+elif command -v python3 >/dev/null 2>&1 && python3 -c "import ggmnet" >/dev/null 2>&1; then
+  PY="$(command -v python3)"
+elif [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+else
+  echo "gpu_check.sh: error: no python that imports ggmnet (activate its environment, set PYTHON, or make install)" >&2
+  exit 2
+fi
+BIN="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)"
+if [ ! -x "$BIN/nas-search" ] && command -v nas-search >/dev/null 2>&1; then
+  BIN="$(dirname "$(command -v nas-search)")"
+fi
+echo "gpu_check: python $PY, console scripts in $BIN"
 export PATH="$BIN:$PATH" WANDB_MODE="${WANDB_MODE:-offline}" WANDB_SILENT=true PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"

@@ -121,7 +121,7 @@ def training_class_frequencies(manifest: dict[str, Any]) -> np.ndarray:
     """``(K,)`` share of each class among the outcrop nodes of a prepared dataset's training windows (of the
     whole dataset when they have none; zeros without any outcrop): label information only, the commonest-class
     rule's and the outcrop prior's."""
-    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    counts = np.zeros(len(manifest["class_counts"]), dtype=np.int64)
     for w in manifest["windows"]:
         if w["split"] == "train":
             counts += np.asarray(w["class_counts"], dtype=np.int64)
@@ -273,7 +273,7 @@ def predict_tiled(model: nn.Module, render: TileRenderer, shape: tuple[int, int]
 
 def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray,
                         factors: tuple[float, float], normalisation: dict, channels: str,
-                        prior: np.ndarray | None = None) -> TileRenderer:
+                        prior: np.ndarray | None = None, num_classes: int = NUM_CLASSES) -> TileRenderer:
     """A :data:`TileRenderer` for fields on a node grid resampled at ``factors`` = (f_lat, f_lon) pixels per node
     step (integers upsample, fractions such as 0.5 downsample).
 
@@ -295,18 +295,19 @@ def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.
         tile = {name: sample_bilinear(values, lon, lat, lon_t, lat_t) for name, values in fields.items()}
         image = input_channels_from_fields(tile, normalisation, channels)
         if prior is not None:
-            image = np.concatenate([image, prior_channels(sample_nearest(prior, lon, lat, lon_t, lat_t))])
+            image = np.concatenate([image, prior_channels(sample_nearest(prior, lon, lat, lon_t, lat_t),
+                                                          num_classes)])
         return image
 
     return render
 
 
-def prior_channels(labels: np.ndarray) -> np.ndarray:
+def prior_channels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Geology-prior channels of a label array ``(H, W)``, as :class:`~ggmnet.datasets.tiles.TileDataset`
-    appends them: one-hot of the 10 outcrop classes, then the known mask; float32 ``[11, H, W]``, cover
-    (255) zero in all eleven."""
+    appends them: one-hot of the K outcrop classes, then the known mask; float32 ``[K + 1, H, W]``, cover
+    (255) zero in all of them."""
     labels = np.asarray(labels)
-    onehot = (labels[None] == np.arange(NUM_CLASSES)[:, None, None]).astype(np.float32)
+    onehot = (labels[None] == np.arange(num_classes)[:, None, None]).astype(np.float32)
     known = (labels != COVER_INDEX).astype(np.float32)[None]
     return np.concatenate([onehot, known])
 
@@ -324,7 +325,8 @@ def predict_nodes(model: nn.Module, fields: dict[str, np.ndarray], lon: np.ndarr
     Returns float32 ``[K, ny, nx]`` with latitude ascending, like the input.
     """
     whole = tuple(int(round(f)) for f in factors)
-    render = node_field_renderer(fields, lon, lat, factors, normalisation, channels, prior=prior)
+    render = node_field_renderer(fields, lon, lat, factors, normalisation, channels, prior=prior,
+                                 num_classes=int(getattr(model, "num_classes", NUM_CLASSES)))
     if all(f >= 1 and abs(f - w) < 1e-6 for f, w in zip(factors, whole)):
         shape = ((lat.size - 1) * whole[0] + 1, (lon.size - 1) * whole[1] + 1)
         north_up = predict_tiled(model, render, shape, tile_size=tile_size, overlap=overlap, step=whole,
@@ -499,7 +501,8 @@ class WindowScorer:
         label, lon, lat = self.grids["label"], self.grids["lon"], self.grids["lat"]
         matrices = score_windows(np.argmax(probability, axis=0), label, lon, lat, self.windows,
                                  commonest=self.commonest, bedrock=self.grids.get("bedrock"),
-                                 probability=probability, frequencies=self.frequencies)
+                                 probability=probability, frequencies=self.frequencies,
+                                 num_classes=probability.shape[0])
         nll, count = 0.0, 0
         for window in self.windows:
             rows, cols = window_slices(window, lon, lat)

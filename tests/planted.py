@@ -83,6 +83,19 @@ def width_task(*, channels: int = 16, side: int = 8, batch: int = 8) -> Task:
     return Task(batches, channels, channels, 2, (unit, 2 * unit, 4 * unit), (2 * channels,) * 3, 2 * channels)
 
 
+def all_heads_width_task(*, channels: int = 16, side: int = 8, batch: int = 8, depth: int = 2) -> Task:
+    """Every head's label is the argmax over ``channels`` noise channels at its own resolution (the noise
+    averaged over its pixels), with unit widths ``channels / 8`` at every stride: every node needs its widest
+    width, so the untargeted network is close to the largest and any cost target binds."""
+    def batches(generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        noise = _block_noise(generator, batch, channels, side)
+        labels = [F.avg_pool2d(noise, f).argmax(1) for f in (1, 2, 4)]
+        return _image(noise), labels
+
+    unit = channels // 8
+    return Task(batches, channels, channels, depth, (unit, unit, unit), (2 * channels,) * 3, 2 * channels)
+
+
 def path_task(*, depth: int = 6, side: int = 16, shift: int = 5, batch: int = 4) -> Task:
     """The 1/32 label at a pixel is the sign of the noise ``shift`` pixels of the 1/32 map to its right (the noise
     constant over 4 x 4 pixels of the 1/8 map), 255 where that is off the map. With conv3x3 cells a cell at 1/32
@@ -107,12 +120,14 @@ def head_losses(logits: list[torch.Tensor], labels: list[torch.Tensor | None],
 def planted_search(task: Task, *, seed: int, warmup_steps: int = 30, search_steps: int = 120,
                    cost_target: float | None = None, min_real_cells: int = 0, sandwich: int = 2,
                    estimator: str = "pairs", lr_weights: float = 0.05, lr_arch: float = 0.05,
-                   cost_rate: float = 0.05) -> Supernet:
-    """Search ``task`` with the search's steps; ``cost_target`` is a fraction of the largest network's cost."""
+                   cost_rate: float = 0.05, fixed: dict[str, int] | None = None) -> Supernet:
+    """Search ``task`` with the search's steps; ``cost_target`` is a fraction of the largest network's cost;
+    ``fixed`` takes choice kinds out of the search (``Supernet.fix``: ``{"op": 2}`` is conv5x5 everywhere)."""
     torch.manual_seed(seed)
     net = Supernet(task.depth, num_classes=task.num_classes, in_channels=task.in_channels,
                    unit_channels=task.unit_channels, stem_channels=task.stem_channels,
                    head_channels=task.head_channels).train()
+    net.fix(**(fixed or {}))
     cost = None
     if cost_target is not None:
         limit = cost_target * net.largest_cost()

@@ -68,7 +68,8 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--bouguer", "--labels", "--out", "--region", "--height-km", "--margin-km", "--pad-mode",
                  "--channels", "--bedrock", "--label-bounds", "--scales", "--split", "--val-fraction", "--seed",
-                 "--fill-nan", "--config"):
+                 "--fill-nan", "--config", "--variable", "--label-variable", "--label-field", "--legend",
+                 "--unlisted-units"):
         assert flag in text
     for default in ("65,95,40,55", "Default: 10.", "Default: 500.", "1:1,5:2.5,10:2.5,15:5", "Default: 0.15."):
         assert default in text
@@ -89,7 +90,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys):
     assert "nowhere.nc: no such file" in prepare("--bouguer", str(tmp_path / "nowhere.nc"), "--labels", labels)
     text = tmp_path / "notes.txt"
     text.write_text("x y z\n1 2 3\n")
-    assert "notes.txt: not a netCDF file" in prepare("--bouguer", str(text), "--labels", labels)
+    assert "notes.txt: not a gravity grid" in prepare("--bouguer", str(text), "--labels", labels)
     half = tmp_path / "half.nc"
     data = (raw / "bouguer.nc").read_bytes()
     half.write_bytes(data[: len(data) // 2])
@@ -101,7 +102,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys):
     assert "labels.nc covers" in prepare("--bouguer", bouguer, "--labels", str(narrow / "labels.nc"))
     rgb = np.zeros((20, 30, 3), np.uint8)
     rgb[:] = CLASS_COLOURS[3]
-    rgb[:5, :4] = (16, 32, 48)
+    rgb[8:13, 10:14] = (16, 32, 48)  # inside the region: the part of the map that is read
     png = tmp_path / "labels.png"
     Image.fromarray(rgb).save(png)
     message = prepare("--bouguer", bouguer, "--labels", str(png), "--label-bounds", "9,13,39,42.5")

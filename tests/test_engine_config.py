@@ -97,7 +97,10 @@ def test_dependent_defaults_follow_the_flags_given_and_explicit_values_are_still
     config = SearchConfig.from_argv(build_search_parser(), ["--depth", "22", "--epochs", "2", "--tile-size", "64"])
     assert (config.warmup_epochs, config.crop_size) == (1, 64)
     assert config.derived_line() == ("--crop-size 64 (min(1024, --tile-size), none with --pixels-per-degree), "
-                                     "--warmup-epochs 1 (40% of --epochs, rounded)")
+                                     "--warmup-epochs 1 (40% of --epochs, rounded), --min-real-cells 0 (half of "
+                                     "--depth with --cost-target, else 0)")
+    targeted = SearchConfig.from_argv(build_search_parser(), ["--depth", "21", "--cost-target", "0.5"])
+    assert targeted.min_real_cells == 11 and targeted.cost_target == 0.5
     paper = SearchConfig().check()
     assert (paper.warmup_epochs, paper.crop_size, paper.epochs, paper.tile_size) == (20, 1024, 50, 2048)
     retrain = RetrainConfig(genotype="g.json", tile_size=64, epochs=2).check()
@@ -120,3 +123,21 @@ def test_a_missing_required_option_is_one_line(capsys):
         evaluate_main(["--split", "test"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.endswith("error: --checkpoint is required")
+
+
+def test_num_workers_default_is_the_cores_available_at_most_four(monkeypatch):
+    """On a 2-core machine 4 loader workers only compete with the training step (PyTorch warns): the default
+    is the cores this process may use, at most 4 (the search's two loaders: at most 2 each)."""
+    import os
+
+    from ggmnet.engine import config as config_module
+
+    cores = len(os.sched_getaffinity(0))
+    assert config_module.available_cpus() == cores
+    assert RetrainConfig(genotype="g.json").num_workers == min(4, cores)
+    assert SearchConfig().num_workers == min(2, cores)
+    for count, expected in ((1, 1), (2, 2), (3, 3), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=count: set(range(n)))
+        assert config_module.num_workers_field(4).default == expected
+    text = build_retrain_parser().format_help()
+    assert "at most 4" in " ".join(text.split())

@@ -39,6 +39,9 @@ EPILOG = """examples:
       --bedrock data/synth/bedrock.nc --out data/synth-prepared
   ggm-data prepare --bouguer WGM2012_Bouguer_ponc_2min.grd --labels geology.png \\
       --label-bounds 65,95,40,55 --out data/paper
+  ggm-data prepare --bouguer bouguer.tif --labels labels.tif --out data/mine
+  ggm-data prepare --bouguer bouguer.nc --labels geology.gpkg --label-field UNIT \\
+      --legend legend.csv --out data/mine
   ggm-data show data/synth-prepared --out overview.png"""
 
 
@@ -56,12 +59,16 @@ class SynthOptions(SynthConfig):
 class PrepareOptions(Config):
     """``ggm-data prepare`` (see :func:`ggmnet.datasets.prepare.prepare_dataset`)."""
 
-    bouguer: str = option(dataclasses.MISSING, "Bouguer gravity grid, netCDF in mGal (WGM2012/GMT layout x, y, z or "
-                                               "lon/lat); it should reach --margin-km beyond the region",
+    bouguer: str = option(dataclasses.MISSING, "Bouguer gravity grid in mGal: netCDF (WGM2012/GMT layout x, y, z or "
+                                               "lon/lat), a GeoTIFF in any CRS (reprojected onto a lon/lat grid) "
+                                               "or an ICGEM .gdf; it should reach --margin-km beyond the region",
                           metavar="FILE")
-    labels: str = option(dataclasses.MISSING, "label grid (netCDF, classes 0-9 of Table 1, 255 = Cenozoic cover) or "
-                                              "label image (PNG/TIFF in Table 1's colours, with --label-bounds or a "
-                                              "sidecar FILE.json)", metavar="FILE")
+    labels: str = option(dataclasses.MISSING, "geological map: a label grid (netCDF of codes: Table 1's classes "
+                                              "0-9 and 255 = Cenozoic cover, or the units of --legend), a raster "
+                                              "in any CRS (GeoTIFF of codes, or of colours in Table 1's palette; "
+                                              "a PNG/TIFF without georeferencing needs --label-bounds or a sidecar "
+                                              "FILE.json), or a vector map (Shapefile, GeoPackage, GeoJSON; with "
+                                              "--label-field)", metavar="FILE")
     out: str = option(dataclasses.MISSING, "output folder for grids.nc, manifest.json and run.json (created; an "
                                            "existing dataset there is replaced only once the new one is complete)",
                       metavar="DIR")
@@ -76,8 +83,25 @@ class PrepareOptions(Config):
                                                        "in radians)", metavar="LIST")
     bedrock: str | None = option(None, "grid of the true bedrock class everywhere (synthetic benchmark) so that "
                                        "predictions under the cover can be scored", metavar="FILE")
-    label_bounds: str | None = option(None, "outer edges in degrees of a label image", metavar="W,E,S,N",
+    label_bounds: str | None = option(None, "outer edges in degrees of a label image without georeferencing "
+                                            "(refused for a file that has its own)", metavar="W,E,S,N",
                                       shown="its sidecar JSON")
+    variable: str | None = option(None, "the grid to use where the --bouguer file holds several: a netCDF variable, "
+                                        "a raster band (number or description) or an ICGEM column", metavar="NAME",
+                                  shown="the only one (netCDF: z first)")
+    label_variable: str | None = option(None, "the variable (netCDF), band (raster) or layer (vector map) of "
+                                              "--labels where the file holds several", metavar="NAME",
+                                        shown="the only one (netCDF: label first)")
+    label_field: str | None = option(None, "the attribute of a vector map's polygons that names their unit",
+                                     metavar="NAME", shown="none (required for a vector map)")
+    legend: str | None = option(None, "CSV with columns unit and class (optional code, colour #rrggbb): the class "
+                                      "of each unit of --label-field or code of a label grid/raster; class 'cover' "
+                                      "is the Cenozoic cover (255). Classes that are not all Table 1's become the "
+                                      "dataset's own class list, in order of first appearance", metavar="FILE.csv",
+                                shown="none: units are Table 1's class names or codes")
+    unlisted_units: str = option("error", "units of the map that --legend does not name: error (list them with their "
+                                          "areas in km2) or ignore (label 255: not learned, not scored)",
+                                 choice("error", "ignore"))
     scales: str = option(",".join(map(str, PAPER_SCALES)), "window sizes and sliding steps in degrees",
                          metavar="SIZE:STEP,...", shown="Table 2: 1:1,5:2.5,10:2.5,15:5")
     split: str = option("random", "random: the paper's split (test = outcrop < --test-below, val = random "
@@ -129,7 +153,8 @@ def _run_prepare(options: PrepareOptions) -> None:
         label_bounds=Region.parse(options.label_bounds, "--label-bounds") if options.label_bounds else None,
         scales=parse_scales(options.scales), split=options.split, val_fraction=options.val_fraction,
         test_below=options.test_below, seed=options.seed, fill_nan=options.fill_nan, block_deg=options.block_deg,
-        config=options.to_dict())
+        config=options.to_dict(), variable=options.variable, label_variable=options.label_variable,
+        label_field=options.label_field, legend=options.legend, unlisted_units=options.unlisted_units)
 
 
 def _run_show(options: ShowOptions) -> None:

@@ -4,6 +4,8 @@ Everything here works on regular longitude/latitude grids in degrees, longitude 
 ascending. A :class:`GeoGrid` holds the node coordinates, the values ``(ny, nx)`` and where they came from.
 Readers accept the layouts users meet in practice and turn every problem with a file into a one-line
 :class:`ggmnet.errors.UserError` naming that file.
+
+The doors for any file a user brings are in :mod:`ggmnet.datasets.readers`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from ggmnet.classes import CLASS_COLOURS, CLASS_NAMES, COVER_COLOUR, COVER_INDEX, NUM_CLASSES
+from ggmnet.classes import TABLE1, ClassList
 from ggmnet.engine.runio import atomic_path
 from ggmnet.errors import UserError
 
@@ -42,8 +44,30 @@ def spacing_km(lon: np.ndarray, lat: np.ndarray, *, at_lat: float | None = None)
     return dlat * KM_PER_DEG, dlon * KM_PER_DEG * math.cos(math.radians(latitude))
 
 
-#: Label values a label grid may hold: the classes 0-9 of Table 1 and 255 for Cenozoic cover.
-VALID_LABELS = (*range(NUM_CLASSES), COVER_INDEX)
+#: Label values a label grid of Table 1 may hold: the classes 0-9 and 255 for Cenozoic cover.
+VALID_LABELS = TABLE1.valid_labels
+
+#: WGS 84 ellipsoid: semi-major axis (km) and first eccentricity squared, for cell areas.
+_WGS84_A_KM = 6378.137
+_WGS84_E2 = 0.00669437999014
+
+
+def cell_area_km2(lat: np.ndarray, dlon_deg: float, dlat_deg: float) -> np.ndarray:
+    """Area in km^2 on the WGS 84 ellipsoid of lon/lat cells ``dlon_deg`` x ``dlat_deg`` centred at ``lat``.
+
+    Exact for cells bounded by meridians and parallels: ``A = a^2 (1 - e^2) dlon [q(phi2) - q(phi1)] / 2`` with
+    ``q(phi) = sin(phi) / (1 - e^2 sin^2 phi) + atanh(e sin phi) / e`` (the authalic-latitude integral).
+    """
+    e = math.sqrt(_WGS84_E2)
+
+    def q(phi: np.ndarray) -> np.ndarray:
+        s = np.sin(phi)
+        return s / (1.0 - _WGS84_E2 * s * s) + np.arctanh(e * s) / e
+
+    lat = np.asarray(lat, dtype=np.float64)
+    top = np.radians(np.clip(lat + 0.5 * abs(dlat_deg), -90.0, 90.0))
+    bottom = np.radians(np.clip(lat - 0.5 * abs(dlat_deg), -90.0, 90.0))
+    return 0.5 * _WGS84_A_KM ** 2 * (1.0 - _WGS84_E2) * math.radians(abs(dlon_deg)) * (q(top) - q(bottom))
 
 #: Default colour tolerance of label images: largest absolute difference of any RGB channel.
 COLOUR_TOLERANCE = 12
@@ -361,7 +385,8 @@ def _pick_variable(ds: netCDF4.Dataset, path: Path, variable: str | None, prefer
                 return v
     if len(two_d) > 1:
         names = ", ".join(v.name for v in two_d)
-        raise UserError(f"{path}: several 2-D variables ({names}); name the one to use")
+        raise UserError(f"{path}: several 2-D variables ({names}); name the one to use with --variable "
+                        f"(--label-variable for a label grid)")
     return two_d[0]
 
 
@@ -412,11 +437,21 @@ def _read_geographic(path: Path, variable: str | None, preferred: tuple[str, ...
         ds.close()
     if not first_is_lat:
         data = data.T
-    lon, lat = kinds["lon"], kinds["lat"]
+    lon, lat, data = canonical_orientation(kinds["lon"], kinds["lat"], data, path)
+    registration = "pixel" if int(offset) == 1 else "gridline"
+    return lon, lat, data, name, units, registration
+
+
+def canonical_orientation(lon: np.ndarray, lat: np.ndarray, data: np.ndarray,
+                          path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Longitudes ascending in -180..180 (a repeated 360-degree seam column dropped), latitudes ascending,
+    ``data`` (ny, nx) reordered with them; the axes checked regular (a :class:`UserError` naming ``path``)."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
     if np.nanmin(lon) < -180.0 or np.nanmax(lon) > 360.0 or np.nanmin(lat) < -90.0 or np.nanmax(lat) > 90.0:
         raise UserError(f"{path}: coordinates are not longitude/latitude in degrees (x {np.nanmin(lon):g} to "
-                        f"{np.nanmax(lon):g}, y {np.nanmin(lat):g} to {np.nanmax(lat):g}); projected grids "
-                        f"are not supported")
+                        f"{np.nanmax(lon):g}, y {np.nanmin(lat):g} to {np.nanmax(lat):g}); a projected grid "
+                        f"needs its CRS: write it as a GeoTIFF")
     if lat.size > 1 and lat[0] > lat[-1]:
         lat, data = lat[::-1], data[::-1]
     if lon.size > 2 and abs(abs(lon[-1] - lon[0]) - 360.0) < 1e-6:
@@ -428,8 +463,7 @@ def _read_geographic(path: Path, variable: str | None, preferred: tuple[str, ...
         lon, data = lon[order], data[:, order]
     lon = _regular_axis(lon, path, "longitude")
     lat = _regular_axis(lat, path, "latitude")
-    registration = "pixel" if int(offset) == 1 else "gridline"
-    return lon, lat, np.ascontiguousarray(data), name, units, registration
+    return lon, lat, np.ascontiguousarray(data)
 
 
 def read_gravity_grid(path: str | os.PathLike, *, fill_nan: bool = False, variable: str | None = None) -> GeoGrid:
@@ -458,6 +492,12 @@ def read_gravity_grid(path: str | os.PathLike, *, fill_nan: bool = False, variab
     path = Path(path)
     lon, lat, values, name, _units, registration = _read_geographic(
         path, variable, ("z",), "a gravity grid: netCDF with x/lon, y/lat and z(y, x) in mGal", mask=True)
+    return gravity_grid(lon, lat, values, name=name, path=path, registration=registration, fill_nan=fill_nan)
+
+
+def gravity_grid(lon: np.ndarray, lat: np.ndarray, values: np.ndarray, *, name: str, path: Path,
+                 registration: str, fill_nan: bool) -> GeoGrid:
+    """A gravity :class:`GeoGrid` (mGal) of canonical axes and values, its NaN nodes refused or filled."""
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
     bad = ~np.isfinite(values)
@@ -468,7 +508,7 @@ def read_gravity_grid(path: str | os.PathLike, *, fill_nan: bool = False, variab
         if n_bad == values.size:
             raise UserError(f"{path}: every node of {name} is NaN")
         values = fill_holes(values)
-        warnings.warn(f"{path}: filled {n_bad} NaN nodes of {name} by Laplace interpolation", stacklevel=2)
+        warnings.warn(f"{path}: filled {n_bad} NaN nodes of {name} by Laplace interpolation", stacklevel=3)
     return GeoGrid(lon, lat, values, name=name, units="mGal", source=str(path), registration=registration)
 
 
@@ -511,21 +551,24 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_label_values(values: np.ndarray, path: Path, name: str) -> np.ndarray:
-    """Return ``values`` as uint8 when every value is a class index 0-9 or 255, else raise."""
+def _check_label_values(values: np.ndarray, path: Path | str, name: str,
+                        classes: ClassList = TABLE1) -> np.ndarray:
+    """Return ``values`` as uint8 when every value is a class index 0..K-1 of ``classes`` or 255, else raise."""
+    valid = classes.valid_labels
     if np.issubdtype(values.dtype, np.floating):
         finite = np.isfinite(values)
         integral = np.zeros(values.shape, dtype=bool)
         integral[finite] = values[finite] == np.round(values[finite])
-        ok = integral & np.isin(np.where(finite, values, -1), VALID_LABELS)
+        ok = integral & np.isin(np.where(finite, values, -1), valid)
     else:
-        ok = np.isin(values, VALID_LABELS)
+        ok = np.isin(values, valid)
     if not ok.all():
         bad, counts = np.unique(values[~ok], return_counts=True)
         listing = ", ".join(f"{v:g} x {c}" for v, c in zip(bad[:8].tolist(), counts[:8].tolist()))
         more = f" and {bad.size - 8} more" if bad.size > 8 else ""
-        raise UserError(f"{path}: {name} has {bad.size} invalid value(s) (expected class indices 0-9 and "
-                        f"255 for cover): {listing}{more}")
+        raise UserError(f"{path}: {name} has {bad.size} invalid value(s) (expected class indices "
+                        f"0-{classes.num_classes - 1} and 255 for cover, or a --legend that names them): "
+                        f"{listing}{more}")
     return values.astype(np.uint8)
 
 
@@ -567,9 +610,10 @@ def _sidecar_bounds(path: Path) -> Region:
                     f"{candidates[1].name} with {{\"west\":..,\"east\":..,\"south\":..,\"north\":..}}")
 
 
-def colours_to_classes(rgb: np.ndarray, *, tolerance: int = COLOUR_TOLERANCE,
-                       source: str = "image") -> np.ndarray:
-    """Map RGB pixels (..., 3) uint8 in Table 1's colours to class indices (...) uint8 (255 for cover).
+def colours_to_classes(rgb: np.ndarray, *, tolerance: int = COLOUR_TOLERANCE, source: str = "image",
+                       classes: ClassList = TABLE1) -> np.ndarray:
+    """Map RGB pixels (..., 3) uint8 in ``classes``' colours (default Table 1's) to class indices (...) uint8
+    (255 for cover).
 
     A pixel takes the palette colour nearest to it (largest channel difference) when that difference is at
     most ``tolerance``; any other colour raises a :class:`UserError` listing up to 8 of them with pixel counts.
@@ -578,8 +622,8 @@ def colours_to_classes(rgb: np.ndarray, *, tolerance: int = COLOUR_TOLERANCE,
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     colours, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
     channels = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=-1)
-    palette = np.asarray([*CLASS_COLOURS, COVER_COLOUR], dtype=np.int32)
-    indices = np.asarray([*range(NUM_CLASSES), COVER_INDEX], dtype=np.uint8)
+    palette = classes.palette()[list(classes.valid_labels)].astype(np.int32)
+    indices = np.asarray(classes.valid_labels, dtype=np.uint8)
     distance = np.abs(channels[:, None, :] - palette[None, :, :]).max(axis=-1)
     nearest = distance.argmin(axis=1)
     unknown = distance[np.arange(colours.size), nearest] > tolerance
@@ -588,8 +632,9 @@ def colours_to_classes(rgb: np.ndarray, *, tolerance: int = COLOUR_TOLERANCE,
         bad_colours, bad_counts = colours[unknown][order], counts[unknown][order]
         listing = ", ".join(f"#{c:06x} x {n} px" for c, n in zip(bad_colours[:8].tolist(), bad_counts[:8].tolist()))
         more = f", and {bad_colours.size - 8} more" if bad_colours.size > 8 else ""
+        palette_name = "Table 1's palette" if classes == TABLE1 else "the class list's colours"
         raise UserError(f"{source}: {bad_colours.size} unknown colour{'s' if bad_colours.size > 1 else ''} "
-                        f"(expected Table 1's palette within {tolerance}): {listing}{more}")
+                        f"(expected {palette_name} within {tolerance}): {listing}{more}")
     return indices[nearest][inverse].reshape(packed.shape)
 
 
@@ -656,7 +701,7 @@ def resample_labels(labels: GeoGrid, lon: np.ndarray, lat: np.ndarray, method: s
     Parameters
     ----------
     labels : GeoGrid
-        uint8 class indices (0-9, 255 cover).
+        uint8 class indices (0..K-1, 255 cover).
     lon, lat : ndarray
         Target nodes; each is the centre of a target cell one node spacing wide.
     method : {"mode", "nearest"}
@@ -694,10 +739,11 @@ def resample_labels(labels: GeoGrid, lon: np.ndarray, lat: np.ndarray, method: s
 def _mode_resample(labels: GeoGrid, lon: np.ndarray, lat: np.ndarray, *, fallback: np.ndarray) -> np.ndarray:
     """Majority of the label pixels per target cell (see :func:`resample_labels`)."""
     ny, nx = lat.size, lon.size
-    n_values = NUM_CLASSES + 1  # classes 0-9, then cover in slot 10
-    slot = np.full(256, n_values, dtype=np.int64)
-    slot[:NUM_CLASSES] = np.arange(NUM_CLASSES)
-    slot[COVER_INDEX] = NUM_CLASSES
+    # one slot per value present, in ascending order, so that a class (0..K-1) beats the cover (255) in a tie
+    present = np.flatnonzero(np.bincount(np.asarray(labels.values, dtype=np.uint8).ravel(), minlength=256))
+    n_values = max(int(present.size), 1)
+    slot = np.zeros(256, dtype=np.int64)
+    slot[present] = np.arange(present.size)
     dlon_t = (lon[-1] - lon[0]) / (nx - 1)
     dlat_t = (lat[-1] - lat[0]) / (ny - 1)
     tcol = np.floor((labels.lon - lon[0]) / dlon_t + 0.5).astype(np.int64)
@@ -713,8 +759,7 @@ def _mode_resample(labels: GeoGrid, lon: np.ndarray, lat: np.ndarray, *, fallbac
         cell = trow[rows][:, None] * nx + tcol[cols][None, :]
         counts += np.bincount((cell * n_values + values).ravel(), minlength=counts.size)
     counts = counts.reshape(ny, nx, n_values)
-    winner = counts.argmax(axis=-1)
-    out = np.where(winner < NUM_CLASSES, winner, COVER_INDEX).astype(np.uint8)
+    out = present[counts.argmax(axis=-1)].astype(np.uint8) if present.size else np.zeros((ny, nx), np.uint8)
     empty = counts.sum(axis=-1) == 0
     out[empty] = fallback[empty]
     return out
@@ -766,19 +811,21 @@ def write_gmt_grid(path: str | os.PathLike, grid: GeoGrid, *, title: str = "") -
     return path
 
 
-def write_label_grid(path: str | os.PathLike, grid: GeoGrid, variable: str = "label") -> Path:
-    """Write uint8 labels (0-9, 255 cover) with ``lon``/``lat`` and CF ``flag_values``/``flag_meanings``."""
+def write_label_grid(path: str | os.PathLike, grid: GeoGrid, variable: str = "label", *,
+                     classes: ClassList = TABLE1) -> Path:
+    """Write uint8 labels (0..K-1 of ``classes``, 255 cover) with ``lon``/``lat`` and CF
+    ``flag_values``/``flag_meanings``."""
     path = Path(path)
-    values = _check_label_values(np.asarray(grid.values), path, variable)
-    meanings = " ".join(n.lower() for n in CLASS_NAMES) + " cenozoic_cover"
+    values = _check_label_values(np.asarray(grid.values), path, variable, classes)
+    meanings = classes.flag_meanings()
     with atomic_path(path) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
             ds.Conventions = "CF-1.8"
             ds.node_offset = np.int32(1 if grid.registration == "pixel" else 0)
             _write_axes(ds, grid, "lon", "lat")
             var = ds.createVariable(variable, "u1", ("lat", "lon"), zlib=True, complevel=4)
-            var.long_name = "bedrock class (Table 1)"
-            var.flag_values = np.asarray(VALID_LABELS, dtype=np.uint8)
+            var.long_name = "bedrock class (Table 1)" if classes == TABLE1 else "bedrock class"
+            var.flag_values = np.asarray(classes.valid_labels, dtype=np.uint8)
             var.flag_meanings = meanings
             var[:] = values
     return path

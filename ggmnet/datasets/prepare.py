@@ -21,17 +21,10 @@ from typing import Any
 import netCDF4
 import numpy as np
 
-from ggmnet.classes import CLASS_NAMES, COVER_INDEX, NUM_CLASSES
-from ggmnet.datasets.grids import (
-    PAPER_REGION,
-    GeoGrid,
-    Region,
-    read_gravity_grid,
-    read_label_grid,
-    read_labels,
-    resample_labels,
-)
+from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
+from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
+from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.windows import (
     PAPER_SCALES,
     Scale,
@@ -73,9 +66,16 @@ def field_statistics(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(finite.mean()), "std": float(finite.std()), "p02": float(p02), "p98": float(p98)}
 
 
-def class_counts(labels: np.ndarray) -> list[int]:
-    """Number of nodes of each class 0-9 in ``labels`` (cover and other values not counted)."""
-    return np.bincount(np.asarray(labels).ravel(), minlength=256)[:NUM_CLASSES].astype(int).tolist()
+def class_counts(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> list[int]:
+    """Number of nodes of each class 0..K-1 in ``labels`` (cover and other values not counted)."""
+    return np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=256)[:num_classes].astype(int).tolist()
+
+
+def manifest_classes(manifest: dict[str, Any]) -> ClassList:
+    """The class list of a prepared dataset: its manifest's ``classes``, or Table 1 for a dataset made before
+    class lists were recorded."""
+    return class_list(manifest.get("classes"), len(manifest.get("class_counts") or [0] * NUM_CLASSES),
+                      source="manifest.json classes")
 
 
 def _check_covers(grid: GeoGrid, region: Region, path: Path) -> None:
@@ -91,17 +91,21 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
                     bedrock: str | os.PathLike | None = None, label_bounds: Region | None = None,
                     scales: Sequence[Scale] = PAPER_SCALES, split: str = "random", val_fraction: float = 0.15,
                     test_below: float = 0.10, seed: int = 0, fill_nan: bool = False,
-                    block_deg: float = 5.0, config: dict[str, Any] | None = None) -> Path:
+                    block_deg: float = 5.0, config: dict[str, Any] | None = None, variable: str | None = None,
+                    label_variable: str | None = None, label_field: str | None = None,
+                    legend: str | os.PathLike | None = None, unlisted_units: str = "error") -> Path:
     """Make ``out_dir/grids.nc``, ``out_dir/manifest.json`` and ``out_dir/run.json`` (see docs/design.md).
 
     Parameters
     ----------
     bouguer
-        Gravity grid (netCDF, mGal), WGM2012 layout or a variant :func:`read_gravity_grid` accepts. It should
-        reach ``recipe.margin_km`` beyond the region for a good regional field.
+        Gravity grid in mGal: netCDF (WGM2012 layout or a variant), a GeoTIFF in any CRS or an ICGEM ``.gdf``
+        (:func:`ggmnet.datasets.readers.read_gravity`). It should reach ``recipe.margin_km`` beyond the region for
+        a good regional field.
     labels
-        Label grid (netCDF) or label image (PNG/TIFF in Table 1's colours, bounds from ``label_bounds`` or a
-        sidecar JSON); resampled onto the gravity nodes by majority.
+        Geological map (:func:`ggmnet.datasets.readers.read_label_nodes`): a label grid (netCDF), a raster of
+        codes or colours (GeoTIFF in any CRS; PNG/TIFF with ``label_bounds`` or a sidecar JSON) or a vector map
+        (Shapefile, GeoPackage, GeoJSON; ``label_field``); resampled onto the gravity nodes by majority.
     out_dir
         Output folder (created; an existing dataset there is replaced only by a complete new one).
     region
@@ -117,6 +121,11 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
         Fill NaN nodes of the gravity grid instead of refusing it.
     config
         The resolved command-line configuration for ``run.json`` (default: these arguments).
+    variable, label_variable
+        The gravity grid's variable or band, and the map's variable, band or layer, where a file holds several.
+    label_field, legend, unlisted_units
+        A vector map's unit field; the legend CSV (units or codes -> classes; it sets the dataset's class list,
+        recorded in the manifest); ``"error"`` or ``"ignore"`` for units the legend does not name.
 
     Returns
     -------
@@ -133,17 +142,19 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
     bouguer, labels = Path(bouguer), Path(labels)
 
     log.info("reading %s", bouguer)
-    gravity = read_gravity_grid(bouguer, fill_nan=fill_nan)
+    gravity = read_gravity(bouguer, fill_nan=fill_nan, variable=variable)
     _check_covers(gravity, region, bouguer)
     nodes = gravity.subset(region)
     log.info("reading %s", labels)
-    label_grid = read_labels(labels, label_bounds)
-    label_values = resample_labels(label_grid, nodes.lon, nodes.lat, method="mode")
+    label_values, classes = read_label_nodes(labels, nodes.lon, nodes.lat, bounds=label_bounds,
+                                             variable=label_variable, field=label_field, legend=legend,
+                                             unlisted=unlisted_units)
+    if classes != TABLE1:
+        log.info("classes (%d, from %s): %s", classes.num_classes, legend, ", ".join(classes.names))
     bedrock_values = None
     if bedrock is not None:
         bedrock = Path(bedrock)
-        bedrock_grid = read_label_grid(bedrock)
-        bedrock_values = resample_labels(bedrock_grid, nodes.lon, nodes.lat, method="mode")
+        bedrock_values, _ = read_label_nodes(bedrock, nodes.lon, nodes.lat, classes=classes)
         if (bedrock_values == COVER_INDEX).any():
             raise UserError(f"--bedrock {bedrock}: has cover (255) nodes in the region (expected a class 0-9 "
                             f"everywhere)")
@@ -173,12 +184,14 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
         rows, cols = window_slices(w, lon, lat)
         block = label_values[rows, cols]
         window_entries.append({**w.to_dict(), "split": s, "outcrop_fraction": round(f, 6),
-                               "nodes": int(block.size), "class_counts": class_counts(block)})
+                               "nodes": int(block.size), "class_counts": class_counts(block, len(classes))})
 
     sources = {"bouguer": {"path": str(bouguer.resolve()), "sha256": file_sha256(bouguer)},
                "labels": {"path": str(labels.resolve()), "sha256": file_sha256(labels)}}
     if bedrock is not None:
         sources["bedrock"] = {"path": str(bedrock.resolve()), "sha256": file_sha256(bedrock)}
+    if legend is not None:
+        sources["legend"] = {"path": str(Path(legend).resolve()), "sha256": file_sha256(legend)}
     manifest = {
         "format": DATASET_FORMAT,
         "version": DATASET_VERSION,
@@ -192,7 +205,8 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
         "sources": sources,
         "variables": [*names, "label", *(["bedrock"] if bedrock_values is not None else [])],
         "normalisation": {n: field_statistics(fields[n]) for n in names},
-        "class_counts": class_counts(label_values),
+        "classes": classes.to_dict(),
+        "class_counts": class_counts(label_values, len(classes)),
         "outcrop_fraction": float(np.mean(label_values != COVER_INDEX)),
         "split": {
             "method": split, "seed": int(seed), "val_fraction": float(val_fraction),
@@ -211,14 +225,16 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
     # into place (the inner context exits first), so a failure leaves the previous dataset as it was.
     with atomic_path(out_dir / "manifest.json") as manifest_tmp, atomic_path(out_dir / "grids.nc") as grids_tmp:
         write_grids_nc(grids_tmp, lon, lat, {n: fields[n] for n in names}, label_values, bedrock_values,
-                       recipe=recipe, region=region, sources=sources)
+                       recipe=recipe, region=region, sources=sources, classes=classes)
         manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     run_config = config if config is not None else {
         "bouguer": str(bouguer), "labels": str(labels), "out": str(out_dir), "region": str(region),
         "recipe": recipe.to_dict(), "bedrock": str(bedrock) if bedrock is not None else None,
         "label_bounds": str(label_bounds) if label_bounds is not None else None,
         "scales": ",".join(map(str, scales)), "split": split, "val_fraction": val_fraction,
-        "test_below": test_below, "fill_nan": fill_nan, "block_deg": block_deg}
+        "test_below": test_below, "fill_nan": fill_nan, "block_deg": block_deg, "variable": variable,
+        "label_variable": label_variable, "label_field": label_field,
+        "legend": str(legend) if legend is not None else None, "unlisted_units": unlisted_units}
     write_run_metadata(out_dir, run_config, seed=seed)
     counts = manifest["split"]["counts"]
     log.info("dataset in %s: %d windows (%s)", out_dir, len(windows),
@@ -228,11 +244,12 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
 
 def write_grids_nc(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, fields: dict[str, np.ndarray],
                    label: np.ndarray, bedrock: np.ndarray | None, *, recipe: ProcessingRecipe, region: Region,
-                   sources: dict[str, Any]) -> None:
+                   sources: dict[str, Any], classes: ClassList = TABLE1) -> None:
     """Write the CF netCDF ``grids.nc``: ``lat`` (ny,), ``lon`` (nx,) ascending degrees; float32 ``fields``
-    (ny, nx) with units; uint8 ``label`` (and ``bedrock``) with ``flag_values``/``flag_meanings``."""
-    meanings = " ".join(n.lower() for n in CLASS_NAMES) + " cenozoic_cover"
-    flag_values = np.asarray([*range(NUM_CLASSES), COVER_INDEX], dtype=np.uint8)
+    (ny, nx) with units; uint8 ``label`` (and ``bedrock``) with ``flag_values``/``flag_meanings`` of
+    ``classes``."""
+    meanings = classes.flag_meanings()
+    flag_values = np.asarray(classes.valid_labels, dtype=np.uint8)
     with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
         ds.Conventions = "CF-1.8"
         ds.title = "ggmnet prepared dataset: gravity anomalies and bedrock labels"
@@ -254,7 +271,8 @@ def write_grids_nc(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, fi
             var.long_name = long_name
             var.units = units
             var[:] = np.asarray(values, dtype=np.float32)
-        for name, values, long_name in (("label", label, "bedrock class at outcrop (Table 1), 255 = cover"),
+        table = " (Table 1)" if classes == TABLE1 else ""
+        for name, values, long_name in (("label", label, f"bedrock class at outcrop{table}, 255 = cover"),
                                         ("bedrock", bedrock, "true bedrock class everywhere (synthetic)")):
             if values is None:
                 continue

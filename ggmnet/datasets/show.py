@@ -1,4 +1,4 @@
-"""Overview picture of a prepared dataset: anomalies (mGal), labels in Table 1's colours, the windows."""
+"""Overview picture of a prepared dataset: anomalies (mGal), labels in its classes' colours, the windows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_COLOUR, COVER_INDEX, colourise, palette
-from ggmnet.datasets.prepare import load_grids, read_manifest
+from ggmnet.classes import COVER_COLOUR, COVER_INDEX, TABLE1
+from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.engine.runio import atomic_path
 
 #: Outline style of each window scale, by order of size: (colour, line width, line style).
@@ -50,18 +50,20 @@ def show_dataset(data_dir: str | os.PathLike, out: str | os.PathLike, *, dpi: in
         ax.set_title(title)
 
     ax = axes.flat[3]
-    ax.imshow(colourise(grids["label"]), origin="lower", extent=extent, interpolation="nearest", aspect=aspect)
+    classes = manifest_classes(manifest)
+    ax.imshow(classes.colourise(grids["label"]), origin="lower", extent=extent, interpolation="nearest", aspect=aspect)
     sizes = sorted({float(w["scale_deg"]) for w in manifest["windows"]})
     for w in manifest["windows"]:
         colour, width, style = SCALE_STYLES[sizes.index(float(w["scale_deg"])) % len(SCALE_STYLES)]
         ax.add_patch(Rectangle((w["west"], w["south"]), w["east"] - w["west"], w["north"] - w["south"],
                                fill=False, edgecolor=colour, linewidth=width, linestyle=style))
     counts = manifest["split"].get("counts", {})
-    ax.set_title("labels (Table 1) and windows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    lut = palette() / 255.0
+    ax.set_title(f"labels{' (Table 1)' if classes == TABLE1 else ''} and windows: "
+                 + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lut = classes.palette() / 255.0
     present = set(np.unique(grids["label"]).tolist())
-    handles = [Patch(facecolor=lut[i], edgecolor="0.3", label=f"{CLASS_CODES[i]} {CLASS_NAMES[i]}")
-               for i in range(len(CLASS_NAMES)) if i in present]
+    handles = [Patch(facecolor=lut[i], edgecolor="0.3", label=f"{code} {name}")
+               for i, (code, name) in enumerate(zip(classes.codes, classes.names)) if i in present]
     if COVER_INDEX in present:
         handles.append(Patch(facecolor=np.asarray(COVER_COLOUR) / 255.0, edgecolor="0.3",
                              label="Cenozoic cover (255)"))

@@ -34,7 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.cover_sim import bury, random_thickness
 from ggmnet.datasets.grids import spacing_km
-from ggmnet.datasets.prepare import load_grids, read_manifest
+from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError
 
@@ -42,7 +42,8 @@ from ggmnet.errors import UserError
 PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
 CHANNEL_MODES = ("pseudocolour", "physical")
 
-#: Number of extra channels with ``geology_prior=True``: one-hot outcrop classes plus a known/unknown mask.
+#: Number of extra channels with ``geology_prior=True`` and Table 1's classes: one-hot outcrop classes plus a
+#: known/unknown mask (K + 1 for a dataset of K classes).
 PRIOR_CHANNELS = NUM_CLASSES + 1
 
 #: Section 5.1.1 of the paper: rotation range (degrees), contrast and brightness factors, noise sd as a share of
@@ -358,8 +359,10 @@ class TileDataset(torch.utils.data.Dataset):
         self.fields = ["residual"] if channels == "pseudocolour" else [
             n for n in PHYSICAL_CHANNELS if n in variables]
         data_channels = 3 if channels == "pseudocolour" else len(self.fields)
-        self.in_channels = data_channels + (PRIOR_CHANNELS if self.geology_prior else 0)
-        self.num_classes = NUM_CLASSES
+        #: the dataset's class list (manifest.json), Table 1 by default
+        self.classes = manifest_classes(self.manifest)
+        self.num_classes = self.classes.num_classes
+        self.in_channels = data_channels + (self.num_classes + 1 if self.geology_prior else 0)
         self.class_counts = self._class_counts(entries)
         self._grids: dict[str, np.ndarray] | None = None
         self._in_split: np.ndarray | None = None
@@ -369,7 +372,7 @@ class TileDataset(torch.utils.data.Dataset):
     def _class_counts(self, entries: list[dict[str, Any]]) -> np.ndarray:
         """Outcrop pixels per class over the selected windows, each window's node counts scaled to its tile
         (fixed-resolution tiles: to the window's area at ``pixels_per_degree``)."""
-        total = np.zeros(NUM_CLASSES, dtype=np.float64)
+        total = np.zeros(self.num_classes, dtype=np.float64)
         for w in entries:
             counts = np.asarray(w["class_counts"], dtype=np.float64)
             pixels = (self.tile_size ** 2 if self.pixels_per_degree is None
@@ -486,7 +489,7 @@ class TileDataset(torch.utils.data.Dataset):
                 hidden_t = torch.from_numpy(hidden)
                 known = known & ~hidden_t
                 label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
-            onehot = torch.nn.functional.one_hot(torch.where(known, masks[0][0].long(), 0), NUM_CLASSES)
+            onehot = torch.nn.functional.one_hot(torch.where(known, masks[0][0].long(), 0), self.num_classes)
             prior = torch.cat([onehot.permute(2, 0, 1).float() * known, known[None].float()])
             image = torch.cat([image, prior])
         item["image"] = image.to(torch.float32).contiguous()

@@ -371,6 +371,22 @@ BATCH_SIZE = Option("tiles per forward pass and per process", POSITIVE_INT, meta
 EPOCHS = Option("total epochs", POSITIVE_INT, metavar="N")
 NUM_WORKERS = Option("data-loading worker processes per process", NON_NEGATIVE_INT, metavar="N")
 
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def num_workers_field(at_most: int) -> Any:
+    """The ``--num-workers`` field of a stage: the cores this process may use, at most ``at_most`` (more
+    loader workers than cores only compete with the training step, and PyTorch warns about them)."""
+    return NUM_WORKERS.field(min(at_most, available_cpus()),
+                             shown=f"the CPU cores this process may use, at most {at_most} (here "
+                                   f"{min(at_most, available_cpus())})")
+
 #: Largest training crop a derived ``--crop-size`` takes (the paper's 1024 px crops of 2048 px tiles).
 CROP_SIZE_MAX = 1024
 

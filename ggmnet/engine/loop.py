@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ggmnet.classes import NUM_CLASSES
+from ggmnet.classes import TABLE1, ClassList
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint, write_checkpoint
 from ggmnet.engine.config import RunConfig, flag
 from ggmnet.engine.device import autocast_for
@@ -90,6 +90,8 @@ class Engine:
     resume_fixed: tuple[str, ...] = ()
     #: The validation score that selects ``best.pt`` (higher is better).
     monitor = "fwiou"
+    #: The dataset's classes (a stage's ``setup`` sets them from its training data; Table 1 by default).
+    classes: ClassList = TABLE1
 
     def __init__(self, config: RunConfig, ctx: DistContext | None = None, *,
                  on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
@@ -323,7 +325,7 @@ class Engine:
         are the stage's.
         """
         self.network.eval()
-        matrix = ConfusionMatrix(NUM_CLASSES)
+        matrix = ConfusionMatrix(self.classes.num_classes)
         total = torch.zeros(2, dtype=torch.float64)
         for batch in self.val_loader:
             image, mask, _ = self.inputs(batch)

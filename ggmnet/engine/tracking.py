@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ggmnet.classes import CLASS_NAMES, IGNORE_INDEX, colourise
+from ggmnet.classes import TABLE1, ClassList
 from ggmnet.engine.runio import atomic_path, write_json_atomic
 
 #: W&B modes a Tracker accepts.
@@ -215,7 +215,8 @@ class Tracker:
         return self.out_dir / "images" / f"{stem}.png"
 
     def log_image(self, name: str, image: np.ndarray | str | os.PathLike, step: int | None = None,
-                  caption: str | None = None, masks: dict[str, np.ndarray] | None = None) -> Path | None:
+                  caption: str | None = None, masks: dict[str, np.ndarray] | None = None,
+                  classes: ClassList = TABLE1) -> Path | None:
         """Log a picture, optionally with segmentation masks W&B overlays on it.
 
         Parameters
@@ -224,7 +225,9 @@ class Tracker:
             ``[H, W, 3]`` uint8 RGB, or the path of an image file.
         masks
             ``{"prediction": labels, "ground_truth": labels}``: integer ``[H, W]`` class indices (255 = cover),
-            shown by W&B as toggleable overlays with Table 1's class names; saved locally in Table 1's colours.
+            shown by W&B as toggleable overlays with the class names; saved locally in the classes' colours.
+        classes
+            The class list of the masks (default Table 1).
 
         Returns
         -------
@@ -246,9 +249,9 @@ class Tracker:
             Image.fromarray(array).save(tmp, format="PNG")
         for key, labels in (masks or {}).items():
             with atomic_path(self._image_path(name, step, _safe_name(key)), suffix=".png") as tmp:
-                Image.fromarray(colourise(np.asarray(labels))).save(tmp, format="PNG")
+                Image.fromarray(classes.colourise(np.asarray(labels))).save(tmp, format="PNG")
         if self.run is not None:
-            class_labels = {i: n for i, n in enumerate(CLASS_NAMES)} | {IGNORE_INDEX: "cover"}
+            class_labels = classes.label_names()
             wb_masks = {key: {"mask_data": np.asarray(labels).astype(np.uint8), "class_labels": class_labels}
                         for key, labels in (masks or {}).items()}
             self._wandb_log({name: self._wandb.Image(array, caption=caption, masks=wb_masks or None)}, step)

@@ -103,9 +103,9 @@ class PredictOptions(Config):
     """The options of ``ggm-predict`` (see :func:`ggmnet.retrain.predict.predict_region`)."""
 
     checkpoint: str = CHECKPOINT_FILE.field()
-    bouguer: str = option(dataclasses.MISSING, "Bouguer anomaly grid in mGal (WGM2012/GMT netCDF); must cover "
-                                               "--region, ideally with the recipe's margin (500 km by default) "
-                                               "around it", metavar="FILE")
+    bouguer: str = option(dataclasses.MISSING, "Bouguer anomaly grid in mGal (WGM2012/GMT netCDF, GeoTIFF in any "
+                                               "CRS, or ICGEM .gdf); must cover --region, ideally with the "
+                                               "recipe's margin (500 km by default) around it", metavar="FILE")
     region: str = option(dataclasses.MISSING, "region to predict, degrees (e.g. 80,92,43,48 for the Junggar Basin)",
                          metavar="W,E,S,N")
     out: str = OUT.field()
@@ -117,12 +117,25 @@ class PredictOptions(Config):
         metavar="DEG", shown=f"the checkpoint's --pixels-per-degree when it has one, else {DEFAULT_SCALE_DEG:g}")
     device: str = DEVICE.field("auto")
     batch_size: int = BATCH_SIZE.field(1)
-    labels: str | None = option(None, "geological map (labels.nc, or a palette PNG/TIFF with a .json bounds "
-                                      "sidecar): outlines the cover on the map; required for a geology-prior "
-                                      "model", metavar="FILE")
+    labels: str | None = option(None, "geological map (as ggm-data prepare reads it: label grid, GeoTIFF, or "
+                                      "a vector map with --label-field): outlines the cover on the map and "
+                                      "gives the merged map (merged_class.tif: the mapped outcrop kept, the "
+                                      "cover predicted); required for a geology-prior model", metavar="FILE")
     outcrop_prior: bool = option(False, "map the cover by reading the network's probabilities together with the "
                                         "outcrop classes of --labels around each node (needs --labels)", boolean)
     fill_nan: bool = option(False, "fill NaN holes in the Bouguer grid instead of refusing it", boolean)
+    variable: str | None = option(None, "the grid to use where the --bouguer file holds several (netCDF variable, "
+                                        "raster band number or description, ICGEM column)", metavar="NAME",
+                                  shown="the only one")
+    label_variable: str | None = option(None, "the variable, band or layer of --labels where it holds several",
+                                        metavar="NAME", shown="the only one")
+    label_field: str | None = option(None, "the attribute of a vector map's polygons that names their unit",
+                                     metavar="NAME", shown="none (required for a vector map)")
+    legend: str | None = option(None, "CSV with columns unit and class: the class of each unit or code of --labels "
+                                      "(cover = 255); its classes must be the checkpoint's", metavar="FILE.csv",
+                                shown="none: the map's codes are the checkpoint's class indices")
+    unlisted_units: str = option("error", "units of --labels that --legend does not name: error or ignore (255)",
+                                 choice("error", "ignore"))
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
@@ -130,7 +143,9 @@ def build_predict_parser() -> argparse.ArgumentParser:
     return PredictOptions.parser(
         "ggm-predict",
         "Predict the bedrock classes of a region from a Bouguer gravity grid with a retrained "
-                    "checkpoint; writes prediction.nc (CF-1.8), prediction.png and run.json in --out.")
+                    "checkpoint; writes prediction.nc (CF-1.8), prediction.png, Cloud-Optimised GeoTIFFs of the "
+                    "class, probabilities and entropy, a GeoPackage of the predicted units (with --labels also "
+                    "the merged map) and run.json in --out.")
 
 
 @cli_entry
@@ -140,7 +155,10 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     paths = predict_region(options.checkpoint, options.bouguer, options.region, options.out,
                            tile_size=options.tile_size, overlap=options.overlap, scale_deg=options.scale_deg,
                            device=options.device, batch_size=options.batch_size, labels=options.labels,
-                           outcrop_prior=options.outcrop_prior, fill_nan=options.fill_nan)
+                           outcrop_prior=options.outcrop_prior, fill_nan=options.fill_nan,
+                           variable=options.variable, label_variable=options.label_variable,
+                           label_field=options.label_field, legend=options.legend,
+                           unlisted_units=options.unlisted_units)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -36,9 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ggmnet.classes import CLASS_CODES, CLASS_NAMES, COVER_INDEX, NUM_CLASSES
+from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.datasets.grids import spacing_km
+from ggmnet.datasets.prepare import manifest_classes
 from ggmnet.datasets.tiles import TileDataset, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
@@ -52,7 +53,7 @@ from ggmnet.inference import (
     with_outcrop_prior,
 )
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
-from ggmnet.retrain.models import load_model
+from ggmnet.retrain.models import checkpoint_classes, load_model
 
 SPLITS = ("val", "test", "train")
 
@@ -159,9 +160,9 @@ def bedrock_scorer(checkpoint: str | Path, data: str | Path, split: str) -> tupl
 # Reports
 # --------------------------------------------------------------------------------------------------------------
 
-def confusion_table(matrix: np.ndarray) -> str:
+def confusion_table(matrix: np.ndarray, classes: ClassList = TABLE1) -> str:
     """A Markdown table of a confusion matrix ``[K, K]`` (rows: truth, columns: prediction, pixel counts)."""
-    codes = list(CLASS_CODES[:matrix.shape[0]])
+    codes = list(classes.codes[:matrix.shape[0]])
     lines = ["| truth \\ predicted | " + " | ".join(codes) + " |", "|---|" + "---|" * len(codes)]
     lines += [f"| {code} | " + " | ".join(str(int(v)) for v in row) + " |" for code, row in zip(codes, matrix)]
     return "\n".join(lines) + "\n"
@@ -169,6 +170,7 @@ def confusion_table(matrix: np.ndarray) -> str:
 
 def format_report(results: dict[str, Any]) -> str:
     """The Markdown report: a summary of the score sets, then Table 7 and the confusion matrix of each."""
+    classes = class_list(results.get("classes"))
     lines = [f"# Evaluation on the {results['split']} windows", "",
              f"- checkpoint: `{results['checkpoint']}` (sha256 {results['checkpoint_sha256'][:12]}..., "
              f"epoch {results.get('epoch')})",
@@ -189,8 +191,8 @@ def format_report(results: dict[str, Any]) -> str:
         s = results.get(key)
         if s is None:
             continue
-        lines += ["", f"## {title}", "", format_table7(s, CLASS_NAMES, overall_label=results["split"]).rstrip(),
-                  "", confusion_table(np.asarray(s["confusion_matrix"])).rstrip()]
+        lines += ["", f"## {title}", "", format_table7(s, classes.names, overall_label=results["split"]).rstrip(),
+                  "", confusion_table(np.asarray(s["confusion_matrix"]), classes).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -261,6 +263,10 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     data = ckpt["data"]
     data_path = Path(data_dir) if data_dir is not None else _data_dir(ckpt)
     manifest = read_manifest(data_path)
+    classes = checkpoint_classes(ckpt, model)
+    if list(manifest_classes(manifest).names) != list(classes.names):
+        raise UserError(f"--data {data_path}: its classes ({', '.join(manifest_classes(manifest).names)}) are not "
+                        f"the checkpoint's ({', '.join(classes.names)})")
     manifest_sha = file_sha256(data_path / "manifest.json")
     if manifest_sha != data.get("manifest_sha256"):
         warnings.warn(f"{data_path}: not the dataset the checkpoint was trained on; its tiles are normalised "
@@ -281,7 +287,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         dataset.normalisation = data["normalisation"]
         # The commonest class of the training windows (label information) is the rule's and the fallback.
         frequencies = training_class_frequencies(manifest)
-        matrices = score_model(model, dataset, device=dev, batch_size=batch_size, windows=dataset.windows,
+        matrices = score_model(model, dataset, device=dev, batch_size=batch_size, num_classes=classes.num_classes,
+                               windows=dataset.windows,
                                fallback_class=int(np.argmax(frequencies)), frequencies=frequencies,
                                progress=progress)
         windows = len(dataset)
@@ -294,7 +301,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         "data_dir": str(data_path.resolve()), "manifest_sha256": manifest_sha,
         "trained_on_this_dataset": manifest_sha == data.get("manifest_sha256"),
         "windows": windows, "tile_size": tile, "pixels_per_degree": ppd, "channels": data["channels"],
-        "geology_prior": bool(data.get("geology_prior")),
+        "geology_prior": bool(data.get("geology_prior")), "classes": classes.to_dict(),
     }
     for key, _ in SECTIONS:
         cm = matrices[key]

@@ -34,6 +34,7 @@ import torchvision  # noqa: F401  (registers torch.ops.torchvision for the FLOP 
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ggmnet.classes import NUM_CLASSES, ClassList, class_list
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
 from ggmnet.errors import UserError
 from ggmnet.retrain.fasterseg import BASE_CHANNELS, FasterSeg
@@ -155,6 +156,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise UserError(f"{path}: the checkpoint's model does not load ({first})") from None
     model.to(map_location)
     return model.eval(), checkpoint
+
+
+def checkpoint_classes(ckpt: dict[str, Any], model: nn.Module) -> ClassList:
+    """The class list of a retrain checkpoint: its ``data`` entry's ``classes``, else the genotype's, else Table 1
+    (or unnamed classes for a network of another size), checked against the network's outputs."""
+    num_classes = int(getattr(model, "num_classes", NUM_CLASSES))
+    entry = ckpt.get("data", {}).get("classes") or ckpt.get("model_config", {}).get("genotype", {}).get("classes")
+    return class_list(entry, num_classes, source="checkpoint classes")
 
 
 def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:

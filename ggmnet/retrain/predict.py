@@ -22,7 +22,9 @@ A Bouguer grid and a region become a map of the bedrock class under the cover:
    the region.
 
 Outputs: ``prediction.nc`` (CF-1.8: ``class``, ``probability``, ``entropy`` in nats), ``prediction.png`` (a map in
-Table 1's palette, optionally with the mapped cover outlined) and ``run.json``.
+the classes' colours, optionally with the mapped cover outlined), the GIS layers of :mod:`ggmnet.retrain.gis`
+(Cloud-Optimised GeoTIFFs of the class, the probabilities and the entropy, a GeoPackage of the predicted units,
+and with ``labels`` the merged map of the mapped outcrop and the predicted cover) and ``run.json``.
 """
 
 from __future__ import annotations
@@ -37,16 +39,18 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from ggmnet.classes import CLASS_CODES, CLASS_COLOURS, CLASS_NAMES, COVER_INDEX, NUM_CLASSES, colourise
-from ggmnet.datasets.grids import Region, read_gravity_grid, read_labels, resample_labels
+from ggmnet.classes import COVER_INDEX, TABLE1, ClassList
+from ggmnet.datasets.grids import Region
 from ggmnet.datasets.prepare import class_counts
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
+from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
 from ggmnet.inference import DEFAULT_OVERLAP, node_factors, node_spacing_km, predict_nodes, with_outcrop_prior
-from ggmnet.retrain.models import load_model
+from ggmnet.retrain.gis import write_gis_outputs
+from ggmnet.retrain.models import checkpoint_classes, load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
@@ -83,7 +87,8 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 
 
 def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, probability: np.ndarray, *,
-                            attrs: dict[str, Any], classes: np.ndarray | None = None) -> Path:
+                            attrs: dict[str, Any], classes: np.ndarray | None = None,
+                            class_list: ClassList = TABLE1) -> Path:
     """Write ``prediction.nc`` (CF-1.8) atomically.
 
     Parameters
@@ -98,6 +103,8 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
         Extra global attributes (strings or numbers), e.g. the checkpoint and the recipe.
     classes : np.ndarray, optional
         ``(ny, nx)`` the mapped class, when it is not the argmax of ``probability`` (the outcrop prior).
+    class_list : ClassList
+        Names and codes of the K classes (default Table 1).
 
     Returns
     -------
@@ -110,7 +117,7 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
 
     probability = np.asarray(probability, dtype=np.float32)
     num_classes = probability.shape[0]
-    names = " ".join(n.lower() for n in CLASS_NAMES[:num_classes])
+    names = " ".join(class_list.meanings()[:num_classes])
     with atomic_path(path, suffix=".nc") as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
         ds.setncatts({
             "Conventions": "CF-1.8",
@@ -131,8 +138,8 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
             var.setncatts({"units": units, "standard_name": standard, "long_name": standard, "axis": axis})
             var[:] = values
         index = ds.createVariable("class_index", "u1", ("class_index",))
-        index.setncatts({"long_name": "bedrock class index (Table 1)", "class_names": names,
-                         "class_codes": " ".join(CLASS_CODES[:num_classes])})
+        index.setncatts({"long_name": "bedrock class index" + (" (Table 1)" if class_list == TABLE1 else ""),
+                         "class_names": names, "class_codes": " ".join(class_list.codes[:num_classes])})
         index[:] = np.arange(num_classes, dtype=np.uint8)
         cls = ds.createVariable("class", "u1", ("lat", "lon"), zlib=True, fill_value=False)
         cls.setncatts({"long_name": "most probable bedrock class", "grid_mapping": "crs",
@@ -150,8 +157,9 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
 
 
 def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, classes: np.ndarray,
-                         entropy: np.ndarray, *, title: str, cover: np.ndarray | None = None) -> Path:
-    """Draw the predicted classes in Table 1's palette, and the entropy, with lon/lat axes, atomically.
+                         entropy: np.ndarray, *, title: str, cover: np.ndarray | None = None,
+                         class_list: ClassList = TABLE1) -> Path:
+    """Draw the predicted classes in ``class_list``'s colours, and the entropy, with lon/lat axes, atomically.
 
     ``classes`` and ``entropy`` (nats) are ``(ny, nx)`` on the nodes ``lon`` (nx,), ``lat`` (ny,) in degrees.
     ``cover`` (optional, bool ``(ny, nx)``): where the geological map shows cover. Its edge is drawn in black
@@ -171,15 +179,17 @@ def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, cla
     aspect = 1.0 / math.cos(math.radians(float(np.mean(lat))))
     map_height_in = min(max(8.0 * (extent[3] - extent[2]) * aspect / (extent[1] - extent[0]), 2.0), 7.0)
     fig, axes = plt.subplots(2, 1, figsize=(9, 2 * map_height_in + 3.0), constrained_layout=True)
-    axes[0].imshow(colourise(classes), extent=extent, origin="lower", interpolation="nearest", aspect=aspect)
+    axes[0].imshow(class_list.colourise(classes), extent=extent, origin="lower", interpolation="nearest",
+                   aspect=aspect)
     shown = set(np.unique(classes).tolist())
     handles: list[Any] = [Patch(facecolor=np.asarray(colour) / 255, edgecolor="0.3", label=f"{code} {name}")
-                          for k, (code, name, colour) in enumerate(zip(CLASS_CODES, CLASS_NAMES, CLASS_COLOURS))
+                          for k, (code, name, colour) in enumerate(zip(class_list.codes, class_list.names,
+                                                                       class_list.colours))
                           if k in shown]
     image = axes[1].imshow(entropy, extent=extent, origin="lower", cmap="magma", aspect=aspect,
-                           vmin=0.0, vmax=math.log(NUM_CLASSES), interpolation="nearest")
-    fig.colorbar(image, ax=axes[1], label="entropy (nats; ln 10 = no preference)", location="bottom",
-                 shrink=0.6)
+                           vmin=0.0, vmax=math.log(class_list.num_classes), interpolation="nearest")
+    fig.colorbar(image, ax=axes[1], label=f"entropy (nats; ln {class_list.num_classes} = no preference)",
+                 location="bottom", shrink=0.6)
     if cover is not None and np.any(cover) and not np.all(cover):
         mask = np.asarray(cover, dtype=float)
         for ax in axes:
@@ -214,7 +224,9 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                    tile_size: int | None = None, overlap: float = DEFAULT_OVERLAP,
                    scale_deg: float | None = None, device: str = "auto", batch_size: int = 1,
                    labels: str | Path | None = None, outcrop_prior: bool = False, fill_nan: bool = False,
-                   progress: bool = True) -> dict[str, Path]:
+                   progress: bool = True, variable: str | None = None, label_variable: str | None = None,
+                   label_field: str | None = None, legend: str | Path | None = None,
+                   unlisted_units: str = "error") -> dict[str, Path]:
     """Predict the bedrock classes over ``region`` of a Bouguer grid and write the map files.
 
     Parameters
@@ -222,7 +234,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     checkpoint : str or Path
         A retrain checkpoint (``best.pt``/``last.pt``) holding the model, its recipe and normalisation.
     bouguer : str or Path
-        Bouguer anomaly grid (mGal), WGM2012/GMT layout; it must cover ``region`` (and ideally the recipe's
+        Bouguer anomaly grid (mGal): netCDF (WGM2012/GMT), GeoTIFF in any CRS or ICGEM ``.gdf``
+        (:func:`ggmnet.datasets.readers.read_gravity`); it must cover ``region`` (and ideally the recipe's
         margin around it).
     region : Region or str
         ``W,E,S,N`` in degrees.
@@ -241,8 +254,9 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     batch_size : int
         Tiles per forward pass.
     labels : str or Path, optional
-        Geological map (labels.nc or a palette image with bounds) used to outline the cover on the PNG, and
-        as the geology prior when the model was trained with one (then required).
+        Geological map (any the dataset preparation reads: :func:`ggmnet.datasets.readers.read_label_nodes`)
+        used to outline the cover on the PNG, for the merged map, and as the geology prior when the model
+        was trained with one (then required). Its codes or units name the checkpoint's classes.
     outcrop_prior : bool
         Map the cover nodes by :func:`ggmnet.inference.with_outcrop_prior`: the network's probabilities read
         together with the outcrop classes of ``labels`` around each node (far from outcrop, the region's
@@ -251,11 +265,16 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         Fill NaN holes in the Bouguer grid instead of refusing it.
     progress : bool
         Show a progress bar over the tiles.
+    variable, label_variable, label_field, legend, unlisted_units
+        As ``ggm-data prepare``'s: the grid of a file with several, a vector map's unit field, the legend
+        CSV (its classes must be the checkpoint's) and what to do with units it does not name.
 
     Returns
     -------
     dict[str, Path]
-        ``{"netcdf": DIR/prediction.nc, "png": DIR/prediction.png, "run": DIR/run.json}``.
+        ``{"netcdf": DIR/prediction.nc, "png": DIR/prediction.png, "run": DIR/run.json}`` and the layers of
+        :func:`ggmnet.retrain.gis.write_gis_outputs` (``class_tif``, ``probability_tif``, ``entropy_tif``,
+        ``units_gpkg``; with ``labels`` ``merged_tif`` and ``merged_source_tif``).
     """
     region = Region.parse(region, option="--region") if isinstance(region, str) else region
     _check_options(overlap, scale_deg, tile_size, batch_size)
@@ -265,8 +284,9 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, map_location="cpu")
     data = ckpt["data"]
+    class_list = checkpoint_classes(ckpt, model)
     tile = int(tile_size or data["tile_size"])
-    grid = read_gravity_grid(bouguer, fill_nan=fill_nan)
+    grid = read_gravity(bouguer, fill_nan=fill_nan, variable=variable)
     if not grid.covers(region):
         raise UserError(f"--region {region}: outside the Bouguer grid {bouguer} (its nodes span "
                         f"{grid.node_region})")
@@ -290,7 +310,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     lon, lat = np.asarray(fields["lon"]), np.asarray(fields["lat"])
     node_labels = None
     if label_path is not None:
-        node_labels = resample_labels(read_labels(label_path), lon, lat, method="mode")
+        node_labels, _ = read_label_nodes(label_path, lon, lat, variable=label_variable, field=label_field,
+                                          legend=legend, unlisted=unlisted_units, classes=class_list)
     out = prepare_out_dir(out_dir)
     probability = predict_nodes(model, _input_fields(data["channels"], fields), lon, lat,
                                 normalisation=data["normalisation"], channels=data["channels"], factors=factors,
@@ -299,7 +320,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
 
     classes = np.argmax(probability, axis=0)
     if outcrop_prior and node_labels is not None:
-        counts = np.asarray(class_counts(node_labels), dtype=np.float64)  # without outcrop: the network alone
+        counts = np.asarray(class_counts(node_labels, class_list.num_classes), dtype=np.float64)  # none: the network
         classes = with_outcrop_prior(probability, node_labels, counts / max(counts.sum(), 1.0),
                                      sampling=node_spacing_km(lon, lat, slice(None)))
 
@@ -320,22 +341,27 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         "scale_deg": "none" if scale_deg is None else scale_deg,
         "outcrop_prior": "yes: class under the cover read with the outcrop of the labels" if outcrop_prior else "no",
     }
-    nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes)
+    nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes,
+                                      class_list=class_list)
     png_path = write_prediction_png(
         out / "prediction.png", lon, lat, classes, entropy_nats(probability),
         title=f"GGMNet prediction, {region} ({Path(checkpoint).name}"
               + ("; cover read with the outcrop prior)" if outcrop_prior else ")"),
-        cover=None if node_labels is None else node_labels == COVER_INDEX,
+        cover=None if node_labels is None else node_labels == COVER_INDEX, class_list=class_list,
     )
+    gis_paths = write_gis_outputs(out, lon, lat, probability, classes, class_list, labels=node_labels,
+                                  entropy=entropy_nats(probability), title=f"GGMNet prediction, {region}")
     config = {"checkpoint": str(checkpoint), "bouguer": str(bouguer), "region": str(region), "out": str(out),
               "tile_size": tile, "overlap": overlap, "scale_deg": scale_deg, "device": str(dev),
               "batch_size": batch_size, "labels": None if labels is None else str(labels),
-              "outcrop_prior": outcrop_prior, "fill_nan": fill_nan}
+              "outcrop_prior": outcrop_prior, "fill_nan": fill_nan, "variable": variable,
+              "label_variable": label_variable, "label_field": label_field,
+              "legend": None if legend is None else str(legend), "unlisted_units": unlisted_units}
     run_path = write_run_metadata(out, config, seed=None, extra={
         "checkpoint_sha256": sha, "upsampling_factors": list(factors),
         "margin_km": fields.get("margin_km"),
     })
-    return {"netcdf": nc_path, "png": png_path, "run": run_path}
+    return {"netcdf": nc_path, "png": png_path, **gis_paths, "run": run_path}
 
 
 def _check_options(overlap: float, scale_deg: float | None, tile_size: int | None, batch_size: int) -> None:

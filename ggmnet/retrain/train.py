@@ -46,17 +46,16 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
-from ggmnet.classes import CLASS_CODES, CLASS_NAMES
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.engine.config import (
     EPOCHS,
     NON_NEGATIVE_INT,
-    NUM_WORKERS,
     POSITIVE,
     POSITIVE_INT,
     RunConfig,
     boolean,
     choice,
+    num_workers_field,
     number,
     option,
     optional,
@@ -100,7 +99,7 @@ class RetrainConfig(RunConfig):
     """
 
     epochs: int = EPOCHS.field(600)
-    num_workers: int = NUM_WORKERS.field(4)
+    num_workers: int = num_workers_field(4)
     genotype: str | None = option(None, "genotype of the searched MRFEM (nas-export output); required for --model "
                                         "ggmnet unless resuming. Its in_channels and num_classes must match the "
                                         "dataset's input", metavar="FILE.json")
@@ -224,6 +223,7 @@ class Retrainer(Engine):
                   "seed": cfg.seed, "pixels_per_degree": cfg.pixels_per_degree}
         train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment,
                             cover_augment=cfg.cover_augment, **common)
+        self.classes = train.classes
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         self.train_data = InstanceWeighted(train) if cfg.instance_weighting else train
         self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
@@ -299,6 +299,10 @@ class Retrainer(Engine):
         if model.num_classes != data.num_classes:
             raise UserError(f"{where}: num_classes {model.num_classes} does not match the dataset's "
                             f"{data.num_classes} classes")
+        named = self.model_config.get("genotype", {}).get("classes")
+        if named is not None and list(named["names"]) != list(self.classes.names):
+            raise UserError(f"{where}: its classes ({', '.join(named['names'])}) are not the dataset's "
+                            f"({', '.join(self.classes.names)})")
 
     def load_state(self, state: dict[str, Any]) -> None:
         if self.ema is None:
@@ -322,6 +326,7 @@ class Retrainer(Engine):
             "pixels_per_degree": self.config.pixels_per_degree,
             "region": [region["west"], region["east"], region["south"], region["north"]],
             "spacing_deg": list(self.manifest["spacing_deg"]),
+            "classes": self.classes.to_dict(),
         }
 
     def checkpoint_state(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
@@ -420,8 +425,9 @@ class Retrainer(Engine):
         """Figure 5 (tiles with predicted and true masks) and the row-normalised confusion matrix."""
         rows = self.confusion.sum(axis=1, keepdims=True)
         normalised = np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
-        tracker.log_heatmap("val/confusion", normalised, x_labels=[f"pred {c}" for c in CLASS_CODES],
-                            y_labels=list(CLASS_CODES), step=step, title=f"validation confusion, epoch {step}")
+        codes = self.classes.codes
+        tracker.log_heatmap("val/confusion", normalised, x_labels=[f"pred {c}" for c in codes],
+                            y_labels=list(codes), step=step, title=f"validation confusion, epoch {step}")
         self.network.eval()
         with torch.no_grad():
             for index in self.val_ids[: self.config.val_images]:
@@ -432,13 +438,14 @@ class Retrainer(Engine):
                 tracker.log_image(f"val/window_{item['window']}", residual_picture(item["image"], self.config.channels),
                                   step=step, caption=f"window {item['window']}: residual anomaly, epoch {step}",
                                   masks={"prediction": prediction,
-                                         "ground_truth": item["mask"].numpy().astype(np.uint8)})
+                                         "ground_truth": item["mask"].numpy().astype(np.uint8)}, classes=self.classes)
 
     def report(self, tracker: Tracker, epoch: int, record: dict[str, Any], scores: dict[str, Any], best: bool,
                seconds: float) -> None:
         tracker.log_table("val/per_class", ["class", "name", "IoU", "accuracy", "pixels"],
                           [[c, n, iou, acc, px] for c, n, iou, acc, px in
-                           zip(CLASS_CODES, CLASS_NAMES, scores["iou"], scores["accuracy"], scores["support"])],
+                           zip(self.classes.codes, self.classes.names, scores["iou"], scores["accuracy"],
+                               scores["support"])],
                           step=epoch)
         plot_curves(self.run_dir, ["loss", "fwiou", "lr"], self.run_dir / "curves.png")
         if epoch % self.config.image_every == 0 or epoch == self.config.epochs:

@@ -65,7 +65,7 @@ def genotype_from_checkpoint(path: str | Path) -> Genotype:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{path}: the supernet state does not load ({first})") from None
-    return derive_genotype(supernet, state["provenance"])
+    return derive_genotype(supernet, state["provenance"], state["supernet_config"].get("classes"))
 
 
 def export_genotype(out: str | Path, *, run: str | Path | None = None, checkpoint: str | Path | None = None,

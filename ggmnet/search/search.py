@@ -72,7 +72,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from ggmnet.classes import NUM_CLASSES
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.engine.checkpoint import CheckpointFormat
 from ggmnet.engine.config import (
@@ -80,13 +79,13 @@ from ggmnet.engine.config import (
     EPOCHS,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
-    NUM_WORKERS,
     POSITIVE,
     RunConfig,
     boolean,
     choice,
     integer,
     integers,
+    num_workers_field,
     number,
     option,
     optional,
@@ -158,7 +157,7 @@ class SearchConfig(RunConfig):
     """
 
     epochs: int = EPOCHS.field(50)
-    num_workers: int = NUM_WORKERS.field(2)
+    num_workers: int = num_workers_field(2)
     depth: int = option(22, "cells per branch of the MRFEM, 2..64; the paper searches 16..24 (others warn)",
                         integer(lambda v: 2 <= v <= 64, "an integer in 2..64 (the paper searches 16..24)"))
     unit_channels: tuple[int, int, int] = option(
@@ -200,6 +199,9 @@ class SearchConfig(RunConfig):
     latency_table: str | None = option(None, "cost table measured by nas-latency-table (milliseconds per operator "
                                              "on the machine that will run the network) instead of "
                                              "multiply-accumulates", optional(text), metavar="FILE")
+    residual_prior: float = option(0.5, "initial probability of each cell's residual connection (0.5: none "
+                                        "favoured); the search moves it", number(lambda v: 0 < v < 1,
+                                                                                  "a probability in (0, 1)"))
     sandwich: int = option(2, "sampled networks trained beside the largest in each weight step (the sandwich "
                               "rule: the first is the smallest, the others random), each on the labels plus its "
                               "divergence from the largest's prediction; 0 trains one sampled network per step "
@@ -277,7 +279,8 @@ def build_supernet(supernet_config: dict[str, Any]) -> Supernet:
     real cells), so that exporting a checkpoint derives what the search derived."""
     supernet = Supernet(int(supernet_config["depth"]), num_classes=int(supernet_config["num_classes"]),
                         in_channels=int(supernet_config["in_channels"]),
-                        unit_channels=tuple(supernet_config.get("unit_channels", UNIT_CHANNELS)))
+                        unit_channels=tuple(supernet_config.get("unit_channels", UNIT_CHANNELS)),
+                        residual_prior=float(supernet_config.get("residual_prior", 0.5)))
     supernet.fix(**supernet_config.get("fixed", {}))
     table = supernet_config.get("cost_table")
     if table is not None:
@@ -336,9 +339,10 @@ def search_summary(supernet: Supernet, genotype: Genotype, supernet_config: dict
     }
 
 
-def derive_genotype(supernet: Supernet, provenance: dict[str, Any]) -> Genotype:
-    """The supernet's derived genotype with ``provenance`` attached, validated."""
-    return dataclasses.replace(supernet.derive(), provenance=dict(provenance)).validate()
+def derive_genotype(supernet: Supernet, provenance: dict[str, Any],
+                    classes: dict[str, Any] | None = None) -> Genotype:
+    """The supernet's derived genotype with ``provenance`` and the dataset's class list attached, validated."""
+    return dataclasses.replace(supernet.derive(), provenance=dict(provenance), classes=classes).validate()
 
 
 class ArchitectureSearch(Engine):
@@ -361,7 +365,7 @@ class ArchitectureSearch(Engine):
     resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
                     "bn_batches", "weight_optimizer", "train_largest", "fixed_largest", "sandwich", "cost_target",
-                    "latency_table", "min_real_cells")
+                    "latency_table", "min_real_cells", "residual_prior")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: SearchConfig
 
@@ -410,10 +414,13 @@ class ArchitectureSearch(Engine):
                                                      ctx=self.ctx)
         self.num_val_tiles = len(val_ids)
 
-        self.supernet_config = {"depth": cfg.depth, "num_classes": NUM_CLASSES, "in_channels": int(train.in_channels),
+        self.classes = train.classes
+        self.supernet_config = {"depth": cfg.depth, "num_classes": train.num_classes,
+                                "classes": train.classes.to_dict(), "in_channels": int(train.in_channels),
                                 "unit_channels": list(cfg.unit_channels),
                                 "fixed": {"width": -1, "residual": 1} if cfg.fixed_largest else {},
-                                "min_real_cells": cfg.min_real_cells, "cost_unit": "MACs per input pixel"}
+                                "min_real_cells": cfg.min_real_cells, "residual_prior": cfg.residual_prior,
+                                "cost_unit": "MACs per input pixel"}
         if cfg.latency_table is not None:
             table = load_latency_table(cfg.latency_table)
             self.supernet_config["cost_table"] = table.rows()
@@ -537,7 +544,11 @@ class ArchitectureSearch(Engine):
 
     def validate(self) -> dict[str, Any]:
         """The derived architecture (``mode="argmax"``), its BatchNorm statistics recomputed, scored on the
-        validation tiles, or with ``--pixels-per-degree`` on the validation windows of its map of the region."""
+        validation tiles, or with ``--pixels-per-degree`` on the validation windows of its map of the region.
+        Not in the warm-up: the architecture has not been judged yet (its derivation is the first option of
+        every choice) and ``best.pt`` is chosen among the search epochs."""
+        if not self.searching:
+            return {"search_fwiou": None}
         self.recalibrate_batchnorm()
         if self.scorer is None:
             scores = super().validate()
@@ -569,7 +580,7 @@ class ArchitectureSearch(Engine):
         provenance = self.provenance(epoch + 1, scores)
         genotype = self.supernet.derive()
         provenance.update(search_summary(self.supernet, genotype, self.supernet_config))
-        self.genotype = derive_genotype(self.supernet, provenance)
+        self.genotype = derive_genotype(self.supernet, provenance, self.supernet_config.get("classes"))
         if self.ctx.is_main:
             self.genotype.save(self.run_dir / "genotype.json")
 

@@ -9,6 +9,11 @@ Schema (docs/design.md, "Genotype JSON")::
                                                   "residual": true, "down": null}, ...]}, ...],
      "provenance": {...}}
 
+An optional ``"classes": {"names": [...], "codes": [...], "colours": [[r, g, b], ...]}`` names the
+``num_classes`` outputs (the dataset's class list, :class:`ggmnet.classes.ClassList`); a genotype without it (all
+written before class lists were recorded) has Table 1's ten classes, or unnamed ones. The version stays 1: the
+key is optional, so every older file reads as before.
+
 A cell at output stride ``stride`` has width ``expansion * unit_channels[STRIDES.index(stride)]``; it
 downsamples with ``down`` exactly where its stride is twice the previous cell's (the stem's is 8).
 """
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ggmnet.classes import ClassList
 from ggmnet.engine.config import is_int
 from ggmnet.engine.runio import write_json_atomic
 from ggmnet.errors import UserError
@@ -84,7 +90,8 @@ class BranchSpec:
 class Genotype:
     """The derived MRFEM: three branches (output strides 8, 16, 32) of ``depth`` cells each.
 
-    ``provenance`` is free, JSON-plain metadata (dataset hash, seed, config, metrics, creation time).
+    ``provenance`` is free, JSON-plain metadata (dataset hash, seed, config, metrics, creation time);
+    ``classes`` the optional class list of the outputs (:meth:`ggmnet.classes.ClassList.to_dict`).
     """
 
     depth: int
@@ -94,6 +101,7 @@ class Genotype:
     unit_channels: tuple[int, ...]
     branches: tuple[BranchSpec, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, Any] | None = None
     version: int = VERSION
 
     def __post_init__(self) -> None:
@@ -159,6 +167,14 @@ class Genotype:
             _validate_branch(b, branch, self.depth)
         if not isinstance(self.provenance, dict):
             raise GenotypeError("genotype: provenance must be a JSON object")
+        if self.classes is not None:
+            try:
+                names = ClassList.from_dict(self.classes, "genotype: classes").names
+            except UserError as err:
+                raise GenotypeError(str(err)) from None
+            if len(names) != self.num_classes:
+                raise GenotypeError(f"genotype: classes names {len(names)} classes, num_classes is "
+                                    f"{self.num_classes}")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -177,6 +193,7 @@ class Genotype:
                 for b in self.branches
             ],
             "provenance": self.provenance,
+            **({"classes": self.classes} if self.classes is not None else {}),
         }
 
     @classmethod
@@ -208,7 +225,7 @@ class Genotype:
         genotype = cls(
             depth=data["depth"], num_classes=data["num_classes"], in_channels=data["in_channels"],
             stem_channels=tuple(data["stem_channels"]), unit_channels=tuple(data["unit_channels"]),
-            branches=tuple(branches), provenance=provenance, version=data["version"],
+            branches=tuple(branches), provenance=provenance, classes=data.get("classes"), version=data["version"],
         )
         return genotype.validate()
 

@@ -331,13 +331,20 @@ class Supernet(nn.Module):
         Width of each head's 3x3 conv.
     cost_table
         ``(op, stride, c_in, c_out) -> cost`` for :meth:`expected_cost`; ``None``: :func:`macs_per_pixel`.
+    residual_prior
+        The initial probability of every residual connection (0.5: uniform). A deep stack with half its cells
+        without a residual connection hardly trains, and the weights a residual-free cell inherits were trained
+        as a residual branch: a higher prior keeps the drawn networks trainable and leaves the search to turn
+        connections off where that pays.
     """
 
     def __init__(self, depth: int = 22, *, num_classes: int = 10, in_channels: int = 3,
                  stem_channels: Sequence[int] = (24, 48, 96), unit_channels: Sequence[int] = UNIT_CHANNELS,
                  expansions: Sequence[int] = EXPANSIONS, head_channels: int = 64,
-                 cost_table: CostTable | None = None) -> None:
+                 cost_table: CostTable | None = None, residual_prior: float = 0.5) -> None:
         super().__init__()
+        if not 0 < residual_prior < 1:
+            raise ValueError(f"Supernet: residual_prior {residual_prior} must be in (0, 1)")
         if depth < 2:
             raise ValueError(f"Supernet: depth {depth} < 2 cannot reach stride 32")
         if not set(expansions) <= set(EXPANSIONS):
@@ -379,6 +386,7 @@ class Supernet(nn.Module):
             self.register_buffer(f"valid_{kind}", self._valid_mask(kind, sizes[kind]), persistent=False)
         with torch.no_grad():
             self.arch_source.copy_(self.uniform_path_prior_logits())
+            self.arch_residual[..., 1] = math.log(residual_prior / (1 - residual_prior))
         self.set_cost_table(cost_table)
 
     # ------------------------------------------------------------------ grid
@@ -751,12 +759,13 @@ class Supernet(nn.Module):
         Parameters
         ----------
         cost_limit
-            Largest cost (:meth:`genotype_cost`) of the derived network, or ``None``. Where the most likely
-            architecture costs more, choices of its cells are given up one at a time, each time the one that
-            loses the least log-probability per unit of cost saved (a narrower width, a cheaper operator or
-            downsampling operator, a residual connection without its projection), until it fits: the derived
-            network is then the most likely architecture found under the limit, and a search that ends above
-            its cost target still exports a network that meets it.
+            Largest cost (:meth:`genotype_cost`) of the derived network, or ``None``. The most likely
+            architecture is brought to the smaller of the limit and the expected cost of the current
+            distribution (:meth:`expected_cost`) by changing one choice of one cell at a time, each time the one
+            that loses the least log-probability per unit of cost saved (over it) or added (under it, while it
+            still fits): a search that ends above its cost target still exports a network that meets it, and a
+            search held at its target in expectation derives a network of about that cost (taking each choice's
+            likeliest option alone can land far below the target, where the distribution is not yet sharp).
         min_real_cells
             Fewest cells of each branch whose operator is not ``skip``. Where a branch has fewer, its skip cells
             with the most probable other operator take that operator (a cost term alone, to which ``skip`` is
@@ -785,7 +794,12 @@ class Supernet(nn.Module):
                          for kind, p in self._probabilities().items()}
             self._apply_floor(plan, paths, log_p)
             if self.cost_limit is not None:
-                self._fit_budget(plan, paths, log_p)
+                # the derived network keeps the cost of the distribution it comes from, within the limit: a
+                # search held at its target in expectation derives a network of about that cost (taking each
+                # choice's likeliest option alone can land far below it)
+                with torch.no_grad():
+                    expected = float(self.expected_cost())
+                self._fit_budget(plan, paths, log_p, min(self.cost_limit, expected))
         self._derived_cache = (key, dict(plan), [list(p) for p in paths])
         return plan, paths
 
@@ -820,49 +834,60 @@ class Supernet(nn.Module):
                 plan[(i, k)] = (src, op, w, res, down)
 
     def _fit_budget(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
-                    log_p: Mapping[str, np.ndarray]) -> None:
-        """Give up choices until the plan's cost is at most ``cost_limit`` (greedy, see :meth:`constrain`)."""
+                    log_p: Mapping[str, np.ndarray], budget: float) -> None:
+        """Move the plan's cost towards ``budget`` in place, one choice at a time, each time the change that
+        loses the least log-probability per unit of cost it saves (over the budget: until the plan fits) or
+        adds (under it: while the change still fits). Paths are kept; the floor of real cells too."""
         through = self._branches_through(paths)
         fed = set(through)
         readers: dict[tuple[int, int], list[tuple[int, int]]] = {node: [] for node in fed}
         for i, k in fed:
             if i > 0:
                 readers[(i - 1, k - plan[(i, k)][0])].append((i, k))
+        cost = {node: self._node_cost(plan, *node) for node in fed}
+        for shrink in (True, False):  # under the budget first, then fill what a last big saving left
+            self._greedy(plan, paths, log_p, budget, shrink, through, readers, cost)
+
+    def _greedy(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
+                log_p: Mapping[str, np.ndarray], budget: float, shrink: bool,
+                through: Mapping[tuple[int, int], list[int]], readers: Mapping[tuple[int, int], list[tuple[int, int]]],
+                cost: dict[tuple[int, int], float]) -> None:
         skip = CELL_OPS.index("skip")
         floor = min(self.min_real_cells, self.depth)
-        cost = {node: self._node_cost(plan, *node) for node in fed}
+        fed = set(through)
         total = sum(cost.values())
-        while total > self.cost_limit:
+        while total > budget if shrink else True:
             real = self._real_cells(plan, paths)
             best = None
             for node in fed:
                 i, k = node
-                src, op, w, res, down = plan[node]
+                current = plan[node]
+                src, op, w, res, down = current
                 moves = []
-                if w > 0 and "width" not in self.fixed:
-                    moves.append((log_p["width"][i, k, w] - log_p["width"][i, k, w - 1], (src, op, w - 1, res, down)))
-                for o in range(len(CELL_OPS)):
-                    if o == op or (o == skip and op != skip and any(real[b] <= floor for b in through[node])):
-                        continue
-                    moves.append((log_p["op"][i, k, op] - log_p["op"][i, k, o], (src, o, w, res, down)))
-                if res and "residual" not in self.fixed:
-                    moves.append((log_p["residual"][i, k, 1] - log_p["residual"][i, k, 0], (src, op, w, 0, down)))
-                if src == 1:
-                    for d in range(len(DOWN_OPS)):
-                        if d != down:
-                            moves.append((log_p["down"][i, k, down] - log_p["down"][i, k, d], (src, op, w, res, d)))
-                for loss, new in moves:
+                if "width" not in self.fixed:
+                    moves += [(src, op, v, res, down) for v in (w - 1, w + 1) if 0 <= v < len(self.expansions)]
+                if "op" not in self.fixed:
+                    moves += [(src, o, w, res, down) for o in range(len(CELL_OPS)) if o != op and not (
+                        o == skip and any(real[b] <= floor for b in through[node]))]
+                if "residual" not in self.fixed:
+                    moves.append((src, op, w, 1 - res, down))
+                if src == 1 and "down" not in self.fixed:
+                    moves += [(src, op, w, res, d) for d in range(len(DOWN_OPS)) if d != down]
+                for new in moves:
+                    loss = sum(log_p[kind][i, k, a] - log_p[kind][i, k, b]
+                               for kind, a, b in zip(PLAN_KINDS, current, new) if a != b)
                     plan[node] = new
                     changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
-                    plan[node] = (src, op, w, res, down)
-                    saving = sum(cost[n] - c for n, c in changed.items())
-                    if saving > 1e-12 * max(total, 1.0):
-                        score = max(float(loss), 0.0) / saving
+                    plan[node] = current
+                    delta = sum(c - cost[n] for n, c in changed.items())
+                    if (shrink and delta < -1e-12 * max(total, 1.0)) or (
+                            not shrink and delta > 1e-12 * max(total, 1.0) and total + delta <= budget):
+                        score = max(float(loss), 0.0) / abs(delta)
                         if best is None or score < best[0]:
-                            best = (score, node, new, changed, saving)
-            if best is None:  # nothing left to give up: the floor and the paths cost more than the limit
+                            best = (score, node, new, changed)
+            if best is None:  # nothing left to give up (or to add within the budget)
                 break
-            _, node, new, changed, saving = best
+            _, node, new, changed = best
             plan[node] = new
             cost.update(changed)
             total = sum(cost.values())
@@ -870,7 +895,22 @@ class Supernet(nn.Module):
     def derive(self) -> Genotype:
         """The most likely architecture as a validated :class:`Genotype` of this supernet's depth, under the
         constraints of :meth:`constrain` (none by default)."""
-        plan, paths = self.derived_plan()
+        return self._genotype(*self.derived_plan())
+
+    def sample_genotype(self, rng: np.random.Generator) -> Genotype:
+        """A genotype drawn from the current distribution: each choice of each node from ``softmax(logits)``.
+        Before the search that is the search space's prior (uniform operators, widths, residual connections and
+        downsampling operators; every placement of a branch's downsampling layers equally likely), and, as a
+        derived genotype, its branches form a tree: the random architectures a search is judged against."""
+        probs = {kind: np.nan_to_num(p) for kind, p in self.arch_probabilities().items()}
+        plan = {}
+        for node in self._nodes():
+            rows = [probs[kind][node] for kind in PLAN_KINDS]
+            plan[node] = tuple(int(rng.choice(len(r), p=r / r.sum())) if r.sum() > 0 else 0 for r in rows)
+        paths = [[k for _, k in reversed(self._path(plan, end))] for end in range(len(STRIDES))]
+        return self._genotype(plan, paths)
+
+    def _genotype(self, plan: Mapping[tuple[int, int], Plan], paths: Sequence[Sequence[int]]) -> Genotype:
         branches = []
         for end, path in enumerate(paths):
             cells = []

@@ -1,0 +1,61 @@
+"""Does the search pay? The searched genotype against cost-matched random genotypes and a null search.
+
+The protocol is :mod:`ggmnet.studies.fair_search`'s. Per scene (synthetic seeds, spatial-block split): a search
+with the search recipe, a null search on the map turned by 180 degrees, 10 random genotypes of the search
+space within 5 % of the searched one's MRFEM cost, each retrained with two training seeds, and Kendall's tau
+between the supernet's scores of 8 genotypes and their retrained ones. Resumes: finished runs are found.
+Run one scene per process to use two cores, then tabulate:
+
+    OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 1 --out runs/fair-search &
+    OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 2 --out runs/fair-search &
+    wait; python experiments/fair_search.py --scenes 1,2 --out runs/fair-search --table
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ggmnet.errors import UserError, cli_entry
+from ggmnet.studies.fair_search import FairSearch, load, run_scene, table
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", default="1,2", help="synthetic scene seeds, comma-separated (default 1,2)")
+    parser.add_argument("--out", default="runs/fair-search", help="folder of the scenes, runs and results")
+    parser.add_argument("--train-seeds", default="0,1", help="training seeds of every genotype (default 0,1)")
+    parser.add_argument("--count", type=int, default=10, help="random genotypes per scene (default 10)")
+    parser.add_argument("--tolerance", type=float, default=0.05, help="their cost within this of the searched one's "
+                                                                      "(default 0.05)")
+    parser.add_argument("--search-config", default=None, help="search recipe (default experiments/search_cpu.yaml)")
+    parser.add_argument("--retrain-config", default=None, help="retrain recipe (default experiments/retrain_cpu.yaml)")
+    parser.add_argument("--table", action="store_true", help="only tabulate the scenes' finished results")
+    args, search_flags = parser.parse_known_args(argv)
+    try:
+        scenes = [int(s) for s in args.scenes.split(",")]
+        seeds = [int(s) for s in args.train_seeds.split(",")]
+    except ValueError:
+        raise UserError(f"--scenes {args.scenes} / --train-seeds {args.train_seeds}: expected integers, "
+                        "comma-separated") from None
+    out = Path(args.out)
+    results = []
+    for scene in scenes:
+        path = out / f"scene{scene}" / "fair_search.json"
+        if args.table:
+            if not path.is_file():
+                raise UserError(f"--table: {path} is missing (run the scene first)")
+            results.append(load(path))
+            continue
+        plan = FairSearch(scene, out / f"scene{scene}", train_seeds=seeds, count=args.count,
+                          tolerance=args.tolerance, search_flags=search_flags,
+                          **({"search_config": args.search_config} if args.search_config else {}),
+                          **({"retrain_config": args.retrain_config} if args.retrain_config else {}))
+        results.append(run_scene(plan))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""Does the search pay? The searched genotype against random ones of the same cost, and against a null search.
+
+On each synthetic scene (``ggm-data synth --seed S``, spatial-block split, so that no validation window overlaps a
+training one):
+
+1. **The search**: ``nas-search`` with a search recipe, exported (the search's choice, ``best.pt``).
+2. **Random genotypes of the same space and cost**: ``count`` genotypes drawn from the search space's prior
+   (:meth:`Supernet.sample_genotype`: every choice of every cell uniform, every placement of a branch's
+   downsampling layers equally likely, the branches a tree as a searched genotype's are) whose MRFEM costs
+   within ``tolerance`` of the searched one's (:func:`~ggmnet.search_space.supernet.genotype_cost`,
+   multiply-accumulates with shared cells counted once), rejection-sampled.
+3. **A null search**: the same search on the scene with its geological map turned by 180 degrees (a map with
+   the statistics of geology that the gravity says nothing about), retrained on the true map: what a search
+   finds when its signal is noise.
+4. Each genotype retrained with a retrain recipe and ``train_seeds`` training seeds (``retrain`` through
+   :func:`ggmnet.retrain.study.train_and_score`; finished runs are found again, interrupted ones resume), scored
+   on the validation windows (FWIoU, MPA).
+5. **Rank agreement**: the supernet of the search (``best.pt``) scores ``kendall`` of the genotypes with its
+   inherited weights (BatchNorm statistics recomputed on training tiles, then the validation windows), and
+   Kendall's tau relates that ranking to the genotypes' retrained scores: whether the proxy the search
+   selects by ranks architectures as training them does.
+
+The test the search must pass: its mean validation FWIoU over the training seeds above the mean of the random
+genotypes' means by at least twice their standard deviation, and above the null search's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ggmnet.engine.runio import write_json_atomic
+from ggmnet.search_space.genotype import Genotype
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FairSearch:
+    """The settings of one scene's fair test (module docstring)."""
+
+    scene_seed: int
+    out: Path
+    search_config: str = str(REPO / "experiments" / "search_cpu.yaml")
+    retrain_config: str = str(REPO / "experiments" / "retrain_cpu.yaml")
+    train_seeds: Sequence[int] = (0, 1)
+    count: int = 10
+    tolerance: float = 0.05
+    kendall: int = 8
+    search_flags: Sequence[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+
+# --------------------------------------------------------------------------------------------- scenes
+
+def make_scene(seed: int, out: Path, *, null: bool = False) -> Path:
+    """The prepared spatial-block dataset of scene ``seed`` under ``out`` (made once); with ``null`` its
+    geological map (labels and bedrock) turned by 180 degrees against the gravity."""
+    from ggmnet.datasets import cli as data_cli
+
+    raw = out / f"scene{seed}" / "raw"
+    if not (raw / "bouguer.nc").is_file():
+        data_cli.main(["synth", "--out", str(raw), "--seed", str(seed)])
+    labels, bedrock = raw / "labels.nc", raw / "bedrock.nc"
+    if null:
+        labels, bedrock = (_turned(path, out / f"scene{seed}" / "null-raw" / path.name) for path in (labels, bedrock))
+    data = out / f"scene{seed}" / ("null-spatial-block" if null else "spatial-block")
+    if not (data / "manifest.json").is_file():
+        data_cli.main(["prepare", "--bouguer", str(raw / "bouguer.nc"), "--labels", str(labels), "--bedrock",
+                       str(bedrock), "--out", str(data), "--split", "spatial-block", "--seed", str(seed)])
+    return data
+
+
+def _turned(path: Path, out: Path) -> Path:
+    """``path``'s label grid turned by 180 degrees (both axes reversed), written to ``out`` once."""
+    from ggmnet.datasets.grids import GeoGrid, read_label_grid, write_label_grid
+
+    if not out.is_file():
+        grid = read_label_grid(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_label_grid(out, GeoGrid(grid.lon, grid.lat, grid.values[::-1, ::-1].copy(), name=grid.name, units="",
+                                      registration=grid.registration), variable=grid.name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+def search(data: Path, out: Path, config: str, seed: int, flags: Sequence[str] = ()) -> Genotype:
+    """Run (or resume, or find) a search on ``data`` and export its choice to ``out/genotype.json``."""
+    from ggmnet.search.cli import build_search_parser
+    from ggmnet.search.export import export_genotype
+    from ggmnet.search.search import SearchConfig, run_search
+
+    run = out / "search"
+    genotype = out / "genotype.json"
+    if not genotype.is_file():
+        argv = ["--config", config, "--data", str(data), "--out", str(run), "--seed", str(seed),
+                "--wandb-mode", "disabled", *flags]
+        if (run / "checkpoints" / "last.pt").is_file():
+            argv.append("--resume")
+        run_search(SearchConfig.from_argv(build_search_parser(), argv))
+        export_genotype(genotype, run=run)
+    return Genotype.load(genotype)
+
+
+def matched_random_genotypes(searched: Genotype, count: int, *, tolerance: float, seed: int = 0,
+                             max_draws: int = 200_000) -> list[Genotype]:
+    """``count`` genotypes from the prior of ``searched``'s search space (depth, widths, channels) whose MRFEM
+    costs within ``tolerance`` of ``searched``'s, drawn from a seeded generator (rejection sampling)."""
+    from ggmnet.search_space.supernet import Supernet, genotype_cost
+
+    space = Supernet(searched.depth, num_classes=searched.num_classes, in_channels=searched.in_channels,
+                     stem_channels=searched.stem_channels, unit_channels=searched.unit_channels)
+    target = genotype_cost(searched)
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(max_draws):
+        genotype = space.sample_genotype(rng)
+        if abs(genotype_cost(genotype) / target - 1.0) <= tolerance:
+            found.append(genotype)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"only {len(found)} of {count} random genotypes within {tolerance:.0%} of the searched "
+                       f"genotype's cost in {max_draws} draws")
+
+
+def retrain(genotype: Genotype, name: str, data: Path, out: Path, seed: int, config: str) -> dict[str, Any]:
+    """Train and score ``genotype`` (``retrain`` with ``config``, training seed ``seed``)."""
+    from ggmnet.retrain.study import train_and_score
+
+    path = out / "genotypes" / f"{name}.json"
+    if not path.is_file():
+        genotype.save(path)
+    result = train_and_score(["--config", config, "--genotype", str(path), "--data", str(data), "--seed", str(seed),
+                              "--out", str(out / "runs" / f"{name}-seed{seed}"), "--wandb-mode", "disabled"])
+    return {"genotype": name, "seed": seed, "fwiou": result["val"]["outcrop"]["fwiou"],
+            "mpa": result["val"]["outcrop"]["mpa"], "parameters": result["parameters"], "run": result["run"]}
+
+
+def supernet_scores(checkpoint: Path, genotypes: Sequence[Genotype], data: Path) -> list[float]:
+    """Validation FWIoU of each genotype with the supernet's inherited weights (BatchNorm recomputed)."""
+    import torch
+
+    from ggmnet.datasets.tiles import TileDataset
+    from ggmnet.inference import WindowScorer
+    from ggmnet.search.export import load_search_checkpoint
+    from ggmnet.search.search import build_supernet, fuse_heads, recalibrate_batchnorm
+
+    state = load_search_checkpoint(checkpoint)
+    config = state["config"]
+    supernet = build_supernet(state["supernet_config"])
+    supernet.load_state_dict(state["supernet"])
+    common = {"tile_size": config["tile_size"], "channels": config["channels"], "seed": config["seed"],
+              "pixels_per_degree": config["pixels_per_degree"]}
+    plain = TileDataset(data, "train", crop_size=config["crop_size"], augment=False, **common)
+    chosen = np.random.default_rng(config["seed"] + 1).permutation(len(plain))[:16]
+    batches = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + 4]]) for b in range(0, len(chosen), 4)]
+    scorer = WindowScorer(data, "val", pixels_per_degree=config["pixels_per_degree"], tile_size=config["tile_size"],
+                          channels=config["channels"], batch_size=config["batch_size"])
+    scores = []
+    for genotype in genotypes:
+        subnet = supernet.subnet(genotype)
+        recalibrate_batchnorm(subnet, batches, subnet)
+
+        class Fused(torch.nn.Module):
+            def forward(self, x: torch.Tensor, net: torch.nn.Module = subnet) -> torch.Tensor:
+                return fuse_heads(net(x), x.shape[-2:])
+
+        fused = Fused().eval()
+        subnet.eval()
+        with torch.no_grad():
+            matrices, _ = scorer.score(fused)
+        scores.append(float(matrices["outcrop"].compute()["fwiou"]))
+    return scores
+
+
+# --------------------------------------------------------------------------------------------- the test
+
+def run_scene(plan: FairSearch) -> dict[str, Any]:
+    """The fair test on one scene (module docstring); writes ``OUT/fair_search.json`` and returns it."""
+    from scipy.stats import kendalltau
+
+    out = plan.out
+    data = make_scene(plan.scene_seed, out.parent)
+    null_data = make_scene(plan.scene_seed, out.parent, null=True)
+    searched = search(data, out / "searched", plan.search_config, plan.train_seeds[0], plan.search_flags)
+    null = search(null_data, out / "null", plan.search_config, plan.train_seeds[0], plan.search_flags)
+    randoms = matched_random_genotypes(searched, plan.count, tolerance=plan.tolerance, seed=plan.scene_seed)
+    candidates = {"searched": searched, "null": null, **{f"random{k + 1}": g for k, g in enumerate(randoms)}}
+    rows = [retrain(genotype, name, data, out, seed, plan.retrain_config)
+            for name, genotype in candidates.items() for seed in plan.train_seeds]
+    means = {name: float(np.mean([r["fwiou"] for r in rows if r["genotype"] == name])) for name in candidates}
+    mpas = {name: float(np.mean([r["mpa"] for r in rows if r["genotype"] == name])) for name in candidates}
+    random_means = np.array([means[f"random{k + 1}"] for k in range(plan.count)])
+    ranked = ["searched", *[f"random{k + 1}" for k in range(plan.kendall - 1)]]
+    proxy = supernet_scores(out / "searched" / "search" / "checkpoints" / "best.pt",
+                            [candidates[n] for n in ranked], data)
+    tau = kendalltau(proxy, [means[n] for n in ranked])
+    from ggmnet.search_space.supernet import genotype_cost
+
+    result = {
+        "scene_seed": plan.scene_seed, "train_seeds": list(plan.train_seeds), "rows": rows,
+        "mean_fwiou": means, "mean_mpa": mpas,
+        "cost": {name: genotype_cost(g) for name, g in candidates.items()},
+        "random_mean": float(random_means.mean()), "random_sd": float(random_means.std(ddof=1)),
+        "margin_in_sd": float((means["searched"] - random_means.mean()) / random_means.std(ddof=1)),
+        "beats_random_by_2sd": bool(means["searched"] >= random_means.mean() + 2 * random_means.std(ddof=1)),
+        "beats_null": bool(means["searched"] > means["null"]),
+        "kendall": {"genotypes": ranked, "supernet_fwiou": proxy, "retrained_fwiou": [means[n] for n in ranked],
+                    "tau": float(tau.statistic), "p_value": float(tau.pvalue)},
+        "settings": {"search_config": plan.search_config, "retrain_config": plan.retrain_config,
+                     "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags)},
+    }
+    write_json_atomic(out / "fair_search.json", result)
+    return result
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds)."""
+    lines = ["| scene | searched: FWIoU (seeds) | MPA | random x10: FWIoU mean +- SD (range) | MPA | null search: "
+             "FWIoU | margin over random (SD) | Kendall tau (supernet vs retrained, 8 genotypes) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        seeds = ", ".join(f"{100 * x['fwiou']:.1f}" for x in r["rows"] if x["genotype"] == "searched")
+        randoms = [v for k, v in r["mean_fwiou"].items() if k.startswith("random")]
+        random_mpa = np.mean([v for k, v in r["mean_mpa"].items() if k.startswith("random")])
+        lines.append(
+            f"| {r['scene_seed']} | {100 * r['mean_fwiou']['searched']:.1f} ({seeds}) | "
+            f"{100 * r['mean_mpa']['searched']:.1f} | {100 * r['random_mean']:.1f} +- {100 * r['random_sd']:.1f} "
+            f"({100 * min(randoms):.1f}-{100 * max(randoms):.1f}) | {100 * random_mpa:.1f} | "
+            f"{100 * r['mean_fwiou']['null']:.1f} | {r['margin_in_sd']:+.1f} | {r['kendall']['tau']:+.2f} "
+            f"(p {r['kendall']['p_value']:.2f}) |")
+    return "\n".join(lines)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
