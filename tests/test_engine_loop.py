@@ -139,6 +139,22 @@ def test_resume_equals_an_uninterrupted_run_and_best_pt_holds_no_training_state(
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and [r["lr"] for r in rows] == [0.01, 0.01, 0.005, 0.005]
 
 
+def test_a_tie_keeps_the_first_best_unless_the_stage_prefers_the_later_epoch(dataset, tmp_path):
+    """Scores 0.3, 0.5, 0.5, 0.2: the first 0.5 stays best, or with ``ties_to_later`` (the search, whose
+    derived networks can all score the same at a short budget) the later one (test fails on the old code)."""
+
+    class Tied(ToyStage):
+        def validate(self) -> dict[str, Any]:
+            return {"fwiou": [0.3, 0.5, 0.5, 0.2][self.global_step // self.steps_per_epoch - 1]}
+
+    class TiedLater(Tied):
+        ties_to_later = True
+
+    for stage, epoch in ((Tied, 2), (TiedLater, 3)):
+        run = stage(toy(dataset, tmp_path / stage.__name__)).run()
+        assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == epoch
+
+
 def test_resume_refuses_what_does_not_continue_the_run(dataset, tmp_path):
     out = tmp_path / "run"
     ToyStage(toy(dataset, out, epochs=1)).run()

@@ -82,15 +82,16 @@ def test_the_planted_operator_is_still_found_under_a_cost_target(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_a_coarse_branch_that_needs_a_wide_receptive_field_downsamples_early(seed):
     """The 1/32 label at a pixel is the sign of the noise 4 pixels of the 1/32 map away; with conv3x3 cells
     (operators, widths and residual connections fixed, paths searched) only a 1/32 branch that reaches 1/32
     before the last layer learns it (trained alone for 300 steps, downsampling at layers (0, 1), (1, 2), (0, 3),
     (2, 4) reach a loss of 0.03-0.04; at (0, 5) and (4, 5) the loss stays at 0.69, chance). The paths' paired
-    REINFORCE gets there for seeds 0-2 (the per-node rival-source estimate that the search used before ended
-    at (3, 5), (1, 5) and (0, 4); the uniform prior puts a third of its mass on reaching 1/32 at the last
-    layer). The provenance's ``branch_output_layers`` reports where each branch gets to its stride."""
+    REINFORCE gets there for seeds 0-2 (seed 2 is left out for time; the per-node rival-source estimate that
+    the search used before ended at (3, 5), (1, 5) and (0, 4); the uniform prior puts a third of its mass on
+    reaching 1/32 at the last layer). The provenance's ``branch_output_layers`` reports where each branch gets
+    to its stride."""
     fixed = {"op": CELL_OPS.index("conv3x3"), "width": -1, "residual": 1}
     net = planted_search(path_task(side=12), seed=seed, fixed=fixed, search_steps=300)
     genotype = net.derive()

@@ -608,3 +608,38 @@ def test_derivation_keeps_a_floor_of_real_cells_per_branch():
     net.constrain(min_real_cells=5, cost_limit=1e-9)
     genotype = net.derive()
     assert all(sum(c.op != "skip" for c in b.cells) >= 5 for b in genotype.branches)
+
+
+def test_sampled_genotypes_follow_the_prior_and_are_trees():
+    """``sample_genotype`` before any search: operators uniform, residual connections at the prior, every
+    placement of the 1/16 branch's downsampling equally likely, and each drawn genotype a tree (a branch shares
+    every cell before it leaves the finer branch's path)."""
+    net = Supernet(6, **TINY, residual_prior=0.8)
+    rng = np.random.default_rng(0)
+    ops, residual, first_down = [], [], []
+    for _ in range(600):
+        g = net.sample_genotype(rng)
+        owners = g.cell_owners()
+        down16 = g.downsample_layers(1)[0]
+        assert all(owners[1][i] == 0 for i in range(down16))  # shares the 1/8 branch's cells before it
+        ops += [c.op for c in g.branches[0].cells]
+        residual += [c.residual for c in g.branches[0].cells]
+        first_down.append(down16)
+    counts = np.array([ops.count(op) for op in CELL_OPS])
+    assert np.abs(counts / counts.sum() - 0.2).max() < 0.03
+    assert np.mean(residual) == pytest.approx(0.8, abs=0.03)
+    placement = np.bincount(first_down, minlength=6) / len(first_down)
+    assert np.abs(placement - 1 / 6).max() < 0.05
+
+
+def test_fair_search_draws_random_genotypes_of_the_searched_cost():
+    from ggmnet.search_space.supernet import genotype_cost
+    from ggmnet.studies.fair_search import matched_random_genotypes
+
+    searched = _target(6)
+    randoms = matched_random_genotypes(searched, 4, tolerance=0.05, seed=3)
+    assert len({g.to_json() for g in randoms}) == 4
+    for g in randoms:
+        assert genotype_cost(g) == pytest.approx(genotype_cost(searched), rel=0.05)
+        assert (g.depth, g.unit_channels, g.stem_channels) == (searched.depth, searched.unit_channels,
+                                                                searched.stem_channels)

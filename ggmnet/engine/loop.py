@@ -90,6 +90,8 @@ class Engine:
     resume_fixed: tuple[str, ...] = ()
     #: The validation score that selects ``best.pt`` (higher is better).
     monitor = "fwiou"
+    #: whether a later epoch that ties the best score becomes the best (the search: it has decided more by then)
+    ties_to_later = False
     #: The dataset's classes (a stage's ``setup`` sets them from its training data; Table 1 by default).
     classes: ClassList = TABLE1
 
@@ -348,7 +350,8 @@ class Engine:
         """
         value = scores.get(self.monitor)
         previous = (self.best["scores"] or {}).get(self.monitor)
-        improved = value is not None and not math.isnan(value) and (previous is None or value > previous)
+        improved = value is not None and not math.isnan(value) and (
+            previous is None or value > previous or (self.ties_to_later and value == previous))
         if improved:
             self.best = {"epoch": epoch, "scores": scores}
         if self.ctx.is_main:

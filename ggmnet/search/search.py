@@ -361,6 +361,9 @@ class ArchitectureSearch(Engine):
     #: ``best.pt`` is chosen among the search epochs only: in the warm-up the architecture has not been judged
     #: and its derivation is merely the first option of every choice.
     monitor = "search_fwiou"
+    #: a tie (at a short budget every derived network may still predict one class) goes to the later epoch,
+    #: whose architecture the search has decided more
+    ties_to_later = True
     runs_root = RUNS_ROOT
     resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
