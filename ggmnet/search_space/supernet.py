@@ -437,7 +437,7 @@ class Supernet(nn.Module):
         logits = torch.zeros(self.depth, len(STRIDES), 2)
         for i in range(self.depth):
             for k in range(1, len(STRIDES)):
-                if self.valid_source[i, k].all():
+                if self.node_exists(i - 1, k) and self.node_exists(i - 1, k - 1):  # both sources
                     p = k / (i + 1)
                     logits[i, k, 1] = math.log(p / (1 - p))
         return logits
@@ -1009,6 +1009,12 @@ class Supernet(nn.Module):
         strides (the width doubles where the map quarters), so this is the costliest architecture of the space.
         """
         cost = self.cost if cost is None else cost
+        return genotype_cost(self.largest_genotype(cost), cost)
+
+    def largest_genotype(self, cost: Callable[[str, int, int, int], float] | None = None) -> Genotype:
+        """The largest network of the space under ``cost`` (default: the supernet's), as :meth:`largest_cost`
+        defines it."""
+        cost = self.cost if cost is None else cost
         e = max(self.expansions)
         branches = []
         for b, out_stride in enumerate(STRIDES):
@@ -1025,10 +1031,9 @@ class Supernet(nn.Module):
                 cells.append(CellSpec(op=op, expansion=e, stride=stride, residual=True, down=down))
                 c_in = c_out
             branches.append(BranchSpec(output_stride=out_stride, cells=tuple(cells)))
-        genotype = Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
-                            stem_channels=self.stem_channels, unit_channels=self.unit_channels,
-                            branches=tuple(branches))
-        return genotype_cost(genotype.validate(), cost)
+        return Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
+                        stem_channels=self.stem_channels, unit_channels=self.unit_channels,
+                        branches=tuple(branches)).validate()
 
     def feed_probabilities(self) -> dict[tuple[int, int], torch.Tensor]:
         """P(node (i, k) is computed) in a network drawn from the current logits: some head's path passes it.
