@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,11 +24,31 @@ def run_export(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_export_writes_the_searchs_choice_and_prints_its_summary(finished_search, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def peaked_search(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny search whose validation score peaks at epoch 2 of 3, so that its choice is not its last epoch."""
+    from tiny_data import search_config
+
+    from ggmnet.search.search import ArchitectureSearch, run_search
+
+    def validate(self):
+        if not self.searching:
+            return {"search_fwiou": None}
+        fwiou = {2: 0.5, 3: 0.2}[self.global_step // self.steps_per_epoch]
+        return {"fwiou": fwiou, "mpa": fwiou, "search_fwiou": fwiou}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ArchitectureSearch, "validate", validate)
+        return run_search(search_config(tiny_dataset, tmp_path_factory.mktemp("peaked") / "run"))
+
+
+def test_export_writes_the_searchs_choice_and_prints_its_summary(peaked_search, tmp_path, capsys):
     """``--run`` exports the search's choice, ``best.pt`` (the epoch of best validation FWIoU), not the last
-    epoch; ``--checkpoint last.pt`` exports the last."""
+    epoch; ``--checkpoint last.pt`` exports the last (the first fails on the old code, which exported last.pt)."""
+    finished_search = peaked_search
     best_epoch = torch.load(finished_search / "checkpoints" / "best.pt", weights_only=True)["epoch"]
-    assert best_epoch != 3  # this run's best search epoch is not its last, so the two exports differ
+    assert best_epoch == 2
+    assert Genotype.load(finished_search / "genotype.json") != Genotype.load(finished_search / "genotype_best.json")
     out = tmp_path / "genotype.json"
     code, stdout, _ = run_export([str(out), "--run", str(finished_search)], capsys)
     assert code == 0
