@@ -134,11 +134,16 @@ def latency_main(argv: Sequence[str] | None = None) -> int:
     for name, low in (("depth", 2), ("size", 32), ("repeats", 1)):
         if getattr(args, name) < low:
             raise UserError(f"--{name} {getattr(args, name)}: expected an integer >= {low}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     with torch.device("meta"):  # the keys need the grid's widths only
         supernet = Supernet(args.depth, unit_channels=widths["unit_channels"], stem_channels=widths["stem_channels"])
-    table = measure_latency_table(required_keys(supernet), size=args.size, device=args.device, repeats=args.repeats)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        table = measure_latency_table(required_keys(supernet), size=args.size, device=args.device,
+                                      repeats=args.repeats)
+    finally:
+        torch.set_num_threads(threads)
     table.provenance.update({"depth": args.depth, "unit_channels": list(widths["unit_channels"]),
                              "stem_channels": list(widths["stem_channels"])})
     table.save(out)
