@@ -56,6 +56,12 @@ def main() -> None:
         known = paper is not None and not math.isnan(paper)
         paper_text, ratio = (f"{paper:.1f}", f"{params / paper:.2f}") if known else ("--", "--")
         print(f"{label:<40} {params:>10.2f} {paper_text:>10} {ratio:>6} {gflops:>9.1f} {gflops / 2:>8.1f}")
+    if args.genotype:
+        parts: dict[str, float] = {}
+        _, gflops = model_size(lambda: GGMNet(genotype), args.size, 3, breakdown=parts)
+        print(f"the searched MRFEM of {args.genotype}: {parts['mrfem']:.1f} of GGMNet's {gflops:.1f} GFLOPs "
+              f"({parts['mrfem'] / gflops:.1%}); halving it would make GGMNet at most "
+              f"{gflops / (gflops - parts['mrfem'] / 2):.2f}x as fast")
     print("paper Table 6 parameters (M): " + ", ".join(f"{PAPER_TABLE6_NAMES[k]} {v}"
                                                        for k, v in PAPER_TABLE6_PARAMS_M.items()))
 

@@ -1,7 +1,8 @@
 """The package's import graph: no cycle, and no module importing a layer above its own.
 
 Layers, lowest first: ``errors`` < ``classes`` < the yardsticks ``metrics``/``losses`` < ``engine`` <
-``datasets``/``search_space`` < ``inference`` (a model's map of a grid) < ``search``/``retrain``. Imports inside
+``datasets``/``search_space`` < ``inference`` (a model's map of a grid) < ``search``/``retrain`` < ``studies`` (experiments that
+run both stages). Imports inside
 functions count too.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ggmnet"
 LAYERS = {"ggmnet": 0, "ggmnet.errors": 0, "ggmnet.classes": 0.5, "ggmnet.metrics": 1, "ggmnet.losses": 1,
           "ggmnet.engine": 2, "ggmnet.datasets": 3, "ggmnet.search_space": 3, "ggmnet.inference": 4,
-          "ggmnet.search": 5, "ggmnet.retrain": 5}
+          "ggmnet.search": 5, "ggmnet.retrain": 5, "ggmnet.studies": 6}
 
 
 def _modules() -> dict[str, Path]:

@@ -111,3 +111,23 @@ def test_fasterseg_has_the_released_student_cells_and_widths():
     widths = [[cell[-1].out_channels for cell in branch.cells] for branch in released.branches]
     assert widths == [[128, 64, 64, 64, 128, 128, 256], [32, 32, 64, 64, 192, 128]]
     assert _parameters_m(released) == pytest.approx(3.42, abs=0.005)
+
+
+def test_model_size_counts_each_submodule_by_hand():
+    from ggmnet.retrain.models import model_size
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.second = torch.nn.Conv2d(8, 4, 1, bias=False)
+
+        def forward(self, x):
+            return self.second(self.first(x))
+
+    parts = {}
+    params, gflops = model_size(Two, 16, 3, breakdown=parts)
+    first, second = 2 * 3 * 8 * 9 * 16 * 16, 2 * 8 * 4 * 16 * 16  # 2 FLOPs per multiply-add at every pixel
+    assert params == pytest.approx((3 * 8 * 9 + 8 * 4) / 1e6)
+    assert parts["first"] == pytest.approx(first / 1e9) and parts["second"] == pytest.approx(second / 1e9)
+    assert gflops == pytest.approx((first + second) / 1e9) == pytest.approx(parts[""])

@@ -176,8 +176,11 @@ def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwarg
     return conv + sampling
 
 
-def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int) -> tuple[float, float]:
+def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int,
+               breakdown: dict[str, float] | None = None) -> tuple[float, float]:
     """(parameters in M, GFLOPs of one forward pass on 1 x C x size x size) of the network ``build()`` makes.
+    A ``breakdown`` dict is filled with the GFLOPs of every submodule by its dotted name (``"mrfem"``,
+    ``"mrfem.branches"``, ...; the whole network is ``""``).
 
     The network and its input live on the meta device: the counter sees every operator's shapes, and nothing
     is allocated or computed. Deformable convolutions run on torchvision's kernel meanwhile
@@ -201,4 +204,9 @@ def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int
             os.environ.pop(KERNEL_ENV, None)
         else:
             os.environ[KERNEL_ENV] = saved
+    if breakdown is not None:
+        root = type(model).__name__
+        for name, counts in counter.get_flop_counts().items():
+            if name == root or name.startswith(root + "."):
+                breakdown[name[len(root) + 1:]] = sum(counts.values()) / 1e9
     return params, counter.get_total_flops() / 1e9

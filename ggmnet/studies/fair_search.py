@@ -199,7 +199,7 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     means = {name: float(np.mean([r["fwiou"] for r in rows if r["genotype"] == name])) for name in candidates}
     mpas = {name: float(np.mean([r["mpa"] for r in rows if r["genotype"] == name])) for name in candidates}
     random_means = np.array([means[f"random{k + 1}"] for k in range(plan.count)])
-    ranked = ["searched", *[f"random{k + 1}" for k in range(plan.kendall - 1)]]
+    ranked = ["searched", *[f"random{k + 1}" for k in range(min(plan.kendall, plan.count + 1) - 1)]]
     proxy = supernet_scores(out / "searched" / "search" / "checkpoints" / "best.pt",
                             [candidates[n] for n in ranked], data)
     tau = kendalltau(proxy, [means[n] for n in ranked])
@@ -224,8 +224,8 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds)."""
-    lines = ["| scene | searched: FWIoU (seeds) | MPA | random x10: FWIoU mean +- SD (range) | MPA | null search: "
-             "FWIoU | margin over random (SD) | Kendall tau (supernet vs retrained, 8 genotypes) |",
+    lines = ["| scene | searched: FWIoU (seeds) | MPA | random: FWIoU mean +- SD (range), n | MPA | null search: "
+             "FWIoU | margin over random (SD) | Kendall tau, supernet vs retrained (genotypes) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         seeds = ", ".join(f"{100 * x['fwiou']:.1f}" for x in r["rows"] if x["genotype"] == "searched")
@@ -234,9 +234,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['scene_seed']} | {100 * r['mean_fwiou']['searched']:.1f} ({seeds}) | "
             f"{100 * r['mean_mpa']['searched']:.1f} | {100 * r['random_mean']:.1f} +- {100 * r['random_sd']:.1f} "
-            f"({100 * min(randoms):.1f}-{100 * max(randoms):.1f}) | {100 * random_mpa:.1f} | "
+            f"({100 * min(randoms):.1f}-{100 * max(randoms):.1f}), {len(randoms)} | {100 * random_mpa:.1f} | "
             f"{100 * r['mean_fwiou']['null']:.1f} | {r['margin_in_sd']:+.1f} | {r['kendall']['tau']:+.2f} "
-            f"(p {r['kendall']['p_value']:.2f}) |")
+            f"(p {r['kendall']['p_value']:.2f}; {len(r['kendall']['genotypes'])}) |")
     return "\n".join(lines)
 
 
