@@ -59,13 +59,13 @@ def test_the_width_a_label_needs_is_kept_and_the_others_give_way_under_a_target(
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cost_targets_are_met(target, seed):
     """Every head needs its widest width, so the untargeted network costs 84-89 % of the largest and every
-    target binds. The derived network meets the target from below, within 12 % of it (measured: -11 % to
-    -1 %; a depth-2 network has five cells, so one width step of one cell moves its cost by up to a tenth
-    of the largest network's), and the search's distribution is held at the target in expectation."""
+    target binds. The search's distribution is held at the target in expectation (measured: -11 % to +1 %), and
+    the derived network, brought to a binding target, meets it from below within 10 % (measured: -2 % to 0 %;
+    brought to the distribution's expected cost instead, it landed 12.5 % under the 30 % target for seed 0)."""
     net = planted_search(all_heads_width_task(), seed=seed, fixed=WIDTH_ONLY, cost_target=target)
     fraction = _fraction(net)
     assert fraction <= target + 1e-9
-    assert fraction >= 0.88 * target, f"derived {fraction:.3f} for a target of {target}"
+    assert fraction >= 0.9 * target, f"derived {fraction:.3f} for a target of {target}"
     assert float(net.expected_cost()) / net.largest_cost() == pytest.approx(target, rel=0.12)
 
 
