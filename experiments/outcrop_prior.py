@@ -2,10 +2,10 @@
 
 The outcrop prior (:func:`ggmnet.inference.with_outcrop_prior`) reads a network's probabilities under the cover
 together with the outcrop classes around each node. Its three settings (Gaussian length, weight, pseudo-count)
-were chosen with this script on synthetic scene seed 2 and then only checked on seeds 0 and 1 (README). It
-maps the region once with a checkpoint, then scores every setting of the grid on the cover nodes of a split's
-windows (against the true bedrock, so a synthetic dataset is needed), beside the network alone, the commonest
-class and the nearest outcrop.
+were chosen with this script on synthetic scene seed 2 and then only checked on seeds 0 and 1
+(docs/under-the-cover.md). It maps the region once with a checkpoint, then scores every setting of the grid on
+the cover nodes of a split's windows (against the true bedrock, so a synthetic dataset is needed), beside the
+network alone, the commonest class and the nearest outcrop.
 
     python experiments/outcrop_prior.py --checkpoint RUN/checkpoints/best.pt --data DATASET [--split test]
         [--lengths 10,20,40,80] [--weights 0.5,1,2] [--pseudo-counts 0.01,0.1,0.5] [--out FILE.json]
