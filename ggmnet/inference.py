@@ -7,12 +7,17 @@ around it, and windows of every size are scored alike. Each window is scored on
 
 * ``outcrop``: its labelled nodes (the paper's evaluation; cover, 255, ignored),
 * ``under_cover``: its cover nodes against the true bedrock (datasets with a ``bedrock`` grid),
+* ``hidden_outcrop``: outcrop withheld from what is known (the outcrop under the cover of another part of the
+  map, :class:`ggmnet.datasets.hiding.CoverPattern`, the same nodes for every run): the fill-in task that a
+  real map can score too. For a network that reads the outcrop (``--geology-prior``) it is the score a
+  validation selects by, since the visible outcrop is its input,
 
 beside two rules that use no gravity, on the same nodes: the **commonest class** of the training windows, and
-under the cover the **nearest outcrop** of the window (:func:`nearest_outcrop_baseline`). Under the cover the
-network is also scored **with the outcrop prior** (:func:`with_outcrop_prior`): its probabilities read together
-with the classes exposed around each node, the information the nearest-outcrop rule uses. Overlapping windows
-count their shared nodes once per window, as the paper's tiles do.
+for the fill-in tasks the **nearest outcrop** (:func:`nearest_outcrop_baseline`). The network is also scored
+**with the outcrop prior** (:func:`with_outcrop_prior`): its probabilities read together with the classes
+exposed around each node. The rules, the prior and a network that reads the outcrop all read the same outcrop:
+that of the scored split's windows (:func:`score_fill`). Overlapping windows count their shared nodes once per
+window, as the paper's tiles do.
 
 The tiled prediction itself (overlapping tiles, Hann blending, node grids upsampled to the training pixel
 size: :func:`predict_tiled`, :func:`predict_nodes`) and the nearest-outcrop rule live here, so that
@@ -34,6 +39,7 @@ from tqdm import tqdm
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.grids import spacing_km
+from ggmnet.datasets.hiding import CoverPattern
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
 from ggmnet.datasets.windows import Window, window_slices
 from ggmnet.errors import UserError
@@ -44,10 +50,24 @@ SCORE_SETS = (
     ("outcrop", "Model on the outcrop (labelled pixels)"),
     ("commonest_class", "Commonest class on the outcrop (no gravity)"),
     ("under_cover", "Model under the cover (true bedrock)"),
-    ("outcrop_prior_under_cover", "Model with the outcrop prior under the cover (gravity and the window's outcrop)"),
+    ("outcrop_prior_under_cover", "Model with the outcrop prior under the cover (gravity and the windows' outcrop)"),
     ("nearest_outcrop_baseline", "Nearest-outcrop baseline under the cover (no gravity)"),
     ("commonest_class_under_cover", "Commonest class under the cover (no gravity)"),
+    ("hidden_outcrop", "Model on hidden outcrop (withheld under the cover of another place)"),
+    ("outcrop_prior_hidden", "Model with the outcrop prior on hidden outcrop"),
+    ("nearest_outcrop_hidden", "Nearest-outcrop baseline on hidden outcrop (no gravity)"),
+    ("commonest_class_hidden", "Commonest class on hidden outcrop (no gravity)"),
 )
+
+#: The four score sets of a fill-in task (:func:`score_fill`) under the cover and on hidden outcrop: the model,
+#: the model with the outcrop prior, the nearest outcrop, the commonest class.
+FILL_SETS = {"cover": ("under_cover", "outcrop_prior_under_cover", "nearest_outcrop_baseline",
+                       "commonest_class_under_cover"),
+             "hidden": ("hidden_outcrop", "outcrop_prior_hidden", "nearest_outcrop_hidden", "commonest_class_hidden")}
+
+#: Seed of the outcrop a validation hides (:attr:`WindowScorer.hidden`): every run and checkpoint scored on a
+#: dataset's split hides the same nodes.
+HIDDEN_SEED = 20240
 
 
 def nearest_outcrop_baseline(labels: np.ndarray, *, fallback: int,
@@ -365,9 +385,69 @@ def node_spacing_km(lon: np.ndarray, lat: np.ndarray, rows: slice) -> tuple[floa
     return spacing_km(lon, lat, at_lat=float(np.mean(lat[rows])) if lat[rows].size else 0.0)
 
 
+def grown_slices(window: Window, lon: np.ndarray, lat: np.ndarray) -> tuple[slice, slice]:
+    """The node slices of ``window`` grown by its own size on every side (clipped to the grid): where the
+    no-gravity rules look for the outcrop they extend into the window."""
+    size = window.scale_deg
+    grown = Window(window.id, 3 * size, window.west - size, window.east + size, window.south - size,
+                   window.north + size)
+    return window_slices(grown, lon, lat)
+
+
+def score_fill(classes: np.ndarray, truth: np.ndarray, known: np.ndarray, lon: np.ndarray, lat: np.ndarray,
+               windows: Sequence[Window], *, commonest: int, probability: np.ndarray | None = None,
+               frequencies: np.ndarray | None = None,
+               num_classes: int = NUM_CLASSES) -> tuple[ConfusionMatrix, ConfusionMatrix | None,
+                                                        ConfusionMatrix, ConfusionMatrix]:
+    """Scores of filling in what the map does not show (the cover, or hidden outcrop), window by window.
+
+    Parameters
+    ----------
+    classes
+        ``(ny, nx)`` the model's class at each node.
+    truth
+        ``(ny, nx)`` the true class where it is scored, 255 elsewhere (the bedrock under the cover, or the
+        hidden outcrop's labels).
+    known
+        ``(ny, nx)`` the outcrop the rules (and a network conditioned on the outcrop) read, 255 = unknown.
+        Each window's rules read it over the window grown by its own size on every side
+        (:func:`grown_slices`), with node spacings in km at the window's middle latitude.
+    commonest, probability, frequencies
+        As :func:`score_windows`.
+
+    Returns
+    -------
+    tuple
+        Confusion matrices of the model, the model with the outcrop prior (None without ``probability`` or
+        ``frequencies``), the nearest outcrop and the commonest class, over every window's scored nodes.
+    """
+    model, nearest_cm, rule_cm = (ConfusionMatrix(num_classes) for _ in range(3))
+    fused_cm = ConfusionMatrix(num_classes) if probability is not None and frequencies is not None else None
+    for window in windows:
+        rows, cols = window_slices(window, lon, lat)
+        target = truth[rows, cols].astype(np.int64)
+        if not np.any(target != COVER_INDEX):
+            continue
+        model.update(classes[rows, cols].astype(np.int64), target)
+        rule_cm.update(np.full_like(target, commonest), target)
+        grown_rows, grown_cols = grown_slices(window, lon, lat)
+        inner = (slice(rows.start - grown_rows.start, rows.stop - grown_rows.start),
+                 slice(cols.start - grown_cols.start, cols.stop - grown_cols.start))
+        seen = known[grown_rows, grown_cols]
+        sampling = node_spacing_km(lon, lat, rows)
+        nearest = nearest_outcrop_baseline(seen, fallback=commonest, sampling=sampling)[inner]
+        nearest_cm.update(nearest.astype(np.int64), target)
+        if fused_cm is not None:
+            fused = with_outcrop_prior(probability[:, grown_rows, grown_cols], seen, frequencies,
+                                       sampling=sampling)[inner]
+            fused_cm.update(fused.astype(np.int64), target)
+    return model, fused_cm, nearest_cm, rule_cm
+
+
 def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: np.ndarray,
                   windows: Sequence[Window], *, commonest: int, bedrock: np.ndarray | None = None,
                   probability: np.ndarray | None = None, frequencies: np.ndarray | None = None,
+                  known: np.ndarray | None = None,
                   num_classes: int = NUM_CLASSES) -> dict[str, ConfusionMatrix | None]:
     """Confusion matrices of a class map over ``windows``, beside the no-gravity rules, at the grid nodes.
 
@@ -387,41 +467,43 @@ def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: 
         ``(ny, nx)`` true class everywhere, or None (then the cover is not scored).
     probability, frequencies
         ``[K, ny, nx]`` the network's probabilities and ``(K,)`` the training windows' class frequencies: with
-        both (and ``bedrock``), ``outcrop_prior_under_cover`` scores :func:`with_outcrop_prior` of each window.
+        both (and ``bedrock``), ``outcrop_prior_under_cover`` scores :func:`with_outcrop_prior`.
+    known
+        ``(ny, nx)`` the outcrop the rules read under the cover (:func:`score_fill`); default: the labels of
+        ``windows`` (255 outside them), the outcrop a network conditioned on it is given.
 
     Returns
     -------
     dict
         One :class:`ConfusionMatrix` per key of :data:`SCORE_SETS`; the cover ones are None without bedrock,
-        ``outcrop_prior_under_cover`` also without ``probability``.
+        ``outcrop_prior_under_cover`` also without ``probability``, the hidden-outcrop ones always (see
+        :meth:`WindowScorer.score`).
     """
     out: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SCORE_SETS}
     for key in ("outcrop", "commonest_class"):
         out[key] = ConfusionMatrix(num_classes)
-    if bedrock is not None:
-        for key in ("under_cover", "nearest_outcrop_baseline", "commonest_class_under_cover"):
-            out[key] = ConfusionMatrix(num_classes)
-        if probability is not None and frequencies is not None:
-            out["outcrop_prior_under_cover"] = ConfusionMatrix(num_classes)
     for window in windows:
         rows, cols = window_slices(window, lon, lat)
         truth = label[rows, cols].astype(np.int64)
-        pred = classes[rows, cols].astype(np.int64)
-        rule = np.full_like(truth, commonest)
-        out["outcrop"].update(pred, truth)
-        out["commonest_class"].update(rule, truth)
-        if bedrock is None:
-            continue
-        hidden = np.where(truth == COVER_INDEX, bedrock[rows, cols].astype(np.int64), COVER_INDEX)
-        out["under_cover"].update(pred, hidden)
-        out["commonest_class_under_cover"].update(rule, hidden)
-        sampling = node_spacing_km(lon, lat, rows)
-        nearest = nearest_outcrop_baseline(truth, fallback=commonest, sampling=sampling)
-        out["nearest_outcrop_baseline"].update(nearest.astype(np.int64), hidden)
-        if out["outcrop_prior_under_cover"] is not None:
-            fused = with_outcrop_prior(probability[:, rows, cols], truth, frequencies, sampling=sampling)
-            out["outcrop_prior_under_cover"].update(fused.astype(np.int64), hidden)
+        out["outcrop"].update(classes[rows, cols].astype(np.int64), truth)
+        out["commonest_class"].update(np.full_like(truth, commonest), truth)
+    if bedrock is not None:
+        if known is None:
+            known = np.where(windows_mask(windows, lon, lat), label, COVER_INDEX)
+        target = np.where(label == COVER_INDEX, bedrock, COVER_INDEX)
+        out.update(zip(FILL_SETS["cover"], score_fill(classes, target, known, lon, lat, windows, commonest=commonest,
+                                                      probability=probability, frequencies=frequencies,
+                                                      num_classes=num_classes)))
     return out
+
+
+def windows_mask(windows: Sequence[Window], lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """``(ny, nx)`` bool: the nodes inside at least one of ``windows``."""
+    inside = np.zeros((lat.size, lon.size), dtype=bool)
+    for window in windows:
+        rows, cols = window_slices(window, lon, lat)
+        inside[rows, cols] = True
+    return inside
 
 
 def node_factors(lon: np.ndarray, lat: np.ndarray, pixels_per_degree: float) -> tuple[float, float]:
@@ -477,41 +559,64 @@ class WindowScorer:
         #: the training windows' outcrop class frequencies: the commonest-class rule and the prior's far field
         self.frequencies = training_class_frequencies(manifest)
         self.commonest = int(np.argmax(self.frequencies))
-        self.prior = None
-        if geology_prior:
-            known = np.zeros(self.grids["label"].shape, dtype=bool)
-            for window in self.windows:
-                rows, cols = window_slices(window, self.grids["lon"], self.grids["lat"])
-                known[rows, cols] = True
-            self.prior = np.where(known, self.grids["label"], COVER_INDEX).astype(np.uint8)
+        lon, lat, label = self.grids["lon"], self.grids["lat"], self.grids["label"]
+        #: the outcrop of the split's windows (255 elsewhere): what the rules read, and the outcrop input of a
+        #: network conditioned on it (nothing else is known to a run)
+        self.known = np.where(windows_mask(self.windows, lon, lat), label, COVER_INDEX).astype(np.uint8)
+        #: the known outcrop withheld for the hidden-outcrop scores: what lies under the map's cover moved
+        #: elsewhere (:class:`ggmnet.datasets.hiding.CoverPattern`), the same nodes for every run
+        self.hidden = CoverPattern(label).hide(self.known != COVER_INDEX, np.random.default_rng(HIDDEN_SEED))
+        self.geology_prior = bool(geology_prior)
+        #: the score set a validation selects by: the outcrop, or for a network that reads the outcrop, the
+        #: hidden outcrop (the visible outcrop is its input)
+        self.headline = "hidden_outcrop" if self.geology_prior else "outcrop"
         self.options = {"normalisation": normalisation or manifest["normalisation"], "channels": channels,
                         "tile_size": int(tile_size), "batch_size": int(batch_size), "device": device}
-        self.factors = node_factors(self.grids["lon"], self.grids["lat"], pixels_per_degree)
+        self.factors = node_factors(lon, lat, pixels_per_degree)
 
-    def probabilities(self, model: nn.Module) -> np.ndarray:
-        """float32 ``[K, ny, nx]``: the network's blended class probabilities at every node of the region."""
+    def probabilities(self, model: nn.Module, prior: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``[K, ny, nx]``: the network's blended class probabilities at every node of the region; a
+        network conditioned on the outcrop reads ``prior`` (default: :attr:`known`)."""
         lon, lat = self.grids["lon"], self.grids["lat"]
+        if self.geology_prior and prior is None:
+            prior = self.known
         return predict_nodes(model, {name: self.grids[name] for name in self.fields}, lon, lat,
-                             factors=self.factors, prior=self.prior, **self.options)
+                             factors=self.factors, prior=prior if self.geology_prior else None, **self.options)
+
+    def predict(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The network's probabilities ``map`` (with every known outcrop) and ``hidden`` (with the hidden
+        outcrop withheld; the same array for a network that does not read the outcrop)."""
+        probability = self.probabilities(model)
+        hidden = (self.probabilities(model, np.where(self.hidden, COVER_INDEX, self.known).astype(np.uint8))
+                  if self.geology_prior else probability)
+        return {"map": probability, "hidden": hidden}
 
     def score(self, model: nn.Module) -> tuple[dict[str, ConfusionMatrix | None], float | None]:
-        """:func:`score_windows` of the network's map over the split's windows, and the mean negative log
-        probability of the true class over their outcrop nodes (the validation loss)."""
-        probability = self.probabilities(model)
+        """:meth:`score_predictions` of :meth:`predict`."""
+        return self.score_predictions(self.predict(model))
+
+    def score_predictions(self, predictions: dict[str, np.ndarray]
+                          ) -> tuple[dict[str, ConfusionMatrix | None], float | None]:
+        """:func:`score_windows` of the network's map over the split's windows, the hidden-outcrop scores
+        (:func:`score_fill` of the map made with the hidden outcrop withheld), and the mean negative log
+        probability of the true class over the headline's nodes (the validation loss)."""
+        probability = predictions["map"]
         label, lon, lat = self.grids["label"], self.grids["lon"], self.grids["lat"]
+        common = {"commonest": self.commonest, "frequencies": self.frequencies, "num_classes": probability.shape[0]}
         matrices = score_windows(np.argmax(probability, axis=0), label, lon, lat, self.windows,
-                                 commonest=self.commonest, bedrock=self.grids.get("bedrock"),
-                                 probability=probability, frequencies=self.frequencies,
-                                 num_classes=probability.shape[0])
-        nll, count = 0.0, 0
-        for window in self.windows:
-            rows, cols = window_slices(window, lon, lat)
-            truth = label[rows, cols].astype(np.int64)
-            known = truth != COVER_INDEX
-            p = np.take_along_axis(probability[:, rows, cols], np.where(known, truth, 0)[None], axis=0)[0]
-            nll -= float(np.log(np.clip(p[known], 1e-12, None)).sum())
-            count += int(known.sum())
-        return matrices, (nll / count if count else None)
+                                 bedrock=self.grids.get("bedrock"), probability=probability, known=self.known,
+                                 **common)
+        hidden = predictions["hidden"]
+        truth = np.where(self.hidden, label, COVER_INDEX)
+        matrices.update(zip(FILL_SETS["hidden"], score_fill(
+            np.argmax(hidden, axis=0), truth, np.where(self.hidden, COVER_INDEX, self.known), lon, lat,
+            self.windows, probability=hidden, **common)))
+        scored = self.hidden if self.geology_prior else self.known != COVER_INDEX
+        source = hidden if self.geology_prior else probability
+        truth = np.where(scored, label, 0).astype(np.int64)
+        p = np.take_along_axis(source, truth[None], axis=0)[0][scored]
+        nll = float(-np.log(np.clip(p, 1e-12, None)).mean()) if p.size else None
+        return matrices, nll
 
 
 #: Scores of the other score sets a region validation logs beside the outcrop ones: (key, score, name).
@@ -520,18 +625,23 @@ BESIDE = (("commonest_class", "fwiou", "val/commonest_fwiou"),
           ("under_cover", "pixel_accuracy", "val/cover_pixel_accuracy"),
           ("outcrop_prior_under_cover", "pixel_accuracy", "val/cover_outcrop_prior_pixel_accuracy"),
           ("commonest_class_under_cover", "pixel_accuracy", "val/cover_commonest_pixel_accuracy"),
-          ("nearest_outcrop_baseline", "pixel_accuracy", "val/cover_nearest_outcrop_pixel_accuracy"))
+          ("nearest_outcrop_baseline", "pixel_accuracy", "val/cover_nearest_outcrop_pixel_accuracy"),
+          ("outcrop", "fwiou", "val/outcrop_fwiou"),
+          ("hidden_outcrop", "pixel_accuracy", "val/hidden_pixel_accuracy"),
+          ("outcrop_prior_hidden", "pixel_accuracy", "val/hidden_outcrop_prior_pixel_accuracy"),
+          ("nearest_outcrop_hidden", "pixel_accuracy", "val/hidden_nearest_outcrop_pixel_accuracy"))
 
 
 def region_validation(scorer: WindowScorer, network: nn.Module, holder: Any) -> dict[str, Any]:
-    """A stage's validation by :meth:`WindowScorer.score`: the outcrop scores plus ``loss`` (mean negative log
-    probability at the outcrop nodes) and ``beside`` (the :data:`BESIDE` scalars); sets ``holder.confusion``.
+    """A stage's validation by :meth:`WindowScorer.score`: the headline scores (the outcrop's; a network that
+    reads the outcrop: the hidden outcrop's) plus ``loss`` (mean negative log probability at the same nodes)
+    and ``beside`` (the :data:`BESIDE` scalars); sets ``holder.confusion``.
     The network is left in eval mode (a stage puts it back in training mode before its next step)."""
     network.eval()
     matrices, nll = scorer.score(network)
-    scores = matrices["outcrop"].compute()
+    scores = matrices[scorer.headline].compute()
     scores["loss"] = nll
     scores["beside"] = {name: (matrices[key].compute()[score] if matrices[key] is not None else None)
                         for key, score, name in BESIDE}
-    holder.confusion = matrices["outcrop"].matrix.copy()
+    holder.confusion = matrices[scorer.headline].matrix.copy()
     return scores

@@ -51,12 +51,36 @@ def test_scores_count_each_windows_nodes_beside_the_rules():
     cover = [1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4]
     np.testing.assert_array_equal(scores["under_cover"].matrix, pairs(cover, [1, 1, 2, 2, 2, 2, 0, 4, 4, 0, 4]))
     np.testing.assert_array_equal(scores["commonest_class_under_cover"].matrix, pairs(cover, [3] * 11))
-    # Nearest outcrop within each window, on the ground (a node step east is cos(latitude) x a step north, so
-    # east wins a tie of steps). A: (0,1), (1,1) and (0,2) take the west column's 1, (1,2) and (2,2) the 2 at
-    # (2,1). B: (2,2) and (2,4) the 3 at (2,3) one step east/west, (3,3), (4,3) and (4,4) the 0s of column 2,
-    # (3,4) the 3 (a diagonal step, nearer than two steps west).
-    np.testing.assert_array_equal(scores["nearest_outcrop_baseline"].matrix,
-                                  pairs(cover, [1, 1, 1, 2, 2, 3, 3, 0, 3, 0, 0]))
+    # The nearest outcrop on the ground, read from the outcrop of the scored windows (A and B: the 3s of rows
+    # 0-1 and the 0s of rows 3-4 west of column 2 lie outside both, so they are unknown), brute force: a node
+    # step east is cos(latitude) x a step north at the window's middle latitude. Equal distances (e.g. (2,2)
+    # between the 2 at (2,1) and the 3 at (2,3)) may go either way.
+    expected = nearest_matrices(WINDOWS, cover_nodes=[[(0, 1), (0, 2), (1, 1), (1, 2), (2, 2)],
+                                                      [(2, 2), (2, 4), (3, 3), (3, 4), (4, 3), (4, 4)]])
+    actual = scores["nearest_outcrop_baseline"].matrix
+    assert any(np.array_equal(actual, m) for m in expected), actual
+
+
+def nearest_matrices(windows, cover_nodes):
+    """Every confusion matrix the nearest-outcrop rule may give over ``cover_nodes`` (per window), by brute force
+    over the outcrop inside any of ``windows``, one per way of breaking ties."""
+    import itertools
+
+    inside = np.zeros(LABEL.shape, dtype=bool)
+    for w in windows:
+        inside[np.ix_((LAT >= w.south) & (LAT <= w.north), (LON >= w.west) & (LON <= w.east))] = True
+    known = [(r, c) for r in range(5) for c in range(5) if inside[r, c] and LABEL[r, c] != C]
+    choices = []
+    for w, nodes in zip(windows, cover_nodes):
+        mid = np.radians(0.5 * (w.south + w.north))
+        for r, c in nodes:
+            d = {(kr, kc): np.hypot(kr - r, (kc - c) * np.cos(mid)) for kr, kc in known}
+            best = min(d.values())
+            choices.append((BEDROCK[r, c], sorted({int(LABEL[k]) for k, v in d.items() if v - best < 1e-9})))
+    out = []
+    for picks in itertools.product(*[classes for _, classes in choices]):
+        out.append(pairs([t for t, _ in choices], list(picks)))
+    return out
 
 
 def test_without_bedrock_the_cover_is_not_scored():
@@ -102,3 +126,36 @@ def test_predict_nodes_reads_the_nodes_at_any_pixel_density(factor):
                                    atol=1e-5)
         np.testing.assert_allclose(probability[:, 1::2, ::2], 0.5 * (direct[:, :-1:2, ::2] + direct[:, 2::2, ::2]),
                                    atol=1e-5)
+
+
+class _CopyOutcrop(torch.nn.Module):
+    """A network that reads the outcrop and copies it: logits 10 x the one-hot outcrop channels (3-12 of 14)."""
+
+    in_channels, num_classes = 14, 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10.0 * x[:, 3:13]
+
+
+def test_hidden_outcrop_is_withheld_from_a_network_that_reads_the_outcrop(tiny_dataset):
+    from ggmnet.classes import COVER_INDEX
+    from ggmnet.inference import WindowScorer
+
+    scorer = WindowScorer(tiny_dataset, "val", pixels_per_degree=10, tile_size=32, channels="pseudocolour",
+                          geology_prior=True)
+    label = scorer.grids["label"]
+    assert scorer.headline == "hidden_outcrop"
+    assert scorer.hidden.any() and np.all(scorer.known[scorer.hidden] != COVER_INDEX)
+    assert np.array_equal(scorer.known != COVER_INDEX, (label != COVER_INDEX) & (scorer.known != COVER_INDEX))
+    matrices, nll = scorer.score(_CopyOutcrop().eval())
+    # Copying the input is perfect on the visible outcrop, and knows nothing on the hidden outcrop: there every
+    # outcrop channel is 0, all logits tie and the argmax is class 0.
+    assert matrices["outcrop"].compute()["pixel_accuracy"] == 1.0
+    hidden = matrices["hidden_outcrop"]
+    truth_rows = hidden.matrix.sum(axis=1)
+    np.testing.assert_array_equal(hidden.matrix[:, 0], truth_rows)
+    assert hidden.compute()["pixel_accuracy"] == pytest.approx(truth_rows[0] / truth_rows.sum())
+    assert truth_rows[0] < truth_rows.sum() and nll == pytest.approx(np.log(10), rel=1e-4)
+    # the nearest-outcrop rule reads what the network read: the known outcrop less the hidden
+    assert matrices["nearest_outcrop_hidden"].matrix.sum() == hidden.matrix.sum()
+    assert matrices["commonest_class_hidden"].compute()["pixel_accuracy"] is not None

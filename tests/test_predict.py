@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from ggmnet.calibration import entropy as entropy_nats
 from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.engine.runio import torch_save_atomic
@@ -27,7 +28,7 @@ from ggmnet.inference import (
 )
 from ggmnet.retrain.cli import predict_main as main
 from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
-from ggmnet.retrain.predict import entropy_nats, predict_region, upsampling_factors
+from ggmnet.retrain.predict import predict_region, upsampling_factors
 from ggmnet.search_space.genotype import default_genotype
 
 # A small scene: 0.05-degree nodes over 79-83 E, 42-46 N; the dataset's region is 80-82 E, 43-45 N and the

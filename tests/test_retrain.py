@@ -166,14 +166,30 @@ def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
     assert "--genotype" in err and "missing.json: no such file" in err
     four = tmp_path / "four.json"
     default_genotype(depth=2, in_channels=4).save(four)
-    err = _cli_error(["--genotype", str(four), *base], capsys)
-    assert "in_channels 4 does not match the dataset's 3 input channels" in err
     err = _cli_error(["--genotype", str(four), *base, "--batch-size", "1"], capsys)
     assert "--batch-size 1" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_cpu_long.yaml", "retrain_paper.yaml"])
+def test_a_searched_genotype_retrains_with_the_outcrop_input_unedited(tiny_dataset, tmp_path):
+    # nas-search writes the input width it searched with (3 pseudo-colour channels); the outcrop-conditioned
+    # recipe adds 11 outcrop channels. The stem follows the data: the same JSON retrains either way, and
+    # the checkpoint records the width it was built with. (Before: "in_channels 3 does not match the
+    # dataset's 14 input channels".)
+    genotype = tmp_path / "searched.json"
+    default_genotype(depth=2, in_channels=3).save(genotype)
+    out = tmp_path / "outcrop"
+    run_retrain(retrain_config(tiny_dataset, genotype, out, epochs=1, geology_prior=True))
+    model, checkpoint = load_model(out / "checkpoints" / "best.pt")
+    assert checkpoint["model_config"]["genotype"]["in_channels"] == 14 and model.in_channels == 14
+    assert checkpoint["data"]["geology_prior"] is True
+    assert json.loads(genotype.read_text())["in_channels"] == 3  # the user's file is left as it was
+    with torch.no_grad():
+        assert model(torch.zeros(1, 14, 32, 32)).shape == (1, 10, 32, 32)
+
+
+@pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_cpu_long.yaml", "retrain_paper.yaml",
+                                    "retrain_cpu_outcrop.yaml"])
 def test_experiment_recipes_are_valid_configs(recipe):
     path = Path(__file__).resolve().parents[1] / "experiments" / recipe
     config = RetrainConfig.from_argv(build_retrain_parser(), ["--config", str(path), "--genotype", "g.json"])
@@ -188,6 +204,7 @@ def test_experiment_recipes_are_valid_configs(recipe):
         assert config.deformable is False and config.augment == "d4" and config.top_k_fraction == 1.0
         assert (config.epochs, config.steps_per_epoch) == ((80, 100) if "long" in recipe else (10, 100))
         assert config.class_weighting == ("uniform" if "long" in recipe else "sqrt_median_frequency")
+        assert config.geology_prior == ("outcrop" in recipe)
 
 
 def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(tiny_dataset, tiny_genotype, tmp_path):
@@ -309,3 +326,24 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_data
         run_retrain(retrain_config(tiny_dataset, None, out, resume=True, cover_augment=0.5))
     summary = run_retrain(retrain_config(tiny_dataset, None, out, resume=True))
     assert summary["epochs"] == 3
+
+
+def test_warm_start_adds_zero_outcrop_channels_and_keeps_the_map(finished_run, tmp_path):
+    # --init-from the gravity-only best.pt into the same architecture with 11 more input channels: the new
+    # channels start at zero, so whatever the outcrop input, the network maps as the gravity-only one does.
+    from ggmnet.retrain.models import build_model
+    from ggmnet.retrain.train import warm_start
+
+    source, checkpoint = load_model(finished_run[0] / "checkpoints" / "best.pt")
+    config = json.loads(json.dumps(checkpoint["model_config"]))
+    config["genotype"]["in_channels"] = 14
+    model = build_model(config)
+    warm_start(model, str(finished_run[0] / "checkpoints" / "best.pt"))
+    model.eval()
+    gravity = torch.rand(2, 3, 32, 32)
+    outcrop = torch.rand(2, 11, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.cat([gravity, outcrop], 1)), source(gravity))
+    with pytest.raises(UserError, match="--init-from .*not this architecture"):
+        warm_start(build_model({"name": "unet", "in_channels": 14, "num_classes": 10}),
+                   str(finished_run[0] / "checkpoints" / "best.pt"))

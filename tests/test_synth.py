@@ -175,3 +175,22 @@ def test_command_line_options_build_the_config():
         parse("--noise-mgal", "-1")
     with pytest.raises(UserError, match="unknown key"):
         SynthConfig.from_dict({"seed": 1, "colour": "red"})
+
+
+def test_larger_units_make_longer_runs_of_one_class(medium_scene):
+    # --unit-scale 3: the same region holds fewer, larger units, so neighbouring nodes agree more often and
+    # the bedrock's connected units are fewer; 1 is the default scene itself.
+    from scipy import ndimage
+
+    assert SynthConfig(**{**MEDIUM.to_dict(), "unit_scale": 1.0}) == MEDIUM
+    large = generate_scene(SynthConfig(**{**MEDIUM.to_dict(), "unit_scale": 3.0}))
+
+    def agreement(bedrock):
+        return float(np.mean(bedrock[:, 1:] == bedrock[:, :-1]))
+
+    def units(bedrock):
+        return sum(ndimage.label(bedrock == k)[1] for k in range(10))
+
+    assert agreement(large.bedrock) > agreement(medium_scene.bedrock) + 0.02
+    assert units(large.bedrock) < 0.6 * units(medium_scene.bedrock)
+    assert 0.2 < float(np.mean(large.labels != 255)) < 0.6  # the cover's share is tuned as before

@@ -16,7 +16,6 @@ from ggmnet.datasets.tiles import (
     augment_geometry,
     centred_coordinates,
     colour_lut,
-    cover_distances_deg,
     input_channels_from_fields,
 )
 from ggmnet.errors import UserError
@@ -185,16 +184,12 @@ def test_every_epoch_draws_new_augmentation_in_persistent_workers(tmp_path):
     assert torch.equal(epoch1, epochs(1, 1)[0])
 
 
-def test_geology_prior_hides_outcrop_blobs_and_scores_only_them(tmp_path):
+def test_geology_prior_hides_outcrop_under_cover_shapes_and_scores_only_them(tmp_path):
     label = np.full((31, 31), COVER_INDEX, np.uint8)
     label[:, :16] = np.arange(16)[None, :] % 10  # outcrop in the west half, cover in the east
     bedrock = np.where(label == COVER_INDEX, 4, label).astype(np.uint8)
     data = write_dataset(tmp_path, {"residual": np.zeros((31, 31), np.float32)}, label,
                          [(0.0, 3.0, 0.0, 3.0, "train")], bedrock=bedrock)
-    distances = cover_distances_deg(label, LON, LAT)
-    np.testing.assert_allclose(distances[:31], 0.1)  # the column next to the outcrop
-    assert distances.max() == pytest.approx(1.5)
-
     evaluation = TileDataset(data, "train", tile_size=31, geology_prior=True, return_bedrock=True)
     item = evaluation[0]
     assert evaluation.in_channels == 3 + 11 and item["image"].shape == (14, 31, 31)

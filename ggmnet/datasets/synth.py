@@ -103,6 +103,9 @@ class SynthConfig(Config):
     correlated_noise_mgal: float = option(2.0, f"sd of the correlated noise (scale ~{CORRELATED_NOISE_KM:g} km), "
                                                "mGal", NON_NEGATIVE)
     cover_threshold_m: float = option(20.0, "cover thicker than this is labelled 255 (cover), m", NON_NEGATIVE)
+    unit_scale: float = option(1.0, "multiplier on the size of the geological units (terranes, folds, cratons' "
+                                    "cores, plutons): 2 gives larger, more continuous units, where extending the "
+                                    "nearest outcrop under the cover is a stronger rule", POSITIVE)
     boundary_jitter_px: float = option(1.0, "sd of the label boundaries' random displacement, nodes (0: none)",
                                        NON_NEGATIVE)
 
@@ -215,7 +218,8 @@ def generate_scene(config: SynthConfig) -> SynthScene:
     streams = np.random.default_rng(config.seed).spawn(5)
     geology = make_geology(x_km, y_km, region_mask, streams[0], spacing_km=cell_km,
                            cover_scale=config.cover_scale, cover_threshold_km=config.cover_threshold_m / 1e3,
-                           density_contrast=config.density_contrast, within_class_sd=config.within_class_sd)
+                           density_contrast=config.density_contrast, within_class_sd=config.within_class_sd,
+                           unit_scale=config.unit_scale)
     log.info("geology on %d x %d cells of %.2f km: %.1f s", y_km.size, x_km.size, cell_km,
              time.perf_counter() - t0)
 

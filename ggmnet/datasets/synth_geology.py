@@ -147,7 +147,8 @@ def _assign_terrane_kinds(areas: np.ndarray, rng: np.random.Generator) -> np.nda
 
 def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rng: np.random.Generator, *,
                  spacing_km: float, cover_scale: float = 1.0, cover_threshold_km: float = 0.02,
-                 density_contrast: float = 1.0, within_class_sd: float = 1.0) -> GeologyModel:
+                 density_contrast: float = 1.0, within_class_sd: float = 1.0,
+                 unit_scale: float = 1.0) -> GeologyModel:
     """Draw the bedrock map, units, cover and densities on a metric grid.
 
     Parameters
@@ -170,6 +171,10 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
         the 2.67 g/cm^3 reference).
     within_class_sd
         Multiplier on the per-pixel density variation inside units.
+    unit_scale
+        Multiplier on the lengths that size the units: terranes, their warping, fold wavelengths and the
+        folds' roughness, Archean cores and plutons (2: units twice as long and wide, more continuous under
+        the cover). 1 draws exactly the default scene.
 
     Returns
     -------
@@ -182,13 +187,14 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
     noise = _NoiseMaker(shape, spacing_km)
 
     # Terranes: Voronoi cells of random seeds in warped coordinates.
-    warp_x = 70.0 * noise(next(streams), corner_km=400.0, beta=4.0)
-    warp_y = 70.0 * noise(next(streams), corner_km=400.0, beta=4.0)
+    u = float(unit_scale)
+    warp_x = 70.0 * u * noise(next(streams), corner_km=400.0 * u, beta=4.0)
+    warp_y = 70.0 * u * noise(next(streams), corner_km=400.0 * u, beta=4.0)
     xw = x_km[None, :] + warp_x
     yw = y_km[:, None] + warp_y
     seed_rng = next(streams)
     area_km2 = (x_km[-1] - x_km[0]) * (y_km[-1] - y_km[0])
-    n_terranes = max(4, int(round(area_km2 / TERRANE_SIZE_KM**2)))
+    n_terranes = max(4, int(round(area_km2 / (u * TERRANE_SIZE_KM)**2)))
     seeds = np.column_stack([seed_rng.uniform(x_km[0], x_km[-1], n_terranes),
                              seed_rng.uniform(y_km[0], y_km[-1], n_terranes)])
     seed_distance, terrane = cKDTree(seeds).query(np.column_stack([xw.ravel(), yw.ravel()]), workers=-1)
@@ -210,21 +216,21 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
     # older; the sine's crests are anticline cores.
     fold_rng = next(streams)
     strike = fold_rng.uniform(0.0, np.pi, n_terranes)
-    wavelength = np.exp(fold_rng.uniform(*np.log(FOLD_WAVELENGTH_KM), n_terranes))
+    wavelength = u * np.exp(fold_rng.uniform(*np.log(FOLD_WAVELENGTH_KM), n_terranes))
     phase = fold_rng.uniform(0.0, 2 * np.pi, n_terranes)
     offset = fold_rng.normal(0.0, 0.8, n_terranes)
     tilt = fold_rng.normal(0.0, 0.6, n_terranes)
-    xf = xw + 12.0 * noise(next(streams), corner_km=80.0, beta=4.0)
-    yf = yw + 12.0 * noise(next(streams), corner_km=80.0, beta=4.0)
+    xf = xw + 12.0 * u * noise(next(streams), corner_km=80.0 * u, beta=4.0)
+    yf = yw + 12.0 * u * noise(next(streams), corner_km=80.0 * u, beta=4.0)
     across = xf * np.cos(strike)[terrane] + yf * np.sin(strike)[terrane]
     along = -xf * np.sin(strike)[terrane] + yf * np.cos(strike)[terrane]
     depth = (offset[terrane] + np.sin(2 * np.pi * across / wavelength[terrane] + phase[terrane])
-             + tilt[terrane] * np.tanh(along / TERRANE_SIZE_KM)
-             + 0.3 * noise(next(streams), corner_km=20.0, beta=4.0))
+             + tilt[terrane] * np.tanh(along / (u * TERRANE_SIZE_KM))
+             + 0.3 * noise(next(streams), corner_km=20.0 * u, beta=4.0))
 
     # Basin inliers: as much of the basins' outcrop as exceeds the Jurassic share (within set bounds).
     shares = np.asarray(PAPER_SHARES_PERCENT, dtype=np.float64)
-    inlier_score = noise(next(streams), corner_km=40.0, beta=4.0)
+    inlier_score = noise(next(streams), corner_km=40.0 * u, beta=4.0)
     basin = terrane_kind == BASIN
     basin_outcrop = int(np.sum(basin & outcrop))
     # Plutons later take about the granite share of every kind of outcrop: aim above the target by that much.
@@ -240,7 +246,7 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
 
     # Cratons: Archean cores around the seed inside Proterozoic.
     craton = terrane_kind == CRATON
-    core_score = noise(next(streams), corner_km=60.0, beta=4.0) - seed_distance / 60.0
+    core_score = noise(next(streams), corner_km=60.0 * u, beta=4.0) - seed_distance / (60.0 * u)
     archean_fraction = shares[ARCHEAN] / (shares[ARCHEAN] + shares[PROTEROZOIC])
     bedrock[craton] = PROTEROZOIC
     bedrock[craton & (core_score > _quantile_cut(core_score, craton & outcrop, archean_fraction))] = ARCHEAN
@@ -249,7 +255,7 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
 
     # Granite plutons: noisy ellipses, placed mostly in fold belts.
     granite_score, pluton = _plutons(terrane_kind, x_km, y_km, spacing_km, next(streams),
-                                     noise(next(streams), corner_km=10.0, beta=3.5))
+                                     noise(next(streams), corner_km=10.0 * u, beta=3.5), size_scale=u)
     granite_fraction = shares[GRANITE] / shares.sum()
     # A cell is granite inside its pluton's (roughened) ellipse scaled by 0.7-1.3, the factor that gives the
     # granite share of the outcrop.
@@ -275,10 +281,12 @@ class _NoiseMaker:
 
 
 def _plutons(terrane_kind: np.ndarray, x_km: np.ndarray, y_km: np.ndarray, spacing_km: float,
-             rng: np.random.Generator, roughness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised elliptical radius to the nearest pluton (< 1 inside, roughened) and that pluton's index."""
+             rng: np.random.Generator, roughness: np.ndarray,
+             size_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised elliptical radius to the nearest pluton (< 1 inside, roughened) and that pluton's index;
+    ``size_scale`` multiplies the plutons' lengths (fewer plutons keep the granite share)."""
     shape = terrane_kind.shape
-    lo, hi = np.log(PLUTON_HALF_LENGTH_KM)
+    lo, hi = np.log(np.asarray(PLUTON_HALF_LENGTH_KM) * size_scale)
     mean_area = np.pi * 0.725 * (np.exp(2 * hi) - np.exp(2 * lo)) / (2 * (hi - lo))
     granite_share = PAPER_SHARES_PERCENT[GRANITE] / sum(PAPER_SHARES_PERCENT)
     area = shape[0] * shape[1] * spacing_km**2

@@ -34,9 +34,13 @@ from torchvision.transforms.v2 import functional as TF
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.cover_sim import bury, random_thickness
 from ggmnet.datasets.grids import spacing_km
+from ggmnet.datasets.hiding import CoverPattern
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError
+
+#: Seed of the outcrop hidden in validation tiles (``hide_outcrop`` without augmentation).
+HIDDEN_SEED = 20240
 
 #: Physical input channels, in this order, where ``grids.nc`` has them.
 PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
@@ -168,21 +172,6 @@ def sample_nearest(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
     return np.asarray(values)[:, ix][iy]  # columns, then whole rows: several times faster than np.ix_
 
 
-def cover_distances_deg(labels: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Distance (degrees, as tiles measure it) from each cover node to the nearest outcrop node, sorted.
-
-    Blobs of outcrop hidden for the geology prior draw their radii from this distribution, so that some
-    reach as far from known outcrop as the real cover does. Empty when there is no cover or no outcrop.
-    """
-    from scipy import ndimage
-
-    cover = labels == COVER_INDEX
-    if cover.all() or not cover.any():
-        return np.zeros(0)
-    spacing = (abs(lat[1] - lat[0]) if lat.size > 1 else 1.0, abs(lon[1] - lon[0]) if lon.size > 1 else 1.0)
-    return np.sort(ndimage.distance_transform_edt(cover, sampling=spacing)[cover])
-
-
 def augment_photometric(image: torch.Tensor, rng: np.random.Generator, *, pseudocolour: bool) -> torch.Tensor:
     """Brightness (0.8-1.2), contrast (0.5-1.5) and Gaussian noise (sd 1-10 % of the range) on ``image``
     [C, H, W]. Pseudo-colour images use torchvision's brightness and contrast and stay in [0, 1]; physical
@@ -281,14 +270,17 @@ class TileDataset(torch.utils.data.Dataset):
         ``"pseudocolour"`` or ``"physical"`` (see :func:`input_channels_from_fields`).
     geology_prior
         Append 11 channels: one-hot of the known outcrop class (10) and known/unknown (1). With ``augment``,
-        1-4 elliptic blobs of outcrop are hidden (one-hot and known set to 0), with radii drawn from the
-        distance-to-outcrop distribution of the region's cover nodes (:func:`cover_distances_deg`), and
-        ``mask`` is 255 everywhere except the hidden pixels. Without ``augment`` nothing is hidden and
+        the outcrop under the cover of another part of the map is hidden (one-hot and known set to 0:
+        :class:`ggmnet.datasets.hiding.CoverPattern`, so holes have the real cover's shapes, sizes and share),
+        and ``mask`` is 255 everywhere except the hidden pixels. Without ``hide_outcrop`` nothing is hidden and
         ``mask`` is the label grid as usual: the cover is the unknown part and ``bedrock`` its answer.
     seed
         Seed of the augmentation stream.
     return_bedrock
         Add ``bedrock`` (int64 [H, W], true classes under the cover too) to each item; the dataset must have it.
+    hide_outcrop
+        With ``geology_prior``: hide outcrop and score only it (default: with ``augment``). Validation hides
+        without augmenting: the same pixels every time (seeded by the item).
     cover_augment
         With ``augment``: the probability that a tile's residual anomaly is replaced by the same bedrock's
         under a random simulated cover (:func:`ggmnet.datasets.cover_sim.bury` with a
@@ -304,7 +296,8 @@ class TileDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | os.PathLike, split: str | Sequence[str], *, tile_size: int = 2048,
                  crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
                  geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
-                 pixels_per_degree: float | None = None, cover_augment: float = 0.0) -> None:
+                 pixels_per_degree: float | None = None, cover_augment: float = 0.0,
+                 hide_outcrop: bool | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -350,6 +343,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.cover_augment = float(cover_augment) if self.augment else 0.0
         self.channels = channels
         self.geology_prior = bool(geology_prior)
+        self.hide_outcrop = self.augment if hide_outcrop is None else bool(hide_outcrop)
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
         # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
@@ -367,7 +361,7 @@ class TileDataset(torch.utils.data.Dataset):
         self._grids: dict[str, np.ndarray] | None = None
         self._in_split: np.ndarray | None = None
         self._grids_pid: int | None = None
-        self._cover_distances: np.ndarray | None = None
+        self._cover: CoverPattern | None = None
 
     def _class_counts(self, entries: list[dict[str, Any]]) -> np.ndarray:
         """Outcrop pixels per class over the selected windows, each window's node counts scaled to its tile
@@ -400,8 +394,7 @@ class TileDataset(torch.utils.data.Dataset):
             self._grids = load_grids(self.data_dir, names)
             self._grids_pid = os.getpid()
             if self.geology_prior:
-                self._cover_distances = cover_distances_deg(self._grids["label"], self._grids["lon"],
-                                                            self._grids["lat"])
+                self._cover = CoverPattern(self._grids["label"])
             if self.pixels_per_degree is not None:
                 self._in_split = self._split_nodes(self._grids["lon"], self._grids["lat"])
         return self._grids
@@ -484,7 +477,10 @@ class TileDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"window": self.windows[index].id}
         if self.geology_prior:
             known = label != COVER_INDEX
-            hidden = self._hide_blobs(known.numpy(), self.windows[index], rng) if rng is not None else None
+            hidden = None
+            if self.hide_outcrop:  # the same outcrop hidden for every run without augmentation
+                hide_rng = rng if rng is not None else np.random.default_rng([HIDDEN_SEED, int(index)])
+                hidden = self._hide(known.numpy(), self.windows[index], hide_rng)
             if hidden is not None:
                 hidden_t = torch.from_numpy(hidden)
                 known = known & ~hidden_t
@@ -498,25 +494,9 @@ class TileDataset(torch.utils.data.Dataset):
             item["bedrock"] = masks[1][0].to(torch.int64).contiguous()
         return item
 
-    def _hide_blobs(self, known: np.ndarray, window: Window, rng: np.random.Generator) -> np.ndarray:
-        """A (H, W) bool map of outcrop pixels to hide: the union of 1-4 random ellipses centred on outcrop."""
-        hidden = np.zeros_like(known)
-        where = np.flatnonzero(known)
-        if where.size == 0:
-            return hidden
-        distances = self._cover_distances
+    def _hide(self, known: np.ndarray, window: Window, rng: np.random.Generator) -> np.ndarray:
+        """A (H, W) bool map of outcrop pixels to hide: those under the cover of another part of the map."""
+        lon = self._grids["lon"]
+        spacing_deg = abs(lon[1] - lon[0]) if lon.size > 1 else 1.0
         px_per_deg = self.pixels_per_degree or self.tile_size / window.scale_deg
-        h, w = known.shape
-        yy, xx = np.ogrid[:h, :w]
-        for _ in range(int(rng.integers(1, 5))):
-            radius_deg = (float(rng.choice(distances)) if distances is not None and distances.size
-                          else 0.05 * window.scale_deg)
-            radius = max(radius_deg * px_per_deg, 2.0)
-            stretch = math.sqrt(float(rng.uniform(1.0, 2.0)))
-            theta = float(rng.uniform(0.0, math.pi))
-            cy, cx = divmod(int(rng.choice(where)), w)
-            dy, dx = yy - cy, xx - cx
-            u = (dx * math.cos(theta) + dy * math.sin(theta)) / (radius * stretch)
-            v = (-dx * math.sin(theta) + dy * math.cos(theta)) * stretch / radius
-            hidden |= (u * u + v * v) <= 1.0
-        return hidden & known
+        return self._cover.hide(known, rng, scale=px_per_deg * spacing_deg)

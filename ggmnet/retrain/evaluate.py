@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ggmnet.calibration import fit_temperature, plot_reliability, summary
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.datasets.grids import spacing_km
@@ -50,6 +51,7 @@ from ggmnet.inference import (
     WindowScorer,
     nearest_outcrop_baseline,
     training_class_frequencies,
+    windows_mask,
     with_outcrop_prior,
 )
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
@@ -150,10 +152,33 @@ def bedrock_scorer(checkpoint: str | Path, data: str | Path, split: str) -> tupl
     if block.get("pixels_per_degree") is None:
         raise UserError(f"--checkpoint {checkpoint}: a fixed-resolution checkpoint (--pixels-per-degree) is needed")
     scorer = WindowScorer(data, split, pixels_per_degree=block["pixels_per_degree"], tile_size=block["tile_size"],
-                          channels=block["channels"], normalisation=block["normalisation"], batch_size=8)
+                          channels=block["channels"], normalisation=block["normalisation"],
+                          geology_prior=bool(block.get("geology_prior")), batch_size=8)
     if not scorer.has_bedrock:
         raise UserError(f"--data {data}: no bedrock grid (a synthetic dataset is needed)")
     return model, scorer
+
+
+def calibrate(scorer: WindowScorer, predictions: dict[str, np.ndarray], val_scorer: WindowScorer,
+              val_predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Calibration of a map (:mod:`ggmnet.calibration`): a temperature fitted on the hidden outcrop of the
+    validation windows (:attr:`WindowScorer.hidden`, which a real map gives), then, on ``scorer``'s split,
+    the reliability (ECE), negative log-likelihood and entropy-error AUROC as the probabilities are and at that
+    temperature, on its hidden outcrop and, with a bedrock grid, under its windows' cover (each node once)."""
+    label = val_scorer.grids["label"]
+    fit_truth = label[val_scorer.hidden].astype(np.int64)
+    temperature = fit_temperature(val_predictions["hidden"][:, val_scorer.hidden], fit_truth)
+    out: dict[str, Any] = {"temperature": temperature, "fitted_on": "hidden outcrop of the val windows",
+                           "fitted_nodes": int(fit_truth.size)}
+    label = scorer.grids["label"]
+    out["hidden_outcrop"] = summary(predictions["hidden"][:, scorer.hidden], label[scorer.hidden].astype(np.int64),
+                                    temperature)
+    bedrock = scorer.grids.get("bedrock")
+    out["under_cover"] = None
+    if bedrock is not None:
+        cover = windows_mask(scorer.windows, scorer.grids["lon"], scorer.grids["lat"]) & (label == COVER_INDEX)
+        out["under_cover"] = summary(predictions["map"][:, cover], bedrock[cover].astype(np.int64), temperature)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,6 +191,10 @@ def confusion_table(matrix: np.ndarray, classes: ClassList = TABLE1) -> str:
     lines = ["| truth \\ predicted | " + " | ".join(codes) + " |", "|---|" + "---|" * len(codes)]
     lines += [f"| {code} | " + " | ".join(str(int(v)) for v in row) + " |" for code, row in zip(codes, matrix)]
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "--" if value is None else f"{value:.3f}"
 
 
 def format_report(results: dict[str, Any]) -> str:
@@ -187,6 +216,23 @@ def format_report(results: dict[str, Any]) -> str:
                          f"{percent(s['miou'])} | {percent(s['fwiou'])} |")
     if results.get("under_cover") is None:
         lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]
+    calibration = results.get("calibration")
+    if calibration:
+        lines += ["", "## Calibration", "",
+                  f"Temperature {calibration['temperature']:.3f}, fitted on the {calibration['fitted_nodes']} hidden "
+                  "outcrop nodes of the val windows" + (" (the nodes scored below: in-sample)"
+                                                        if results["split"] == "val" else "") + ". "
+                  "ECE: expected calibration error of the top class (15 bins); AUROC: how well the entropy ranks "
+                  "wrong nodes above right ones (0.5 = chance).", "",
+                  "| nodes | count | ECE raw (%) | ECE calibrated (%) | NLL raw | NLL calibrated | AUROC raw | "
+                  "AUROC calibrated |", "|---|---|---|---|---|---|---|---|"]
+        for where, title in (("hidden_outcrop", "hidden outcrop"), ("under_cover", "under the cover")):
+            c = calibration.get(where)
+            if c and c["nodes"]:
+                raw, cal = c["raw"], c["calibrated"]
+                lines.append(f"| {title} | {c['nodes']} | {percent(raw['ece'])} | {percent(cal['ece'])} | "
+                             f"{raw['nll']:.3f} | {cal['nll']:.3f} | {_num(raw['entropy_error_auroc'])} | "
+                             f"{_num(cal['entropy_error_auroc'])} |")
     for key, title in SECTIONS:
         s = results.get(key)
         if s is None:
@@ -278,8 +324,15 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         scorer = WindowScorer(data_path, split, pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
                               normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
                               batch_size=batch_size, device=dev)
-        matrices, _ = scorer.score(model)
+        predictions = scorer.predict(model)
+        matrices, _ = scorer.score_predictions(predictions)
         windows = len(scorer.windows)
+        val_scorer = scorer if split == "val" else WindowScorer(
+            data_path, "val", pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
+            normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
+            batch_size=batch_size, device=dev)
+        calibration = calibrate(scorer, predictions, val_scorer,
+                                predictions if val_scorer is scorer else val_scorer.predict(model))
     else:
         dataset = TileDataset(data_path, split, tile_size=tile, augment=False, channels=data["channels"],
                               geology_prior=bool(data.get("geology_prior")), return_bedrock=has_bedrock)
@@ -292,6 +345,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
                                fallback_class=int(np.argmax(frequencies)), frequencies=frequencies,
                                progress=progress)
         windows = len(dataset)
+        calibration = None
 
     out = prepare_out_dir(out_dir if out_dir is not None else _run_dir(checkpoint))
     results: dict[str, Any] = {
@@ -304,8 +358,15 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         "geology_prior": bool(data.get("geology_prior")), "classes": classes.to_dict(),
     }
     for key, _ in SECTIONS:
-        cm = matrices[key]
+        cm = matrices.get(key)
         results[key] = None if cm is None else {**cm.compute(), "confusion_matrix": cm.matrix.tolist()}
+    results["calibration"] = calibration
+    if calibration is not None:
+        sets = {f"{where}, {name}": calibration[where][name] for where in ("under_cover", "hidden_outcrop")
+                if calibration.get(where) for name in ("raw", "calibrated")}
+        plot_reliability(sets, out / f"reliability_{split}.png",
+                         f"{split} windows: top-class confidence against accuracy "
+                         f"(T = {calibration['temperature']:.2f} fitted on hidden val outcrop)")
     options = config if config is not None else {
         "checkpoint": str(checkpoint), "data": str(data_path), "split": split, "tile_size": tile,
         "device": str(dev), "out": str(out), "batch_size": batch_size}

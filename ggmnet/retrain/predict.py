@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import special
 
+from ggmnet.calibration import entropy
 from ggmnet.classes import COVER_INDEX, TABLE1, ClassList
 from ggmnet.datasets.grids import Region
 from ggmnet.datasets.prepare import class_counts
@@ -54,12 +54,6 @@ from ggmnet.retrain.models import checkpoint_classes, load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
-
-
-def entropy_nats(probability: np.ndarray) -> np.ndarray:
-    """Shannon entropy ``-sum_k p_k ln p_k`` over the first axis, in nats (0: certain; ln K: uniform)."""
-    p = np.asarray(probability, dtype=np.float64)
-    return -special.xlogy(p, p).sum(axis=0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,7 +146,7 @@ def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, 
         ent.setncatts({"long_name": "entropy of the class probabilities in nats (0 = certain, ln K = uniform)",
                        "units": "1", "grid_mapping": "crs",
                        "valid_range": np.array([0.0, math.log(num_classes)], dtype=np.float32)})
-        ent[:] = entropy_nats(probability).astype(np.float32)
+        ent[:] = entropy(probability).astype(np.float32)
     return Path(path)
 
 
@@ -344,13 +338,13 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes,
                                       class_list=class_list)
     png_path = write_prediction_png(
-        out / "prediction.png", lon, lat, classes, entropy_nats(probability),
+        out / "prediction.png", lon, lat, classes, entropy(probability),
         title=f"GGMNet prediction, {region} ({Path(checkpoint).name}"
               + ("; cover read with the outcrop prior)" if outcrop_prior else ")"),
         cover=None if node_labels is None else node_labels == COVER_INDEX, class_list=class_list,
     )
     gis_paths = write_gis_outputs(out, lon, lat, probability, classes, class_list, labels=node_labels,
-                                  entropy=entropy_nats(probability), title=f"GGMNet prediction, {region}")
+                                  entropy=entropy(probability), title=f"GGMNet prediction, {region}")
     config = {"checkpoint": str(checkpoint), "bouguer": str(bouguer), "region": str(region), "out": str(out),
               "tile_size": tile, "overlap": overlap, "scale_deg": scale_deg, "device": str(dev),
               "batch_size": batch_size, "labels": None if labels is None else str(labels),

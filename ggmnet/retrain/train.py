@@ -101,8 +101,8 @@ class RetrainConfig(RunConfig):
     epochs: int = EPOCHS.field(600)
     num_workers: int = num_workers_field(4)
     genotype: str | None = option(None, "genotype of the searched MRFEM (nas-export output); required for --model "
-                                        "ggmnet unless resuming. Its in_channels and num_classes must match the "
-                                        "dataset's input", metavar="FILE.json")
+                                        "ggmnet unless resuming. Its num_classes must match the dataset's; the "
+                                        "stem's input width follows the data", metavar="FILE.json")
     model: str = option("ggmnet", "network: ggmnet (from --genotype) or a baseline trained from scratch ("
                                   f"{', '.join(m for m in list_models() if m != 'ggmnet')}; fc_hardnet70, fasterseg "
                                   "and hrnet_w32 are Table 6's)",
@@ -129,13 +129,16 @@ class RetrainConfig(RunConfig):
              "(ggmnet.datasets.cover_sim: the lost top of the bedrock and the cover's low density; labels kept), "
              "so that the network learns to read the bedrock where the map is covered; pseudo-colour input only",
         number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), metavar="P")
+    init_from: str | None = option(
+        None, "start from the weights of a retrain checkpoint of the same architecture (e.g. the gravity-only "
+              "best.pt); input channels it lacks, such as the outcrop channels of --geology-prior, start at zero, "
+              "so training begins from that network's map; none = the seeded initialisation",
+        metavar="FILE", shown="none")
     ema_decay: float | None = option(
         None, "validate, checkpoint and deploy an exponential moving average of the weights (timm's ModelEmaV3 "
               "with its warm-up: the decay grows as 1 - (1 + step)^(-2/3) up to X; BatchNorm statistics averaged "
               "too); none = the weights as trained",
         optional(number(lambda v: 0 < v < 1, "a decay in (0, 1), or none")), metavar="X", shown="none")
-    geology_prior: bool = option(False, "append the known outcrop classes (11 channels) to the input and train to "
-                                        "fill hidden outcrop", boolean)
     image_every: int = option(25, "log validation pictures (with predicted and true masks) and the confusion "
                                   "matrix every N epochs and after the last", POSITIVE_INT, metavar="N")
     val_images: int = option(2, "validation tiles pictured each time", NON_NEGATIVE_INT, metavar="N")
@@ -166,6 +169,37 @@ def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
     strip = {k: (_genotype_architecture(v) if k == "genotype" else v) for k, v in a.items()}
     other = {k: (_genotype_architecture(v) if k == "genotype" else v) for k, v in b.items()}
     return strip == other
+
+
+def warm_start(model: torch.nn.Module, checkpoint: str) -> None:
+    """Load the weights of a retrain ``checkpoint`` into ``model`` (same architecture). A weight that has more
+    input channels in ``model`` than in the checkpoint (dimension 1: the stem's first convolution and the
+    decoder's last, which reads the input image as its long skip, when --geology-prior adds the outcrop
+    channels after the gravity ones) gets the checkpoint's values in its first channels and zeros after, so
+    the network starts with the checkpoint's map. Anything else that differs is an error naming the file."""
+    from ggmnet.engine.checkpoint import read_checkpoint
+
+    path = require_file(checkpoint, "--init-from", "a retrain checkpoint (best.pt)")
+    source = read_checkpoint(path, CHECKPOINT, option="--init-from")["model"]
+    target = model.state_dict()
+    missing = sorted(set(target) ^ set(source))
+    if missing:
+        raise UserError(f"--init-from {checkpoint}: not this architecture (weights {', '.join(missing[:3])} "
+                        f"{'...' if len(missing) > 3 else ''}differ)")
+    loaded = {}
+    for key, weight in target.items():
+        old = source[key]
+        if old.shape == weight.shape:
+            loaded[key] = old
+        elif (old.ndim == weight.ndim >= 2 and old.shape[0] == weight.shape[0] and old.shape[2:] == weight.shape[2:]
+              and old.shape[1] < weight.shape[1]):
+            grown = torch.zeros_like(weight)
+            grown[:, : old.shape[1]] = old
+            loaded[key] = grown
+        else:
+            raise UserError(f"--init-from {checkpoint}: weight {key} is {tuple(old.shape)}, this network's "
+                            f"{tuple(weight.shape)} (not the same architecture)")
+    model.load_state_dict(loaded)
 
 
 def residual_picture(image: torch.Tensor, channels: str) -> np.ndarray:
@@ -201,7 +235,8 @@ class Retrainer(Engine):
     runs_root = RUNS_ROOT
     resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
-                    "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment")
+                    "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment",
+                    "init_from")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 
@@ -226,7 +261,7 @@ class Retrainer(Engine):
         self.classes = train.classes
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         self.train_data = InstanceWeighted(train) if cfg.instance_weighting else train
-        self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
+        self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, hide_outcrop=True, **common)
         self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
             self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
             channels=cfg.channels, geology_prior=cfg.geology_prior, batch_size=cfg.batch_size, device=self.device)
@@ -245,6 +280,8 @@ class Retrainer(Engine):
         self.model = build_model(model_config)
         self.model_config = self.model.model_config()
         self._check_model_fits_data()
+        if cfg.init_from is not None and state is None:
+            warm_start(self.model, cfg.init_from)
         self.model = maybe_sync_batchnorm(self.model.to(self.device), self.ctx)
         self.ddp_model = wrap_ddp(self.model, self.ctx)
         # the module validated, checkpointed as "model" and deployed: the weights' moving average, if kept
@@ -271,7 +308,8 @@ class Retrainer(Engine):
             if resume_state is not None:
                 config = {**resume_state["model_config"], **config}
         elif cfg.genotype is not None:
-            genotype = Genotype.load(cfg.genotype)
+            # the stem's input width follows the data, so that any genotype trains on any input recipe
+            genotype = dataclasses.replace(Genotype.load(cfg.genotype), in_channels=int(self.train_data.in_channels))
             switches = dict(ABLATIONS[cfg.ablation])
             if cfg.deformable is not None:
                 switches["deformable"] = cfg.deformable

@@ -368,7 +368,7 @@ class ArchitectureSearch(Engine):
     resume_fixed = ("depth", "unit_channels", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "seed", "class_weighting", "instance_weighting", "top_k_fraction", "arch_estimator",
                     "bn_batches", "weight_optimizer", "train_largest", "fixed_largest", "sandwich", "cost_target",
-                    "latency_table", "min_real_cells", "residual_prior")
+                    "latency_table", "min_real_cells", "residual_prior", "geology_prior")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: SearchConfig
 
@@ -383,20 +383,21 @@ class ArchitectureSearch(Engine):
             log.warning("warning: --depth %d is outside the paper's searched range %d..%d", cfg.depth,
                         *PAPER_DEPTHS)
         common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "seed": cfg.seed,
-                  "pixels_per_degree": cfg.pixels_per_degree}
+                  "pixels_per_degree": cfg.pixels_per_degree, "geology_prior": cfg.geology_prior}
         train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment, **common)
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         train = InstanceWeighted(train) if cfg.instance_weighting else train
-        val = TileDataset(self.data_dir, "val", crop_size=None, augment=False, **common)
+        val = TileDataset(self.data_dir, "val", crop_size=None, augment=False, hide_outcrop=True, **common)
         # Fixed central tiles of a seeded choice of training windows recompute the derived architecture's
         # BatchNorm statistics before each validation.
-        plain = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=False, **common)
+        plain = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=False, hide_outcrop=True,
+                            **common)
         chosen = np.random.default_rng(cfg.seed + 1).permutation(len(plain))[: cfg.bn_batches * cfg.batch_size]
         self.bn_tiles = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + cfg.batch_size]])
                          for b in range(0, len(chosen), cfg.batch_size)]
         self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
             self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
-            channels=cfg.channels, batch_size=cfg.batch_size, device=self.device)
+            channels=cfg.channels, geology_prior=cfg.geology_prior, batch_size=cfg.batch_size, device=self.device)
         if len(train) < 2:
             raise UserError(f"--data {self.data_dir}: {len(train)} training window(s); the search needs at "
                             "least 2 (one for the weights, one for the architecture)")

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Under the cover, reading the outcrop (docs/under-the-cover.md): for each scene, GGMNet from gravity alone
+# (experiments/retrain_cpu.yaml) and GGMNet reading the outcrop too (experiments/retrain_cpu_outcrop.yaml),
+# both from one genotype, on the spatial-block split, evaluated on the test and val windows; then the table.
+#   bash experiments/outcrop_input.sh GENOTYPE.json OUT "0" "1" "2" "3 --unit-scale 4"
+# Each scene argument is a seed and optional ggm-data synth options; its runs go to OUT/s<seed>. Rerunning
+# resumes and skips finished steps. About 20 minutes per scene on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GENOTYPE=$1; OUT=$2; shift 2
+export WANDB_MODE="${WANDB_MODE:-offline}" WANDB_SILENT=true
+scenes=()
+for scene in "$@"; do
+  read -r seed synth <<<"$scene"
+  dir="$OUT/s$seed"; scenes+=("$dir"); export WANDB_DIR="$dir"; mkdir -p "$dir"
+  [ -f "$dir/raw/bouguer.nc" ] || ggm-data synth --out "$dir/raw" --seed "$seed" $synth
+  [ -f "$dir/data-spatial-block/manifest.json" ] || ggm-data prepare --bouguer "$dir/raw/bouguer.nc" \
+    --labels "$dir/raw/labels.nc" --bedrock "$dir/raw/bedrock.nc" --out "$dir/data-spatial-block" \
+    --split spatial-block --seed "$seed"
+  for kind in gravity outcrop; do
+    recipe=experiments/retrain_cpu.yaml; [ "$kind" = outcrop ] && recipe=experiments/retrain_cpu_outcrop.yaml
+    run="$dir/retrain-$kind"
+    if [ ! -f "$run/summary.done" ]; then
+      retrain --genotype "$GENOTYPE" --data "$dir/data-spatial-block" --out "$run" --config "$recipe" --seed 0 \
+        $( [ -f "$run/checkpoints/last.pt" ] && echo --resume ) && touch "$run/summary.done"
+    fi
+    for split in test val; do
+      [ -f "$dir/eval-$kind/evaluation_$split.json" ] || ggm-evaluate --checkpoint "$run/checkpoints/best.pt" \
+        --split "$split" --out "$dir/eval-$kind" > /dev/null
+    done
+  done
+done
+python experiments/outcrop_table.py "${scenes[@]}"

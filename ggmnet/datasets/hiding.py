@@ -1,0 +1,78 @@
+"""Outcrop hidden under the map's own cover pattern: the task that teaches a network to read the outcrop
+around the cover, and the validation that scores it where a real map can be scored.
+
+A network that takes the outcrop geology as input (``--geology-prior``) learns to fill the cover by filling
+outcrop that was hidden from it. What it learns depends on the shape of the holes: small round holes teach
+interpolation between close outcrop, which the nearest-outcrop rule already does. Here the holes are the
+cover of another part of the same map (:class:`CoverPattern`): the map's cover mask (255 on the label grid),
+flipped, shifted by a random offset (wrapping round the grid) and resampled to the tile's scale. Holes then
+have the real cover's shapes, sizes and share, the large basins included, and hidden outcrop lies as far
+from visible outcrop as the real cover's nodes do. (The cover of a large region is mostly one connected
+area, so its components alone would not serve as holes.)
+
+:meth:`CoverPattern.hide` draws the holes of one training tile, or of a whole split's outcrop for the
+validation on hidden outcrop, which needs nothing a real geological map lacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ggmnet.classes import COVER_INDEX
+
+
+class CoverPattern:
+    """The cover mask of a label grid, as a source of holes to lay over outcrop.
+
+    Parameters
+    ----------
+    label
+        ``(ny, nx)`` class indices with 255 = cover (a prepared dataset's ``label`` grid).
+    within
+        Optional ``(ny, nx)`` bool: the part of the grid that is mapped (cover outside it does not count).
+
+    Attributes
+    ----------
+    cover
+        ``(ny, nx)`` bool, the cover.
+    share
+        The cover's share of the mapped nodes (the expected share of outcrop that :meth:`hide` hides).
+    """
+
+    def __init__(self, label: np.ndarray, within: np.ndarray | None = None) -> None:
+        cover = np.asarray(label) == COVER_INDEX
+        mapped = np.ones_like(cover) if within is None else np.asarray(within, dtype=bool)
+        self.cover = cover & mapped
+        self.share = float(self.cover.sum() / max(int(mapped.sum()), 1))
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+        """A ``shape`` bool array of the cover of a random place: the mask flipped at random in each
+        direction (and transposed, for a square ``shape``), read from a random offset with wrap-around at
+        ``scale`` pixels per node (nearest node)."""
+        cover = self.cover
+        if rng.random() < 0.5:
+            cover = cover[::-1]
+        if rng.random() < 0.5:
+            cover = cover[:, ::-1]
+        if shape[0] == shape[1] and rng.random() < 0.5:
+            cover = cover.T
+        ny, nx = cover.shape
+        r0, c0 = int(rng.integers(ny)), int(rng.integers(nx))
+        rows = (r0 + np.floor(np.arange(shape[0]) / scale).astype(np.intp)) % ny
+        cols = (c0 + np.floor(np.arange(shape[1]) / scale).astype(np.intp)) % nx
+        return cover[rows][:, cols]
+
+    def hide(self, known: np.ndarray, rng: np.random.Generator, scale: float = 1.0, tries: int = 20) -> np.ndarray:
+        """``(H, W)`` bool: the pixels of ``known`` under the cover of a random place (:meth:`draw`), at
+        ``scale`` pixels per node (a training tile at 15 px per degree on a 2' grid: 0.5). A place whose cover
+        hides none of ``known`` is drawn again, up to ``tries`` places (a tile with nothing hidden teaches and
+        scores nothing). About :attr:`share` of ``known`` on average."""
+        known = np.asarray(known, dtype=bool)
+        hidden = np.zeros_like(known)
+        if not (known.any() and self.cover.any()):
+            return hidden
+        for _ in range(tries):
+            hidden = known & self.draw(rng, known.shape, scale)
+            if hidden.any():
+                break
+        return hidden
