@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.grids import spacing_km
-from ggmnet.datasets.hiding import CoverPattern
+from ggmnet.datasets.hiding import CoverPattern, prior_channels
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
 from ggmnet.datasets.windows import Window, window_slices
 from ggmnet.errors import UserError
@@ -320,16 +320,6 @@ def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.
         return image
 
     return render
-
-
-def prior_channels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Geology-prior channels of a label array ``(H, W)``, as :class:`~ggmnet.datasets.tiles.TileDataset`
-    appends them: one-hot of the K outcrop classes, then the known mask; float32 ``[K + 1, H, W]``, cover
-    (255) zero in all of them."""
-    labels = np.asarray(labels)
-    onehot = (labels[None] == np.arange(num_classes)[:, None, None]).astype(np.float32)
-    known = (labels != COVER_INDEX).astype(np.float32)[None]
-    return np.concatenate([onehot, known])
 
 
 def predict_nodes(model: nn.Module, fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray, *,

@@ -198,7 +198,8 @@ def test_prediction_prior_channels_are_the_training_ones(prepared):
     tiles = TileDataset(prepared["data"], "train", tile_size=24, geology_prior=True)
     for item in (tiles[0], tiles[1]):
         np.testing.assert_array_equal(item["image"][3:].numpy(), prior_channels(item["mask"].numpy()))
-    assert prior_channels(np.array([[0, C], [9, 3]]))[:, 0, 1].sum() == 0  # cover: nothing known
+    cover = prior_channels(np.array([[0, C], [9, 3]]))[:, 0, 1]  # cover: not known, the nearest class (0) carried
+    assert cover[10] == 0 and cover[0] == 1 and cover[11] == pytest.approx(1 / 32)
 
 
 def test_cli_errors(prepared, tmp_path, capsys):

@@ -173,19 +173,19 @@ def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
 
 def test_a_searched_genotype_retrains_with_the_outcrop_input_unedited(tiny_dataset, tmp_path):
     # nas-search writes the input width it searched with (3 pseudo-colour channels); the outcrop-conditioned
-    # recipe adds 11 outcrop channels. The stem follows the data: the same JSON retrains either way, and
+    # recipe adds 12 outcrop channels. The stem follows the data: the same JSON retrains either way, and
     # the checkpoint records the width it was built with. (Before: "in_channels 3 does not match the
-    # dataset's 14 input channels".)
+    # dataset's 15 input channels".)
     genotype = tmp_path / "searched.json"
     default_genotype(depth=2, in_channels=3).save(genotype)
     out = tmp_path / "outcrop"
     run_retrain(retrain_config(tiny_dataset, genotype, out, epochs=1, geology_prior=True))
     model, checkpoint = load_model(out / "checkpoints" / "best.pt")
-    assert checkpoint["model_config"]["genotype"]["in_channels"] == 14 and model.in_channels == 14
+    assert checkpoint["model_config"]["genotype"]["in_channels"] == 15 and model.in_channels == 15
     assert checkpoint["data"]["geology_prior"] is True
     assert json.loads(genotype.read_text())["in_channels"] == 3  # the user's file is left as it was
     with torch.no_grad():
-        assert model(torch.zeros(1, 14, 32, 32)).shape == (1, 10, 32, 32)
+        assert model(torch.zeros(1, 15, 32, 32)).shape == (1, 10, 32, 32)
 
 
 @pytest.mark.parametrize("recipe", ["retrain_cpu.yaml", "retrain_cpu_long.yaml", "retrain_paper.yaml",
@@ -329,21 +329,21 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_data
 
 
 def test_warm_start_adds_zero_outcrop_channels_and_keeps_the_map(finished_run, tmp_path):
-    # --init-from the gravity-only best.pt into the same architecture with 11 more input channels: the new
+    # --init-from the gravity-only best.pt into the same architecture with 12 more input channels: the new
     # channels start at zero, so whatever the outcrop input, the network maps as the gravity-only one does.
     from ggmnet.retrain.models import build_model
     from ggmnet.retrain.train import warm_start
 
     source, checkpoint = load_model(finished_run[0] / "checkpoints" / "best.pt")
     config = json.loads(json.dumps(checkpoint["model_config"]))
-    config["genotype"]["in_channels"] = 14
+    config["genotype"]["in_channels"] = 15
     model = build_model(config)
     warm_start(model, str(finished_run[0] / "checkpoints" / "best.pt"))
     model.eval()
     gravity = torch.rand(2, 3, 32, 32)
-    outcrop = torch.rand(2, 11, 32, 32)
+    outcrop = torch.rand(2, 12, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(torch.cat([gravity, outcrop], 1)), source(gravity))
     with pytest.raises(UserError, match="--init-from .*not this architecture"):
-        warm_start(build_model({"name": "unet", "in_channels": 14, "num_classes": 10}),
+        warm_start(build_model({"name": "unet", "in_channels": 15, "num_classes": 10}),
                    str(finished_run[0] / "checkpoints" / "best.pt"))

@@ -192,7 +192,7 @@ def test_geology_prior_hides_outcrop_under_cover_shapes_and_scores_only_them(tmp
                          [(0.0, 3.0, 0.0, 3.0, "train")], bedrock=bedrock)
     evaluation = TileDataset(data, "train", tile_size=31, geology_prior=True, return_bedrock=True)
     item = evaluation[0]
-    assert evaluation.in_channels == 3 + 11 and item["image"].shape == (14, 31, 31)
+    assert evaluation.in_channels == 3 + 12 and item["image"].shape == (15, 31, 31)
     expected = label[::-1]
     np.testing.assert_array_equal(item["mask"].numpy(), expected)  # nothing hidden at evaluation
     known = item["image"][13].numpy()
@@ -211,7 +211,8 @@ def test_geology_prior_hides_outcrop_under_cover_shapes_and_scores_only_them(tmp
         hidden = mask != COVER_INDEX
         hidden_total += hidden.sum()
         assert not np.any(known[hidden])  # scored pixels are hidden from the prior
-        assert np.all(item["image"][3:13].numpy()[:, hidden] == 0)
+        distance = item["image"][14].numpy()
+        assert np.all(distance[hidden] > 0) and np.all(distance[known == 1] == 0)
         assert set(np.unique(mask[hidden])) <= set(range(10))
     assert hidden_total > 0
 

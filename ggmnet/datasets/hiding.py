@@ -1,5 +1,6 @@
-"""Outcrop hidden under the map's own cover pattern: the task that teaches a network to read the outcrop
-around the cover, and the validation that scores it where a real map can be scored.
+"""The outcrop input of a network that reads the outcrop (:func:`prior_channels`), and outcrop hidden under
+the map's own cover pattern: the task that teaches it to fill the cover, and the validation that scores it
+where a real map can be scored.
 
 A network that takes the outcrop geology as input (``--geology-prior``) learns to fill the cover by filling
 outcrop that was hidden from it. What it learns depends on the shape of the holes: small round holes teach
@@ -17,8 +18,9 @@ validation on hidden outcrop, which needs nothing a real geological map lacks.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-from ggmnet.classes import COVER_INDEX
+from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 
 
 class CoverPattern:
@@ -76,3 +78,35 @@ class CoverPattern:
             if hidden.any():
                 break
         return hidden
+
+
+#: Pixels per unit of the distance channel of :func:`prior_channels`, and its ceiling (in those units).
+PRIOR_DISTANCE_PX = 32.0
+PRIOR_DISTANCE_MAX = 4.0
+
+
+def prior_channels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The outcrop input of a network that reads the outcrop (``--geology-prior``), from a tile's labels
+    ``(H, W)`` (255 = unknown), as :class:`~ggmnet.datasets.tiles.TileDataset` and prediction append them: float32
+    ``[K + 2, H, W]``:
+
+    * ``0..K-1``: one-hot of the **nearest known outcrop's class** at every pixel (the known class itself on
+      known outcrop; the nearest-outcrop rule's map elsewhere, so the network starts from that rule's
+      answer), all zero in a tile without outcrop;
+    * ``K``: known (1) or unknown (0);
+    * ``K + 1``: the distance to the nearest known outcrop, in units of :data:`PRIOR_DISTANCE_PX` pixels,
+      capped at :data:`PRIOR_DISTANCE_MAX` (the cap everywhere in a tile without outcrop), so the network
+      can weigh the extended class by how far it was carried.
+    """
+    labels = np.asarray(labels)
+    unknown = labels == COVER_INDEX
+    out = np.zeros((num_classes + 2, *labels.shape), dtype=np.float32)
+    if unknown.all():
+        out[num_classes + 1] = PRIOR_DISTANCE_MAX
+        return out
+    distance, (rows, cols) = ndimage.distance_transform_edt(unknown, return_distances=True, return_indices=True)
+    nearest = labels[rows, cols]
+    out[:num_classes] = nearest[None] == np.arange(num_classes)[:, None, None]
+    out[num_classes] = ~unknown
+    out[num_classes + 1] = np.minimum(distance / PRIOR_DISTANCE_PX, PRIOR_DISTANCE_MAX)
+    return out

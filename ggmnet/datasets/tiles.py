@@ -34,7 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.cover_sim import bury, random_thickness
 from ggmnet.datasets.grids import spacing_km
-from ggmnet.datasets.hiding import CoverPattern
+from ggmnet.datasets.hiding import CoverPattern, prior_channels
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.errors import UserError
@@ -46,9 +46,10 @@ HIDDEN_SEED = 20240
 PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
 CHANNEL_MODES = ("pseudocolour", "physical")
 
-#: Number of extra channels with ``geology_prior=True`` and Table 1's classes: one-hot outcrop classes plus a
-#: known/unknown mask (K + 1 for a dataset of K classes).
-PRIOR_CHANNELS = NUM_CLASSES + 1
+#: Number of extra channels with ``geology_prior=True`` and Table 1's classes: one-hot of the nearest known
+#: outcrop's class, a known/unknown mask and the distance to known outcrop (K + 2 for a dataset of K classes:
+#: :func:`ggmnet.datasets.hiding.prior_channels`).
+PRIOR_CHANNELS = NUM_CLASSES + 2
 
 #: Section 5.1.1 of the paper: rotation range (degrees), contrast and brightness factors, noise sd as a share of
 #: the image's range. Translation is up to this share of the tile size in x and y.
@@ -269,7 +270,8 @@ class TileDataset(torch.utils.data.Dataset):
         so nothing outside the split's own windows is learned or scored. ``crop_size`` must be None.
         ``"pseudocolour"`` or ``"physical"`` (see :func:`input_channels_from_fields`).
     geology_prior
-        Append 11 channels: one-hot of the known outcrop class (10) and known/unknown (1). With ``augment``,
+        Append 12 channels (:func:`ggmnet.datasets.hiding.prior_channels`): one-hot of the nearest known outcrop's
+        class (10), known/unknown (1) and the distance to known outcrop (1). With ``augment``,
         the outcrop under the cover of another part of the map is hidden (one-hot and known set to 0:
         :class:`ggmnet.datasets.hiding.CoverPattern`, so holes have the real cover's shapes, sizes and share),
         and ``mask`` is 255 everywhere except the hidden pixels. Without ``hide_outcrop`` nothing is hidden and
@@ -356,7 +358,7 @@ class TileDataset(torch.utils.data.Dataset):
         #: the dataset's class list (manifest.json), Table 1 by default
         self.classes = manifest_classes(self.manifest)
         self.num_classes = self.classes.num_classes
-        self.in_channels = data_channels + (self.num_classes + 1 if self.geology_prior else 0)
+        self.in_channels = data_channels + (self.num_classes + 2 if self.geology_prior else 0)
         self.class_counts = self._class_counts(entries)
         self._grids: dict[str, np.ndarray] | None = None
         self._in_split: np.ndarray | None = None
@@ -485,9 +487,8 @@ class TileDataset(torch.utils.data.Dataset):
                 hidden_t = torch.from_numpy(hidden)
                 known = known & ~hidden_t
                 label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
-            onehot = torch.nn.functional.one_hot(torch.where(known, masks[0][0].long(), 0), self.num_classes)
-            prior = torch.cat([onehot.permute(2, 0, 1).float() * known, known[None].float()])
-            image = torch.cat([image, prior])
+            shown = torch.where(known, masks[0][0].long(), COVER_INDEX).numpy().astype(np.uint8)
+            image = torch.cat([image, torch.from_numpy(prior_channels(shown, self.num_classes))])
         item["image"] = image.to(torch.float32).contiguous()
         item["mask"] = label.contiguous()
         if self.return_bedrock:

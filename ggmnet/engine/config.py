@@ -430,10 +430,10 @@ class RunConfig(Config):
     channels: str = option("pseudocolour", "network input: the paper's pseudo-colour image of the residual "
                                            "anomaly, or the normalised physical channels",
                            choice("pseudocolour", "physical"))
-    geology_prior: bool = option(False, "also read the outcrop geology: one channel per class of the known outcrop "
-                                        "and one known/unknown channel beside the gravity; trained by filling outcrop "
-                                        "hidden under the cover of another part of the map, validated on hidden "
-                                        "outcrop", boolean)
+    geology_prior: bool = option(False, "also read the outcrop geology beside the gravity: per class, the nearest "
+                                        "known outcrop's class, plus known/unknown and the distance to known "
+                                        "outcrop; trained by filling outcrop hidden under the cover of another part "
+                                        "of the map, validated on hidden outcrop", boolean)
     top_k_fraction: float = option(0.15, "K/N of the bootstrapped cross-entropy (Eq. 19): the share of the "
                                          "labelled pixels, the hardest, that the loss keeps (1 = all)",
                                    number(lambda v: 0 < v <= 1, "a fraction in (0, 1]"))
