@@ -39,9 +39,9 @@ from tqdm import tqdm
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.grids import spacing_km
-from ggmnet.datasets.hiding import CoverPattern, prior_channels
+from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern, prior_channels
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
-from ggmnet.datasets.windows import Window, window_slices
+from ggmnet.datasets.windows import Window, window_slices, windows_mask
 from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix
 
@@ -64,10 +64,6 @@ SCORE_SETS = (
 FILL_SETS = {"cover": ("under_cover", "outcrop_prior_under_cover", "nearest_outcrop_baseline",
                        "commonest_class_under_cover"),
              "hidden": ("hidden_outcrop", "outcrop_prior_hidden", "nearest_outcrop_hidden", "commonest_class_hidden")}
-
-#: Seed of the outcrop a validation hides (:attr:`WindowScorer.hidden`): every run and checkpoint scored on a
-#: dataset's split hides the same nodes.
-HIDDEN_SEED = 20240
 
 
 def nearest_outcrop_baseline(labels: np.ndarray, *, fallback: int,
@@ -487,15 +483,6 @@ def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: 
     return out
 
 
-def windows_mask(windows: Sequence[Window], lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """``(ny, nx)`` bool: the nodes inside at least one of ``windows``."""
-    inside = np.zeros((lat.size, lon.size), dtype=bool)
-    for window in windows:
-        rows, cols = window_slices(window, lon, lat)
-        inside[rows, cols] = True
-    return inside
-
-
 def node_factors(lon: np.ndarray, lat: np.ndarray, pixels_per_degree: float) -> tuple[float, float]:
     """Pixels per node step (rows, columns) at ``pixels_per_degree``: e.g. 1 on a 2' grid at 30 px per degree,
     0.5 at 15; within 1e-6 of a whole number it is that number."""
@@ -552,7 +539,9 @@ class WindowScorer:
         lon, lat, label = self.grids["lon"], self.grids["lat"], self.grids["label"]
         #: the outcrop of the split's windows (255 elsewhere): what the rules read, and the outcrop input of a
         #: network conditioned on it (nothing else is known to a run)
-        self.known = np.where(windows_mask(self.windows, lon, lat), label, COVER_INDEX).astype(np.uint8)
+        #: the nodes inside the split's windows
+        self.inside = windows_mask(self.windows, lon, lat)
+        self.known = np.where(self.inside, label, COVER_INDEX).astype(np.uint8)
         #: the known outcrop withheld for the hidden-outcrop scores: what lies under the map's cover moved
         #: elsewhere (:class:`ggmnet.datasets.hiding.CoverPattern`), the same nodes for every run
         self.hidden = CoverPattern(label).hide(self.known != COVER_INDEX, np.random.default_rng(HIDDEN_SEED))

@@ -22,6 +22,10 @@ from scipy import ndimage
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 
+#: Seed of the outcrop a validation hides (:attr:`ggmnet.inference.WindowScorer.hidden`, and validation tiles
+#: without augmentation): every run and checkpoint scored on a dataset's split hides the same outcrop.
+HIDDEN_SEED = 20240
+
 
 class CoverPattern:
     """The cover mask of a label grid, as a source of holes to lay over outcrop.

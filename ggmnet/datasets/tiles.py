@@ -34,13 +34,10 @@ from torchvision.transforms.v2 import functional as TF
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.cover_sim import bury, random_thickness
 from ggmnet.datasets.grids import spacing_km
-from ggmnet.datasets.hiding import CoverPattern, prior_channels
+from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern, prior_channels
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
-from ggmnet.datasets.windows import Window
+from ggmnet.datasets.windows import Window, windows_mask
 from ggmnet.errors import UserError
-
-#: Seed of the outcrop hidden in validation tiles (``hide_outcrop`` without augmentation).
-HIDDEN_SEED = 20240
 
 #: Physical input channels, in this order, where ``grids.nc`` has them.
 PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
@@ -398,18 +395,8 @@ class TileDataset(torch.utils.data.Dataset):
             if self.geology_prior:
                 self._cover = CoverPattern(self._grids["label"])
             if self.pixels_per_degree is not None:
-                self._in_split = self._split_nodes(self._grids["lon"], self._grids["lat"])
+                self._in_split = windows_mask(self.windows, self._grids["lon"], self._grids["lat"])
         return self._grids
-
-    def _split_nodes(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """(ny, nx) bool: the grid nodes inside at least one window of this dataset's split."""
-        from ggmnet.datasets.windows import window_slices
-
-        inside = np.zeros((lat.size, lon.size), dtype=bool)
-        for window in self.windows:
-            rows, cols = window_slices(window, lon, lat)
-            inside[rows, cols] = True
-        return inside
 
     def render(self, index: int, rows: slice | None = None, cols: slice | None = None, *,
                coordinates: tuple[np.ndarray, np.ndarray] | None = None,
@@ -479,12 +466,9 @@ class TileDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"window": self.windows[index].id}
         if self.geology_prior:
             known = label != COVER_INDEX
-            hidden = None
-            if self.hide_outcrop:  # the same outcrop hidden for every run without augmentation
+            if self.hide_outcrop:  # without augmentation, the same outcrop is hidden for every run
                 hide_rng = rng if rng is not None else np.random.default_rng([HIDDEN_SEED, int(index)])
-                hidden = self._hide(known.numpy(), self.windows[index], hide_rng)
-            if hidden is not None:
-                hidden_t = torch.from_numpy(hidden)
+                hidden_t = torch.from_numpy(self._hide(known.numpy(), self.windows[index], hide_rng))
                 known = known & ~hidden_t
                 label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
             shown = torch.where(known, masks[0][0].long(), COVER_INDEX).numpy().astype(np.uint8)

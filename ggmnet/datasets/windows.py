@@ -126,6 +126,15 @@ def window_slices(window: Window, lon: np.ndarray, lat: np.ndarray) -> tuple[sli
     return slice(int(j0), int(j1)), slice(int(i0), int(i1))
 
 
+def windows_mask(windows: Sequence[Window], lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """``(ny, nx)`` bool: the grid nodes inside at least one of ``windows`` (:func:`window_slices`)."""
+    inside = np.zeros((lat.size, lon.size), dtype=bool)
+    for window in windows:
+        rows, cols = window_slices(window, lon, lat)
+        inside[rows, cols] = True
+    return inside
+
+
 def outcrop_fraction(window: Window, labels: GeoGrid) -> float:
     """Share of the label grid's nodes inside ``window`` that are outcrop (not 255 = cover), in [0, 1].
 

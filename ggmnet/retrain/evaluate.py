@@ -51,7 +51,6 @@ from ggmnet.inference import (
     WindowScorer,
     nearest_outcrop_baseline,
     training_class_frequencies,
-    windows_mask,
     with_outcrop_prior,
 )
 from ggmnet.metrics import ConfusionMatrix, format_table7, percent
@@ -176,7 +175,7 @@ def calibrate(scorer: WindowScorer, predictions: dict[str, np.ndarray], val_scor
     bedrock = scorer.grids.get("bedrock")
     out["under_cover"] = None
     if bedrock is not None:
-        cover = windows_mask(scorer.windows, scorer.grids["lon"], scorer.grids["lat"]) & (label == COVER_INDEX)
+        cover = scorer.inside & (label == COVER_INDEX)
         out["under_cover"] = summary(predictions["map"][:, cover], bedrock[cover].astype(np.int64), temperature)
     return out
 
