@@ -23,50 +23,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torchvision
 
-from ggmnet.retrain.deform_conv import KERNEL_ENV, deform_conv2d
-from ggmnet.retrain.ggmnet_model import GGMNet
-from ggmnet.retrain.models import create_model
+from ggmnet.models import create_model
+from ggmnet.models.deform_conv import deform_conv2d, using_kernel
+from ggmnet.models.ggmnet import GGMNet
 from ggmnet.search_space.genotype import default_genotype
+from ggmnet.studies.measure import bench_parser, interleaved_medians, peak_added_mib
 
 NETWORKS = ("GGMNet fast path", "GGMNet torchvision kernel", "GGMNet without deformable", "HRNet-W32")
-
-
-@contextmanager
-def kernel(name: str) -> Iterator[None]:
-    """Run the body with ``GGMNET_DEFORM_CONV=name``."""
-    before = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = name
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[KERNEL_ENV]
-        else:
-            os.environ[KERNEL_ENV] = before
-
-
-def medians(cases: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True) -> dict[str, float]:
-    """Median seconds of each case, the cases taken in turn ``repeats`` times (after one warm-up round)."""
-    if warm_up:
-        for fn in cases.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 OPS: dict[str, Callable[..., torch.Tensor]] = {
@@ -100,9 +70,9 @@ def op_benchmark(size: int, batch: int, repeats: int, backward_repeats: int) -> 
                    torch.randn(batch, 18, side, side, generator=gen) * 2.0,
                    torch.randn(c_out, c_in, 3, 3, generator=gen) / (3.0 * c_in ** 0.5))
         upstream = torch.randn(batch, c_out, side, side, generator=gen)
-        fwd = medians({name: forward_case(op, tensors) for name, op in OPS.items()}, repeats)
-        both = medians({name: forward_backward_case(op, tensors, upstream) for name, op in OPS.items()},
-                       backward_repeats, warm_up=False)
+        fwd = interleaved_medians({name: forward_case(op, tensors) for name, op in OPS.items()}, repeats)
+        both = interleaved_medians({name: forward_backward_case(op, tensors, upstream) for name, op in OPS.items()},
+                       backward_repeats, warmup=False)
         print(f"{f'{c_in} -> {c_out}, {side} x {side}':<26} {fwd['fast']:>9.3f} {fwd['torchvision']:>9.3f} "
               f"{fwd['torchvision'] / fwd['fast']:>6.1f} {both['fast']:>9.3f} {both['torchvision']:>9.3f} "
               f"{both['torchvision'] / both['fast']:>6.1f}", flush=True)
@@ -125,16 +95,9 @@ def build(name: str, depth: int) -> tuple[torch.nn.Module, str]:
 
 def inference(model: torch.nn.Module, kernel_name: str, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
-        with kernel(kernel_name), torch.inference_mode():
+        with using_kernel(kernel_name), torch.inference_mode():
             model(x)
     return run
-
-
-def memory_status_mib(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, MiB, from ``/proc/self/status``."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024.0
 
 
 def peak_memory_mib(name: str, depth: int, size: int) -> float:
@@ -144,18 +107,14 @@ def peak_memory_mib(name: str, depth: int, size: int) -> float:
     """
     model, kernel_name = build(name, depth)
     x = torch.randn(1, 3, size, size)
-    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the present size
-        f.write("5")
-    before = memory_status_mib("VmRSS")
-    inference(model, kernel_name, x)()
-    return memory_status_mib("VmHWM") - before
+    return peak_added_mib(inference(model, kernel_name, x))
 
 
 def network_benchmark(size: int, depth: int, repeats: int, memory: bool) -> None:
     print(f"(b) one {size} x {size} inference, batch 1, eval, inference mode; depth-{depth} default genotype")
     models = {name: build(name, depth) for name in NETWORKS}
     x = torch.randn(1, 3, size, size)
-    seconds = medians({name: inference(model, k, x) for name, (model, k) in models.items()}, repeats)
+    seconds = interleaved_medians({name: inference(model, k, x) for name, (model, k) in models.items()}, repeats)
     peaks = {}
     if memory:
         for name in NETWORKS:
@@ -174,17 +133,14 @@ def network_benchmark(size: int, depth: int, repeats: int, memory: bool) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512, help="tile side, pixels (default 512)")
-    parser.add_argument("--depth", type=int, default=22, help="MRFEM depth of the genotype (default 22)")
-    parser.add_argument("--batch", type=int, default=2, help="batch of the op benchmark (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (default 3)")
+    parser = bench_parser(__doc__, size=(int, 512, "tile side, pixels"), depth=(int, 22, "MRFEM depth of the genotype"),
+                          batch=(int, 2, "batch of the op benchmark"), repeats=(int, 3, "timed rounds after the warm-up"),
+                          threads=(int, 0, "torch CPU threads (0: torch's default)"))
     parser.add_argument("--backward-repeats", type=int, default=1,
                         help="timed forward + backward rounds of the op, no warm-up (default 1: torchvision's "
                              "takes tens of seconds at 512)")
     parser.add_argument("--part", choices=("op", "network", "all"), default="all", help="what to run (default all)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes of (b)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     parser.add_argument("--peak-memory-of", choices=NETWORKS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:

@@ -26,25 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def pct(value: float | None) -> str:
-    return "--" if value is None else f"{100 * value:5.1f}"
+from ggmnet.metrics import percent as pct
+from ggmnet.studies import RECIPES
+from ggmnet.studies.trial import default_genotype_file, split_retrain_flags, train_and_score
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        extra = argv[argv.index("--") + 1:]
-        argv = argv[: argv.index("--")]
+    argv, extra = split_retrain_flags(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-seed", type=int, default=1, help="seed of the synthetic scene (default 1)")
-    parser.add_argument("--config", default=str(REPO / "experiments" / "retrain_cpu.yaml"),
+    parser.add_argument("--config", default=str(RECIPES / "retrain_cpu.yaml"),
                         help="retrain recipe every network is trained with (default experiments/retrain_cpu.yaml)")
     parser.add_argument("--genotype", default=None, help="GGMNet's genotype (default: default_genotype(22) at the "
                                                          "recipe's unit widths 4,8,16)")
@@ -55,15 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ggmnet.datasets import ensure_synthetic_default
-    from ggmnet.retrain.study import train_and_score
-    from ggmnet.search_space.genotype import default_genotype
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    genotype = args.genotype
-    if genotype is None:
-        genotype = str(out / "genotype_default22.json")
-        default_genotype(22, unit_channels=(4, 8, 16)).save(genotype)
+    genotype = args.genotype or default_genotype_file(out)
     rows = []
     for split in args.splits.split(","):
         data = ensure_synthetic_default(seed=args.scene_seed, split=split)

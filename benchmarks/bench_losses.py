@@ -9,7 +9,6 @@ geology (``--blocks`` instances a side, 10 classes, a band of cover). Run on the
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -18,18 +17,12 @@ import torch
 from ggmnet.engine.device import resolve_device
 from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts, instance_size_weights
 from ggmnet.metrics import ConfusionMatrix
+from ggmnet.studies.measure import median_time
 
 
 def seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+    """Median seconds of ``fn`` over ``repeats`` calls after one untimed call (CUDA synchronised)."""
+    return median_time(fn, repeats, sync=torch.cuda.synchronize if device.type == "cuda" else None).seconds
 
 
 def main() -> None:

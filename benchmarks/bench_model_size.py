@@ -18,22 +18,16 @@ from __future__ import annotations
 import argparse
 import math
 
-from ggmnet.retrain.ggmnet_model import GGMNet
-from ggmnet.retrain.models import create_model, list_models, model_size
+from ggmnet.models import create_model, list_models, model_size
+from ggmnet.models.ggmnet import GGMNet
 from ggmnet.search_space.genotype import Genotype, default_genotype
-
-#: Table 4 (parameters, M, of the searched GGMNet at each MRFEM depth) and Table 6 (M, by registered name).
-PAPER_TABLE4_PARAMS_M = {16: 4.7, 18: 6.5, 20: 8.6, 22: 10.3, 24: 12.4}
-PAPER_TABLE6_PARAMS_M = {"fc_hardnet70": 4.1, "fasterseg": 4.7, "hrnet_w32": 28.5, "ggmnet": 10.3}
-#: Table 6's names of the registered baselines.
-PAPER_TABLE6_NAMES = {"fc_hardnet70": "FC-HarDNet-70", "fasterseg": "FasterSeg", "hrnet_w32": "HRNetV1-W32",
-                      "ggmnet": "GGMNet"}
+from ggmnet.studies import paper
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="input side, pixels (default 1024, the paper's crop)")
-    parser.add_argument("--depths", type=int, nargs="+", default=[16, 18, 20, 22, 24],
+    parser.add_argument("--depths", type=int, nargs="+", default=list(paper.DEPTHS),
                         help="MRFEM depths of default_genotype (default 16 18 20 22 24)")
     parser.add_argument("--genotype", default=None, help="also measure this searched genotype JSON")
     args = parser.parse_args()
@@ -41,20 +35,20 @@ def main() -> None:
     print(f"input 1 x 3 x {args.size} x {args.size}; FLOPs of one forward pass (2 per multiply-add)")
     print(f"{'network':<40} {'params (M)':>10} {'paper (M)':>10} {'ratio':>6} {'GFLOPs':>9} {'GMACs':>8}")
     rows = [(f"GGMNet default_genotype({d}), Table 4", lambda d=d: GGMNet(default_genotype(d)),
-             PAPER_TABLE4_PARAMS_M.get(d)) for d in args.depths]
+             paper.parameters_m(d)) for d in args.depths]
     if args.genotype:
         genotype = Genotype.load(args.genotype)
         rows.append((f"GGMNet {args.genotype} (d{genotype.depth})", lambda: GGMNet(genotype),
-                     PAPER_TABLE4_PARAMS_M.get(genotype.depth)))
+                     paper.parameters_m(genotype.depth)))
     for name in list_models():
         if name != "ggmnet":
-            label = f"{name} ({PAPER_TABLE6_NAMES[name]}, Table 6)" if name in PAPER_TABLE6_NAMES else name
+            label = f"{name} ({paper.TABLE6_NAMES[name]}, Table 6)" if name in paper.TABLE6_NAMES else name
             rows.append((label, lambda name=name: create_model(name, in_channels=3, num_classes=10),
-                         PAPER_TABLE6_PARAMS_M.get(name)))
-    for label, build, paper in rows:
+                         paper.TABLE6.get(name, (None,))[0]))
+    for label, build, reported in rows:
         params, gflops = model_size(build, args.size, 3)
-        known = paper is not None and not math.isnan(paper)
-        paper_text, ratio = (f"{paper:.1f}", f"{params / paper:.2f}") if known else ("--", "--")
+        known = reported is not None and not math.isnan(reported)
+        paper_text, ratio = (f"{reported:.1f}", f"{params / reported:.2f}") if known else ("--", "--")
         print(f"{label:<40} {params:>10.2f} {paper_text:>10} {ratio:>6} {gflops:>9.1f} {gflops / 2:>8.1f}")
     if args.genotype:
         parts: dict[str, float] = {}
@@ -62,8 +56,8 @@ def main() -> None:
         print(f"the searched MRFEM of {args.genotype}: {parts['mrfem']:.1f} of GGMNet's {gflops:.1f} GFLOPs "
               f"({parts['mrfem'] / gflops:.1%}); halving it would make GGMNet at most "
               f"{gflops / (gflops - parts['mrfem'] / 2):.2f}x as fast")
-    print("paper Table 6 parameters (M): " + ", ".join(f"{PAPER_TABLE6_NAMES[k]} {v}"
-                                                       for k, v in PAPER_TABLE6_PARAMS_M.items()))
+    print("paper Table 6 parameters (M): " + ", ".join(f"{paper.TABLE6_NAMES[k]} {v[0]}"
+                                                       for k, v in paper.TABLE6.items()))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,15 @@ import argparse
 import numpy as np
 from torch import nn
 
+from ggmnet.models import count_parameters
 from ggmnet.search_space.genotype import default_genotype, random_genotype
 from ggmnet.search_space.mrfem import MRFEM
 from ggmnet.search_space.supernet import GenotypeNetwork
-
-#: Table 4: depth of MRFEM -> parameters of GGMNet (millions).
-PAPER_PARAMS_M = {16: 4.7, 18: 6.5, 20: 8.6, 22: 10.3, 24: 12.4}
+from ggmnet.studies import paper
 
 
 def millions(model: nn.Module) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6
+    return count_parameters(model) / 1e6
 
 
 def main() -> None:
@@ -35,7 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'depth':>5}  {'paper':>6}  {'default MRFEM':>13}  {'default net':>11}  "
           f"{'random MRFEM mean [min, max]':>30}  {'random net mean':>15}")
-    for depth, paper in PAPER_PARAMS_M.items():
+    for depth in paper.DEPTHS:
+        reported = paper.parameters_m(depth)
         g = default_genotype(depth)
         rand_mrfem, rand_net = [], []
         for k in range(args.samples):
@@ -43,7 +43,7 @@ def main() -> None:
             rand_mrfem.append(millions(MRFEM(r)))
             rand_net.append(millions(GenotypeNetwork(r)))
         spread = f"{np.mean(rand_mrfem):.2f} [{min(rand_mrfem):.2f}, {max(rand_mrfem):.2f}]"
-        print(f"{depth:>5}  {paper:>6.1f}  {millions(MRFEM(g)):>13.2f}  {millions(GenotypeNetwork(g)):>11.2f}  "
+        print(f"{depth:>5}  {reported:>6.1f}  {millions(MRFEM(g)):>13.2f}  {millions(GenotypeNetwork(g)):>11.2f}  "
               f"{spread:>30}  {np.mean(rand_net):>15.2f}")
 
 

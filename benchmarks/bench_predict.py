@@ -11,9 +11,7 @@ The paper's example region, the Junggar Basin (E80-92, N43-48, about 520,000 km^
 
 from __future__ import annotations
 
-import argparse
 import math
-import resource
 import tempfile
 import time
 import warnings
@@ -22,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ggmnet.datasets.grids import GeoGrid, Region, read_gravity_grid, write_gmt_grid
+from ggmnet.datasets.geo import GeoGrid, Region
+from ggmnet.datasets.netcdf import read_gravity_grid, write_gmt_grid
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import torch_save_atomic
-from ggmnet.inference import tile_origins
-from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
-from ggmnet.retrain.predict import predict_region, upsampling_factors
+from ggmnet.inference.predict import predict_region, upsampling_factors
+from ggmnet.inference.tiling import tile_origins
+from ggmnet.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
 from ggmnet.search_space.genotype import default_genotype
+from ggmnet.studies.measure import bench_parser, peak_resident_mib
 
 JUNGGAR = Region(80.0, 92.0, 43.0, 48.0)
 EARTH_RADIUS_KM = 6371.0
@@ -72,12 +72,9 @@ def random_checkpoint(path: Path, depth: int, tile_size: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tile-size", type=int, default=256, help="inference tile, px (default 256)")
-    parser.add_argument("--scale-deg", type=float, default=5.0, help="degrees per tile (default 5)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
-    parser.add_argument("--depth", type=int, default=22, help="MRFEM depth of the genotype (default 22)")
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
+    parser = bench_parser(__doc__, tile_size=(int, 256, "inference tile, px"), scale_deg=(float, 5.0, "degrees per tile"),
+                          overlap=(float, 0.25, "tile overlap"), depth=(int, 22, "MRFEM depth of the genotype"),
+                          batch_size=(int, 1, "tiles per forward pass"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -107,7 +104,7 @@ def main() -> None:
     tiles = len(tile_origins(height, args.tile_size, args.overlap)) * len(tile_origins(width, args.tile_size,
                                                                                          args.overlap))
     area = area_km2(JUNGGAR)
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_rss_mib = peak_resident_mib()
     print(f"device: {device}  torch threads: {torch.get_num_threads()}")
     print(f"region: Junggar {JUNGGAR} = {area:,.0f} km^2, {ny} x {nx} nodes at 2'")
     print(f"model: GGMNet default_genotype({args.depth}), random weights, tile {args.tile_size} px, "

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.datasets.prepare import prepare_dataset
+from ggmnet.studies.measure import peak_resident_mib
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
             start = time.perf_counter()
             prepare_dataset(raw / "bouguer.nc", raw / "labels.nc", Path(tmp) / "ds", bedrock=raw / "bedrock.nc")
             elapsed = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        peak = peak_resident_mib()
         print(f"run {run + 1}: prepare_dataset {elapsed:6.1f} s, peak RSS {peak:6.0f} MiB")
 
 

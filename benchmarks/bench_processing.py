@@ -9,14 +9,14 @@ covering the region and its margin, as the WGM2012 file would. Prints wall secon
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 import tracemalloc
 
 import numpy as np
 
-from ggmnet.datasets.grids import PAPER_REGION, GeoGrid
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
+from ggmnet.studies.measure import peak_resident_mib
 
 
 def synthetic_field(lon: np.ndarray, lat: np.ndarray, *, waves: int = 40, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,7 @@ def main() -> None:
         print(f"run {run}: {seconds:.2f} s, peak traced memory {peak / 2**20:.0f} MiB; region "
               f"{out['residual'].shape[0]} x {out['residual'].shape[1]}, metric grid {out['metric_shape']} at "
               f"{out['spacing_km']:.3f} km, residual std {out['residual'].std():.2f} mGal")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_resident_mib()
     print(f"peak resident memory of the process: {rss:.0f} MiB")
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ggmnet.models import count_parameters
 from ggmnet.search.steps import SearchSteps
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.supernet import GenotypeNetwork, Supernet
@@ -96,7 +97,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     return {"seconds": timing.seconds, "cpu_seconds": timing.cpu_seconds, "peak_mib": peak,
-            "build_seconds": build_s, "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+            "build_seconds": build_s, "params_m": count_parameters(model) / 1e6}
 
 
 def main() -> None:

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ggmnet.datasets.synth import SynthConfig, generate_scene, write_scene
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    scale = 1.0 / 1024 if sys.platform != "darwin" else 1.0 / 1024**2
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+from ggmnet.studies.measure import peak_resident_mib
 
 
 def main() -> None:
@@ -38,7 +31,7 @@ def main() -> None:
         start = time.perf_counter()
         scene = generate_scene(config)
         times.append(time.perf_counter() - start)
-    rss_after_generate = peak_rss_mib()
+    rss_after_generate = peak_resident_mib()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "synth"
         start = time.perf_counter()
@@ -51,7 +44,7 @@ def main() -> None:
           f"{stats['region_nodes'][0]} x {stats['region_nodes'][1]}; model cells: {stats['model_cells'][0]} x "
           f"{stats['model_cells'][1]}")
     print(f"generate: {min(times):.1f} s (best of {len(times)}); write: {write_seconds:.1f} s")
-    print(f"peak RSS: {rss_after_generate:.0f} MiB after generating, {peak_rss_mib():.0f} MiB after writing")
+    print(f"peak RSS: {rss_after_generate:.0f} MiB after generating, {peak_resident_mib():.0f} MiB after writing")
     print("file sizes (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     print("outcrop class shares (%): " + ", ".join(f"{k} {v:.1f}" for k, v in stats["class_shares_percent"].items()))
     print(f"outcrop fraction of the region: {stats['outcrop_fraction']:.3f}")

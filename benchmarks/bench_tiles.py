@@ -11,7 +11,6 @@ first use) or a prepared dataset given with ``--data``. Targets on a 2-core CPU:
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
@@ -19,11 +18,7 @@ import torch
 
 from ggmnet.datasets import ensure_synthetic_default
 from ggmnet.datasets.tiles import TileDataset
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from ggmnet.studies.measure import peak_resident_mib
 
 
 def bench(data, tile_size: int, augment: bool, n: int, channels: str, prior: bool) -> float:
@@ -39,7 +34,7 @@ def bench(data, tile_size: int, augment: bool, n: int, channels: str, prior: boo
     size = item["image"].shape[-1]
     print(f"tile {tile_size:5d}^2 -> {size:5d}^2  augment={'yes' if augment else 'no ':3s} "
           f"prior={'yes' if prior else 'no ':3s} {n / elapsed:7.1f} tiles/s  "
-          f"({1000 * elapsed / n:6.1f} ms/tile)  peak RSS {peak_rss_mib():7.0f} MiB")
+          f"({1000 * elapsed / n:6.1f} ms/tile)  peak RSS {peak_resident_mib():7.0f} MiB")
     return n / elapsed
 
 

@@ -4,7 +4,7 @@ One step is what ``retrain`` does per batch: forward (under autocast on CUDA wit
 (with its instance weights, computed on the CPU from the mask), backward and an Adam step, on random tiles and
 masks. On the CPU the figures are for a small size (default batch 2 of 256^2); on CUDA the paper's size is
 measured as well (batch 4 of 1024^2 crops with AMP). Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA,
-the process's peak resident set (``ru_maxrss``) on the CPU.
+the process's peak resident set (``VmHWM``) on the CPU.
 
     .venv/bin/python benchmarks/bench_train.py [--depth 22] [--ablation ours] [--model ggmnet|NAME]
         [--steps 3] [--cpu-size 256] [--cpu-batch 2]
@@ -13,16 +13,16 @@ the process's peak resident set (``ru_maxrss``) on the CPU.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
 
 from ggmnet.engine.device import autocast_for, make_grad_scaler
 from ggmnet.losses import WeightedBootstrappedCE
-from ggmnet.retrain.ggmnet_model import ABLATIONS, GGMNet
-from ggmnet.retrain.models import create_model, list_models
+from ggmnet.models import create_model, list_models
+from ggmnet.models.ggmnet import ABLATIONS, GGMNet
 from ggmnet.search_space.genotype import default_genotype
+from ggmnet.studies.measure import bench_parser, peak_resident_mib
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:
@@ -68,7 +68,7 @@ def bench(args: argparse.Namespace, device: torch.device, size: int, batch: int,
     if device.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU (max allocated)"
     else:
-        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process peak)"
+        peak = f"{peak_resident_mib() / 1024:.2f} GiB RSS (process peak)"
     name = args.model if args.model != "ggmnet" else f"ggmnet depth {args.depth} ablation {args.ablation}"
     print(f"{name} on {device} ({torch.get_num_threads()} threads)" if device.type == "cpu" else
           f"{name} on {torch.cuda.get_device_name(device)}", end="")
@@ -77,17 +77,13 @@ def bench(args: argparse.Namespace, device: torch.device, size: int, batch: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, depth=(int, 22, "MRFEM depth of default_genotype"), steps=(int, 3, "timed steps"),
+                          warmup=(int, 1, "untimed steps first"), cpu_size=(int, 256, "CPU tile side, pixels"),
+                          cpu_batch=(int, 2, "CPU batch"), gpu_size=(int, 1024, "CUDA tile side, pixels"),
+                          gpu_batch=(int, 4, "CUDA batch (the paper's)"))
     parser.add_argument("--model", choices=list_models(), default="ggmnet",
                         help="registered network (default ggmnet, from default_genotype(--depth))")
-    parser.add_argument("--depth", type=int, default=22, help="MRFEM depth of default_genotype (default 22)")
     parser.add_argument("--ablation", choices=tuple(ABLATIONS), default="ours")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    parser.add_argument("--cpu-size", type=int, default=256, help="CPU tile side, pixels (default 256)")
-    parser.add_argument("--cpu-batch", type=int, default=2, help="CPU batch (default 2)")
-    parser.add_argument("--gpu-size", type=int, default=1024, help="CUDA tile side, pixels (default 1024)")
-    parser.add_argument("--gpu-batch", type=int, default=4, help="CUDA batch (default 4, the paper's)")
     parser.add_argument("--skip-cpu", action="store_true", help="measure CUDA only")
     args = parser.parse_args()
     if not args.skip_cpu:

@@ -18,7 +18,7 @@ import torch
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.losses import WeightedBootstrappedCE, class_weights_from_counts
 from ggmnet.metrics import ConfusionMatrix
-from ggmnet.retrain.models import build_model
+from ggmnet.models import build_model
 from ggmnet.search_space.genotype import Genotype
 
 

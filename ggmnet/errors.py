@@ -21,6 +21,12 @@ class UserError(Exception):
     """
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line error quotes."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def cli_entry(func: F) -> F:
     """Wrap a console-script ``main`` so a :class:`UserError` becomes one line on stderr and exit 2."""
 

@@ -178,6 +178,13 @@ class WeightedBootstrappedCE(nn.Module):
     and pass ``batch["pixel_weights"]`` to ``forward``.
     """
 
+    @classmethod
+    def for_run(cls, config: Any, class_counts: Sequence[int] | np.ndarray) -> WeightedBootstrappedCE:
+        """Eq. 19 as a stage's run sets it (``--class-weighting`` of the training windows' ``class_counts``,
+        ``--top-k-fraction``, ``--instance-weighting``)."""
+        weights = class_weights_from_counts(np.asarray(class_counts), method=config.class_weighting)
+        return cls(weights, top_k_fraction=config.top_k_fraction, instance_weighting=config.instance_weighting)
+
     def __init__(self, class_weights: torch.Tensor | Sequence[float] | None = None, *,
                  top_k_fraction: float = 0.15, instance_weighting: bool = True,
                  ignore_index: int = IGNORE_INDEX, instance_power: float = 0.5,

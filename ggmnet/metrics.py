@@ -6,7 +6,7 @@ paper's Table 7): it is left out of the means instead of counting as 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,9 +148,17 @@ class ConfusionMatrix:
         return scores
 
 
-def percent(value: float | None, unit: str = "") -> str:
-    """A score in [0, 1] as a percentage with one decimal (then ``unit``), ``--`` when not available (None)."""
-    return "--" if value is None else f"{100.0 * value:.1f}{unit}"
+def percent(value: float | None, unit: str = "", digits: int = 1) -> str:
+    """A score in [0, 1] as a percentage with ``digits`` decimals (then ``unit``), ``--`` when not available
+    (None)."""
+    return "--" if value is None else f"{100.0 * value:.{digits}f}{unit}"
+
+
+def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: ``header`` and ``rows`` (each cell formatted with ``str``), ending in a newline."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def format_table7(scores: dict[str, Any], class_names: Sequence[str] = CLASS_NAMES, *,
@@ -171,7 +179,4 @@ def format_table7(scores: dict[str, Any], class_names: Sequence[str] = CLASS_NAM
         ["IoU (%)", *[percent(v) for v in scores["iou"]], percent(scores["fwiou"])],
         ["MPA (%)", *[percent(v) for v in scores["accuracy"]], percent(scores["mpa"])],
     ]
-    header = ["Stratum/Lithology", *names, overall_label]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(["Stratum/Lithology", *names, overall_label], rows)

@@ -1,4 +1,4 @@
-"""Calibration of a map's probabilities (ggmnet.calibration) against hand-computed values and a planted
+"""Calibration of a map's probabilities (ggmnet.inference.calibration) against hand-computed values and a planted
 temperature."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ggmnet.calibration import entropy, error_auroc, fit_temperature, reliability, summary, temper
+from ggmnet.inference.calibration import entropy, error_auroc, fit_temperature, reliability, summary, temper
 
 
 def test_temper_keeps_t1_and_sharpens_or_softens():

@@ -1,17 +1,18 @@
-"""experiments/cover_depth.py: under-cover accuracy per cover-thickness bin, checked by hand."""
+"""The cover-thickness study (:mod:`ggmnet.studies.cover_depth`): under-cover accuracy per cover-thickness bin, checked by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_data import load_experiment
 
 from ggmnet.datasets.windows import Window
 
 
 @pytest.fixture(scope="module")
 def cover_depth():
-    return load_experiment("cover_depth")
+    from ggmnet.studies import cover_depth
+
+    return cover_depth
 
 
 def test_scores_by_thickness_by_hand(cover_depth):
@@ -37,6 +38,10 @@ def test_scores_by_thickness_by_hand(cover_depth):
     assert [int(r["under_cover"].matrix.sum()) for r in rows] == [3, 1, 3]
 
 
-def test_bad_bins_are_a_one_line_error(cover_depth, capsys):
-    assert cover_depth.main(["--checkpoint", "x.pt", "--data", "d", "--scene", "s", "--bins", "1,0"]) == 2
-    assert capsys.readouterr().err.strip() == "--bins 1,0: expected ascending km from 0, e.g. 0,0.3,1,2"
+@pytest.mark.parametrize("bins", ["1,0", "0,a"])
+def test_bad_bins_are_a_one_line_error(cover_depth, capsys, bins):
+    with pytest.raises(SystemExit) as stop:
+        cover_depth.main(["--checkpoint", "x.pt", "--data", "d", "--scene", "s", "--bins", bins])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f": error: --bins {bins}: expected ascending km from 0, e.g. "
+                                                    "0,0.3,1,2")

@@ -102,7 +102,9 @@ def test_training_tiles_are_buried_with_the_probability_given_and_keep_their_lab
     buried = plain.render(0, cover_km=np.full(first["label"].shape, 2.0))
     assert np.array_equal(buried["label"], first["label"]) and not np.array_equal(buried["image"], first["image"])
     assert val.cover_augment == 0.0  # never without augmentation
+    from ggmnet.retrain.train import RetrainConfig  # the options are checked where the command line is read
+
     with pytest.raises(UserError, match="--cover-augment 0.5: buries the residual anomaly only"):
-        TileDataset(tiny_dataset, "train", channels="physical", cover_augment=0.5, **common)
+        RetrainConfig(genotype="g.json", channels="physical", cover_augment=0.5).check()
     with pytest.raises(UserError, match=r"--cover-augment 2: expected a probability in \[0, 1\]"):
-        TileDataset(tiny_dataset, "train", cover_augment=2, **common)
+        RetrainConfig(genotype="g.json", cover_augment=2).check()

@@ -10,7 +10,9 @@ from PIL import Image
 
 from ggmnet.classes import CLASS_COLOURS
 from ggmnet.datasets.cli import main
-from ggmnet.datasets.grids import GeoGrid, write_gmt_grid, write_label_grid
+from ggmnet.datasets.geo import GeoGrid
+from ggmnet.datasets.labels import write_label_grid
+from ggmnet.datasets.netcdf import write_gmt_grid
 
 
 def write_small_inputs(folder, lon_range=(9.0, 13.0)):

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 import torchvision
 
 from ggmnet.errors import UserError
-from ggmnet.retrain import deform_conv
-from ggmnet.retrain.deform_conv import KERNEL_ENV, DeformConv2d, deform_conv2d
-from ggmnet.retrain.ggmnet_model import GGMNet
+from ggmnet.models import deform_conv
+from ggmnet.models.deform_conv import KERNEL_ENV, DeformConv2d, deform_conv2d
+from ggmnet.models.ggmnet import GGMNet
 from ggmnet.search_space.genotype import default_genotype
 
 # name: (batch, c_in, c_out, height, width, kernel, stride, padding, dilation, offset groups, mask)

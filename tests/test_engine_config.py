@@ -141,3 +141,23 @@ def test_num_workers_default_is_the_cores_available_at_most_four(monkeypatch):
         assert config_module.num_workers_field(4).default == expected
     text = build_retrain_parser().format_help()
     assert "at most 4" in " ".join(text.split())
+
+
+def test_a_recipe_names_its_base_and_changes_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 10\nlr: 0.001\nbatch_size: 8\n")
+    (tmp_path / "middle.yaml").write_text("base: base.yaml\nepochs: 80\n")
+    (tmp_path / "top.yaml").write_text("base: middle.yaml\nbatch-size: 4\n")
+    config = RetrainConfig.from_argv(build_retrain_parser(), ["--config", str(tmp_path / "top.yaml"),
+                                                              "--genotype", "g.json", "--lr", "0.01"])
+    assert (config.epochs, config.lr, config.batch_size) == (80, 0.01, 4)  # base < middle < top < flags
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("base: missing.yaml\n", "missing.yaml: no such file"),
+    ("base: loop.yaml\n", "its bases name it again"),
+    ("base: 3\n", "base 3: expected the file name of a base recipe"),
+])
+def test_a_bad_base_recipe_is_one_line_naming_the_file(tmp_path, text, message):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        RetrainConfig.from_argv(build_retrain_parser(), ["--config", str(tmp_path / "loop.yaml"), "--genotype", "g"])

@@ -11,14 +11,15 @@ import torch
 from test_predict import save_checkpoint, write_scene
 from torch import nn
 
+from ggmnet.datasets.hiding import prior_channels
 from ggmnet.datasets.prepare import prepare_dataset
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.datasets.windows import Scale, Window
 from ggmnet.engine.runio import file_sha256
-from ggmnet.inference import nearest_outcrop_baseline, prior_channels
+from ggmnet.inference.evaluate import evaluate, format_report, score_model
+from ggmnet.inference.rules import nearest_outcrop_baseline
 from ggmnet.retrain.cli import evaluate_main as main
-from ggmnet.retrain.evaluate import evaluate, format_report, score_model
 
 C = 255  # cover
 

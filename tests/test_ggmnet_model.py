@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from ggmnet.errors import UserError
-from ggmnet.retrain.ggmnet_model import ABLATIONS, DeformConvNormAct, GGMNet
-from ggmnet.retrain.models import (
+from ggmnet.models import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     build_model,
@@ -20,6 +19,7 @@ from ggmnet.retrain.models import (
     list_models,
     load_model,
 )
+from ggmnet.models.ggmnet import ABLATIONS, DeformConvNormAct, GGMNet
 from ggmnet.search_space.genotype import default_genotype
 from ggmnet.search_space.operations import Cell, ConvNormAct
 
@@ -159,7 +159,7 @@ def test_load_model_restores_weights_and_rejects_bad_files(tmp_path):
 def test_attention_refinement_depends_on_the_tile_alone():
     # BiSeNet's BatchNorm on the pooled vector made the attention of a batch of 2 exactly sigmoid(+-1) per channel
     # in training, whatever the tiles held, and different in evaluation: the ARM of section 4.3 has none.
-    from ggmnet.retrain.ggmnet_model import AttentionRefinement
+    from ggmnet.models.ggmnet import AttentionRefinement
 
     torch.manual_seed(0)
     arm = AttentionRefinement(8).train()

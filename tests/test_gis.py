@@ -16,8 +16,8 @@ from rasterio.features import rasterize
 from test_predict import KNOWN_P, PREDICT, save_checkpoint, write_scene
 
 from ggmnet.classes import TABLE1, ClassList
-from ggmnet.retrain.gis import SOURCE_MAP, SOURCE_PREDICTION, node_transform, unit_polygons
-from ggmnet.retrain.predict import predict_region
+from ggmnet.inference.gis import SOURCE_MAP, SOURCE_PREDICTION, node_transform, unit_polygons
+from ggmnet.inference.predict import predict_region
 
 
 @pytest.fixture(scope="module")

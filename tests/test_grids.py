@@ -10,18 +10,10 @@ import pytest
 from PIL import Image
 
 from ggmnet.classes import CLASS_COLOURS, COVER_COLOUR
-from ggmnet.datasets.grids import (
-    PAPER_REGION,
-    GeoGrid,
-    Region,
-    read_gravity_grid,
-    read_label_grid,
-    read_label_image,
-    read_labels,
-    resample_labels,
-    write_gmt_grid,
-    write_label_grid,
-)
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.labels import read_label_grid, read_label_image, read_labels, write_label_grid
+from ggmnet.datasets.netcdf import read_gravity_grid, write_gmt_grid
+from ggmnet.datasets.resample import resample_labels
 from ggmnet.errors import UserError
 
 # --------------------------------------------------------------------------- regions
@@ -349,7 +341,7 @@ def test_mode_resampling_hand_computed():
 def test_spacing_km_against_geodesic_distances():
     from pyproj import Geod
 
-    from ggmnet.datasets.grids import spacing_km
+    from ggmnet.datasets.geo import spacing_km
 
     geod = Geod(ellps="WGS84")
     lon = np.arange(80.0, 82.0 + 1e-9, 1 / 30)  # 2' nodes

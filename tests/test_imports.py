@@ -1,9 +1,9 @@
 """The package's import graph: no cycle, and no module importing a layer above its own.
 
-Layers, lowest first: ``errors`` < ``classes`` < the yardsticks ``metrics``/``losses`` < ``engine`` < ``calibration`` <
-``datasets``/``search_space`` < ``inference`` (a model's map of a grid) < ``search``/``retrain`` < ``studies`` (experiments that
-run both stages). Imports inside
-functions count too.
+Layers, lowest first: ``errors`` < ``classes`` < the yardsticks ``metrics``/``losses`` < ``engine`` <
+``datasets``/``search_space`` < ``models`` (the networks) < ``inference`` (maps, scores, rules) < ``search``/``retrain``
+(the two stages) < ``studies`` (experiments that run both stages). Imports inside functions count too;
+``docs/design.md`` draws the same picture.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ggmnet"
 LAYERS = {"ggmnet": 0, "ggmnet.errors": 0, "ggmnet.classes": 0.5, "ggmnet.metrics": 1, "ggmnet.losses": 1,
-          "ggmnet.engine": 2, "ggmnet.calibration": 2.5, "ggmnet.datasets": 3, "ggmnet.search_space": 3, "ggmnet.inference": 4,
+          "ggmnet.engine": 2, "ggmnet.datasets": 3, "ggmnet.search_space": 3, "ggmnet.models": 3.5, "ggmnet.inference": 4,
           "ggmnet.search": 5, "ggmnet.retrain": 5, "ggmnet.studies": 6}
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ggmnet.datasets.windows import Window
-from ggmnet.inference import node_factors, predict_nodes, score_windows
+from ggmnet.inference.scoring import node_factors, score_windows
+from ggmnet.inference.tiling import predict_nodes
 
 # 5 x 5 nodes every 0.5 degrees over 0..2 E, 0..2 N (latitude ascending: row 0 is 0 N).
 LON = LAT = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
@@ -140,7 +141,7 @@ class _CopyOutcrop(torch.nn.Module):
 
 def test_hidden_outcrop_is_withheld_from_a_network_that_reads_the_outcrop(tiny_dataset):
     from ggmnet.classes import COVER_INDEX
-    from ggmnet.inference import WindowScorer
+    from ggmnet.inference.scoring import WindowScorer
 
     scorer = WindowScorer(tiny_dataset, "val", pixels_per_degree=10, tile_size=32, channels="pseudocolour",
                           geology_prior=True)

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ggmnet.retrain.fasterseg import BRANCHES, TRUNK, FasterSeg
-from ggmnet.retrain.hardnet import HarDBlock, harmonic_links
-from ggmnet.retrain.models import build_model, create_model, list_models
+from ggmnet.models import build_model, create_model, list_models
+from ggmnet.models.fasterseg import BRANCHES, TRUNK, FasterSeg
+from ggmnet.models.hardnet import HarDBlock, harmonic_links
 from ggmnet.search_space.genotype import default_genotype
 
 #: Table 6 of the paper: parameters (M) of the baselines, by registered name.
@@ -114,7 +114,7 @@ def test_fasterseg_has_the_released_student_cells_and_widths():
 
 
 def test_model_size_counts_each_submodule_by_hand():
-    from ggmnet.retrain.models import model_size
+    from ggmnet.models import model_size
 
     class Two(torch.nn.Module):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""The Table 4 depth sweep (``experiments/nni_depth_sweep.py``): two tiny trials through NNI and the plain loop."""
+"""The Table 4 depth sweep (:mod:`ggmnet.studies.depth_sweep`, ``experiments/nni_depth_sweep.py``): two tiny trials through NNI and the plain loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_data import build_tiny_dataset, load_experiment
+from tiny_data import build_tiny_dataset
 
 from ggmnet.errors import UserError
 from ggmnet.search_space.genotype import Genotype
@@ -32,8 +32,9 @@ SWEEP_TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def sweep():
-    """The sweep script as a module (``experiments/`` is not a package)."""
-    return load_experiment("nni_depth_sweep")
+    from ggmnet.studies import depth_sweep
+
+    return depth_sweep
 
 
 @pytest.fixture(scope="module")

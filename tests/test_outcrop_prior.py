@@ -10,7 +10,8 @@ import pytest
 
 from ggmnet.classes import COVER_INDEX as C
 from ggmnet.datasets.windows import Window, window_slices
-from ggmnet.inference import node_spacing_km, outcrop_prior, score_windows, with_outcrop_prior
+from ggmnet.inference.rules import outcrop_prior, with_outcrop_prior
+from ggmnet.inference.scoring import node_spacing_km, score_windows
 from ggmnet.metrics import ConfusionMatrix
 
 
@@ -114,12 +115,14 @@ def test_no_cover_leaves_the_network_alone(labels):
 
 
 def test_settings_script_bad_input_is_a_one_line_error(capsys):
-    from tiny_data import load_experiment
+    from ggmnet.studies import outcrop_prior as script
 
-    script = load_experiment("outcrop_prior")
-    assert script.main(["--checkpoint", "x.pt", "--data", "d", "--lengths", "10,a"]) == 2
-    assert capsys.readouterr().err.strip() == ("--lengths 10,a: expected comma-separated non-negative numbers, "
-                                               "e.g. 10,20,40")
-    assert script.main(["--checkpoint", "missing.pt", "--data", "d"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--checkpoint", "x.pt", "--data", "d", "--lengths", "10,a"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(": error: --lengths 10,a: expected comma-separated non-negative "
+                                                    "numbers, e.g. 10,20,40")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--checkpoint", "missing.pt", "--data", "d"])
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "missing.pt" in err
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "missing.pt" in err

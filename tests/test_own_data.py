@@ -21,7 +21,8 @@ from rasterio.transform import from_origin
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, TABLE1
 from ggmnet.datasets.cli import main
-from ggmnet.datasets.grids import Region, cell_area_km2, write_gmt_grid
+from ggmnet.datasets.geo import Region, cell_area_km2
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.rasters import nice_spacing_deg
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
@@ -374,7 +375,7 @@ def test_cell_areas_against_an_equal_area_projection():
 
 
 def test_write_gmt_grid_is_still_read_by_read_gravity(tmp_path):
-    from ggmnet.datasets.grids import GeoGrid
+    from ggmnet.datasets.geo import GeoGrid
 
     lon, lat = np.linspace(70, 71, 11), np.linspace(44, 45, 6)
     values = np.arange(66, dtype=np.float32).reshape(6, 11)

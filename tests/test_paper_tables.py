@@ -1,4 +1,4 @@
-"""experiments/paper_tables.py: its options and the tables it writes from a run's results (values by hand)."""
+"""The paper's tables (:mod:`ggmnet.studies.paper_tables`, ``experiments/paper_tables.py``): its options and the tables it writes from a run's results (values by hand)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_data import load_experiment
+
+from ggmnet.studies import paper
 
 
 @pytest.fixture(scope="module")
 def tables():
-    return load_experiment("paper_tables")
+    from ggmnet.studies import paper_tables
+
+    return paper_tables
 
 
 @pytest.mark.parametrize(
@@ -38,7 +41,7 @@ def test_bad_options_are_a_one_line_error(tables, tmp_path, capsys, option, valu
 
 def test_depths_and_splits_parse(tables):
     assert tables.parse_depths("22,16") == (16, 22)
-    assert tables.parse_depths("16,18,20,22,24") == tables.DEPTHS
+    assert tables.parse_depths("16,18,20,22,24") == paper.DEPTHS
     assert tables.parse_splits("spatial-block,random") == ["spatial-block", "random"]
 
 
@@ -85,7 +88,7 @@ def test_tables_from_results_with_a_partial_depth_sweep(tables, tmp_path):
 
 def test_each_split_gets_its_own_row_where_its_network_differs(tables, tmp_path, monkeypatch):
     # Each split searched its own GGMNet (different sizes); the U-Net is the same network in both.
-    import ggmnet.retrain.models as models
+    import ggmnet.models as models
 
     configs = {"g-random": {"width": 1}, "g-blocks": {"width": 2}, "u-random": {"u": 1}, "u-blocks": {"u": 1}}
     monkeypatch.setattr(models, "load_model", lambda path: (None, {"model_config": configs[path.parts[-3]]}))

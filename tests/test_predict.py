@@ -12,23 +12,19 @@ import pytest
 import torch
 from torch import nn
 
-from ggmnet.calibration import entropy as entropy_nats
-from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
+from ggmnet.datasets.geo import GeoGrid, Region
+from ggmnet.datasets.labels import write_label_grid
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.engine.runio import torch_save_atomic
 from ggmnet.errors import UserError
-from ggmnet.inference import (
-    array_renderer,
-    blend_window,
-    node_spacing_km,
-    predict_nodes,
-    predict_tiled,
-    tile_origins,
-    with_outcrop_prior,
-)
+from ggmnet.inference.calibration import entropy as entropy_nats
+from ggmnet.inference.predict import predict_region, upsampling_factors
+from ggmnet.inference.rules import with_outcrop_prior
+from ggmnet.inference.scoring import node_spacing_km
+from ggmnet.inference.tiling import array_renderer, blend_window, predict_nodes, predict_tiled, tile_origins
+from ggmnet.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
 from ggmnet.retrain.cli import predict_main as main
-from ggmnet.retrain.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, create_model
-from ggmnet.retrain.predict import predict_region, upsampling_factors
 from ggmnet.search_space.genotype import default_genotype
 
 # A small scene: 0.05-degree nodes over 79-83 E, 42-46 N; the dataset's region is 80-82 E, 43-45 N and the

@@ -9,7 +9,9 @@ import netCDF4
 import numpy as np
 import pytest
 
-from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
+from ggmnet.datasets.geo import GeoGrid, Region
+from ggmnet.datasets.labels import write_label_grid
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.prepare import prepare_dataset
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.datasets.tiles import TileDataset

@@ -9,7 +9,7 @@ import numpy as np
 import pyproj
 import pytest
 
-from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region
 from ggmnet.datasets.processing import (
     ProcessingRecipe,
     fitted_projection,

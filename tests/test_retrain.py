@@ -13,8 +13,8 @@ from tiny_data import retrain_config
 from ggmnet.datasets.tiles import TileDataset
 from ggmnet.errors import UserError
 from ggmnet.metrics import ConfusionMatrix
+from ggmnet.models import load_model
 from ggmnet.retrain.cli import build_retrain_parser, train_main
-from ggmnet.retrain.models import load_model
 from ggmnet.retrain.train import RetrainConfig, run_retrain
 from ggmnet.search_space.genotype import default_genotype
 
@@ -211,7 +211,7 @@ def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(ti
     # 10 px per degree on the tiny dataset's 0.1-degree grid: one pixel per node; validation maps the region
     # and scores the validation windows at their nodes, beside the commonest-class rule, and ggm-evaluate of
     # best.pt scores the same windows the same way.
-    from ggmnet.retrain.evaluate import evaluate
+    from ggmnet.inference.evaluate import evaluate
 
     out = tmp_path / "fixed"
     records = []
@@ -233,7 +233,7 @@ def test_fixed_resolution_run_validates_on_the_region_map_and_evaluate_agrees(ti
 
 
 def test_train_and_score_trains_once_then_finds_the_finished_run(tiny_dataset, tiny_genotype, tmp_path):
-    from ggmnet.retrain.study import train_and_score
+    from ggmnet.studies.trial import train_and_score
 
     out = tmp_path / "study"
     flags = ["--genotype", str(tiny_genotype), "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1",
@@ -331,7 +331,7 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(tiny_data
 def test_warm_start_adds_zero_outcrop_channels_and_keeps_the_map(finished_run, tmp_path):
     # --init-from the gravity-only best.pt into the same architecture with 12 more input channels: the new
     # channels start at zero, so whatever the outcrop input, the network maps as the gravity-only one does.
-    from ggmnet.retrain.models import build_model
+    from ggmnet.models import build_model
     from ggmnet.retrain.train import warm_start
 
     source, checkpoint = load_model(finished_run[0] / "checkpoints" / "best.pt")

@@ -558,7 +558,7 @@ def test_shared_cells_give_the_outputs_of_separate_copies_with_fewer_parameters(
 
 
 def test_a_legacy_ggmnet_config_builds_separate_branches_and_loads_its_weights():
-    from ggmnet.retrain.models import build_model
+    from ggmnet.models import build_model
 
     genotype = _target(6)
     config = {"name": "ggmnet", "genotype": genotype.to_dict(), "arm": True, "ffm": True, "deformable": False,

@@ -10,7 +10,9 @@ from scipy import ndimage
 
 from ggmnet.classes import CLASS_CODES, COVER_INDEX, PAPER_SHARES_PERCENT
 from ggmnet.datasets import synth
-from ggmnet.datasets.grids import PAPER_REGION, Region, read_gravity_grid, read_label_grid
+from ggmnet.datasets.geo import PAPER_REGION, Region
+from ggmnet.datasets.labels import read_label_grid
+from ggmnet.datasets.netcdf import read_gravity_grid
 from ggmnet.datasets.synth import (
     SynthConfig,
     generate_scene,

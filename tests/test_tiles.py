@@ -263,12 +263,6 @@ def test_fixed_resolution_tiles_show_the_grid_and_only_the_splits_labels(tmp_pat
     assert item["image"][0, 0, 0] == pytest.approx(field[30, 5])  # north-west corner: clipped to the grid's north
     assert train.class_counts.sum() == pytest.approx(100 * np.count_nonzero(label[:11, :11] != 255) / 121, abs=1)
 
-    with pytest.raises(UserError, match="crop"):
-        TileDataset(data, "train", tile_size=11, crop_size=8, pixels_per_degree=10)
-    with pytest.raises(UserError, match="pixels-per-degree"):
-        TileDataset(data, "train", tile_size=11, pixels_per_degree=0)
-    with pytest.raises(UserError, match="augment"):
-        TileDataset(data, "train", tile_size=11, augment="rotate")
 
 
 def test_fixed_resolution_augmentation_moves_the_centre_within_the_window(tmp_path):

@@ -17,7 +17,8 @@ from tiny_data import retrain_config, search_config
 
 from ggmnet.classes import ClassList
 from ggmnet.datasets.cli import main as data_main
-from ggmnet.datasets.grids import GeoGrid, write_gmt_grid
+from ggmnet.datasets.geo import GeoGrid
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.prepare import manifest_classes, read_manifest
 from ggmnet.retrain.cli import evaluate_main, predict_main
 from ggmnet.retrain.train import run_retrain

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region
 from ggmnet.datasets.windows import (
     PAPER_SCALES,
     Scale,

@@ -1,18 +1,17 @@
-"""A tiny prepared dataset (built in well under a second), the tiny search and retrain settings of the tests,
-and :func:`load_experiment` for the scripts of ``experiments/`` (not a package).
+"""A tiny prepared dataset (built in well under a second), and the tiny search and retrain settings of the tests.
 
 The fixtures built from them (``tiny_dataset``, ``tiny_genotype``, ``finished_search``) are in ``conftest.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
-from ggmnet.datasets.grids import GeoGrid, Region, write_gmt_grid, write_label_grid
+from ggmnet.datasets.geo import GeoGrid, Region
+from ggmnet.datasets.labels import write_label_grid
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.prepare import prepare_dataset
 from ggmnet.datasets.processing import ProcessingRecipe
 from ggmnet.datasets.windows import Scale
@@ -64,12 +63,3 @@ def retrain_config(data: Path, genotype: Path | None, out: Path, **changes) -> R
                   val_images=1, num_workers=0, device="cpu", wandb_mode="disabled", data=str(data), out=str(out))
     values.update(changes)
     return RetrainConfig(**values)
-
-
-def load_experiment(name: str) -> ModuleType:
-    """The script ``experiments/<name>.py`` imported as a module."""
-    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

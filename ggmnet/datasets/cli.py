@@ -137,7 +137,7 @@ def _run_synth(options: SynthOptions) -> None:
 
 
 def _run_prepare(options: PrepareOptions) -> None:
-    from ggmnet.datasets.grids import Region
+    from ggmnet.datasets.geo import Region
     from ggmnet.datasets.prepare import prepare_dataset
     from ggmnet.datasets.windows import parse_scales
 

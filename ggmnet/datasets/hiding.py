@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 
-#: Seed of the outcrop a validation hides (:attr:`ggmnet.inference.WindowScorer.hidden`, and validation tiles
+#: Seed of the outcrop a validation hides (:attr:`ggmnet.inference.scoring.WindowScorer.hidden`, and validation tiles
 #: without augmentation): every run and checkpoint scored on a dataset's split hides the same outcrop.
 HIDDEN_SEED = 20240
 

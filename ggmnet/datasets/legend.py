@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, TABLE1, ClassList, parse_colour
-from ggmnet.datasets.grids import _check_label_values
+from ggmnet.datasets.labels import check_label_values
 from ggmnet.errors import UserError
 
 #: What ``--unlisted-units`` accepts: refuse a map with units the legend does not name, or map them to 255.
@@ -227,7 +227,7 @@ def codes_to_classes(values: np.ndarray, *, legend: Legend | None, classes: Clas
     """
     values = np.asarray(values)
     if legend is None:
-        return _check_label_values(values, source, name, classes)
+        return check_label_values(values, source, name, classes)
     finite = np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.ones(values.shape, bool)
     unique, inverse = np.unique(np.where(finite, values, 0), return_inverse=True)
     inverse = inverse.reshape(values.shape)

@@ -22,7 +22,7 @@ import netCDF4
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
-from ggmnet.datasets.grids import PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.windows import (

@@ -24,7 +24,7 @@ import pyproj
 import scipy.fft
 from scipy import ndimage
 
-from ggmnet.datasets.grids import KM_PER_DEG, GeoGrid, Region
+from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, Region
 from ggmnet.errors import UserError
 
 #: Channels :func:`separate_regional` can compute; ``residual`` is always computed.

@@ -12,7 +12,7 @@ file already says.
   ``--legend``); a raster of three or more bands, or a single band whose colour table is not the class list's
   own, holds colours (mapped to the nearest class colour, as label images are). Nodata pixels are 255. The
   classes reach the processing grid's nodes by majority: a north-up EPSG:4326 raster through
-  :func:`ggmnet.datasets.grids.resample_labels`, any other through rasterio's ``mode`` resampling.
+  :func:`ggmnet.datasets.resample.resample_labels`, any other through rasterio's ``mode`` resampling.
 * **ICGEM** (:func:`read_icgem_gdf`): harmonica's reader (``harmonica.load_icgem_gdf``).
 """
 
@@ -29,21 +29,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, TABLE1, ClassList
-from ggmnet.datasets.grids import (
-    COLOUR_TOLERANCE,
-    KM_PER_DEG,
-    GeoGrid,
-    Region,
-    _one_line,
-    _sidecar_bounds,
-    canonical_orientation,
-    cell_area_km2,
-    colours_to_classes,
-    gravity_grid,
-    resample_labels,
-)
+from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, Region, cell_area_km2
+from ggmnet.datasets.labels import COLOUR_TOLERANCE, colours_to_classes, sidecar_bounds
 from ggmnet.datasets.legend import Legend, codes_to_classes
-from ggmnet.errors import UserError
+from ggmnet.datasets.netcdf import canonical_orientation, gravity_grid
+from ggmnet.datasets.resample import resample_labels
+from ggmnet.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -73,7 +64,7 @@ def _open(path: Path, what: str) -> Any:
         with _quiet():
             return rasterio.open(path)
     except RasterioIOError as err:
-        raise UserError(f"{path}: cannot be read as a raster ({_one_line(err)}); expected {what}") from None
+        raise UserError(f"{path}: cannot be read as a raster ({one_line(err)}); expected {what}") from None
 
 
 def readable(path: str | os.PathLike) -> bool:
@@ -248,7 +239,7 @@ def read_gravity_raster(path: str | os.PathLike, *, fill_nan: bool = False,
     path
         A georeferenced raster (GeoTIFF, ...). Nodata is masked and scale/offset applied (rioxarray).
     fill_nan
-        Fill NaN nodes by Laplace interpolation (see :func:`ggmnet.datasets.grids.fill_holes`).
+        Fill NaN nodes by Laplace interpolation (see :func:`ggmnet.datasets.netcdf.fill_holes`).
     variable
         The band: its 1-based number or its description; default the only band.
 
@@ -267,7 +258,7 @@ def read_gravity_raster(path: str | os.PathLike, *, fill_nan: bool = False,
         with _quiet():
             data = rioxarray.open_rasterio(path, mask_and_scale=True)
     except Exception as err:  # rioxarray raises whatever GDAL or xarray raise for a bad file
-        raise UserError(f"{path}: cannot be read as a raster ({_one_line(err)}); expected {what}") from None
+        raise UserError(f"{path}: cannot be read as a raster ({one_line(err)}); expected {what}") from None
     with data:
         crs = data.rio.crs
         if crs is None:
@@ -311,7 +302,7 @@ def read_icgem_gdf(path: str | os.PathLike, *, fill_nan: bool = False, variable:
     try:
         grid = harmonica.load_icgem_gdf(path)
     except (OSError, ValueError, KeyError, IndexError) as err:
-        raise UserError(f"{path}: cannot be read as an ICGEM .gdf grid ({_one_line(err)})") from None
+        raise UserError(f"{path}: cannot be read as an ICGEM .gdf grid ({one_line(err)})") from None
     columns = str(grid.attrs.get("attributes", "")).split()
     units = dict(zip(columns, str(grid.attrs.get("attributes_units", "")).split()))
     candidates = [c for c in columns if c not in ("longitude", "latitude") and c in grid.data_vars]
@@ -469,7 +460,7 @@ def label_raster_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
         else:
             from rasterio.transform import from_bounds
 
-            region = bounds if bounds is not None else _sidecar_bounds(path)
+            region = bounds if bounds is not None else sidecar_bounds(path)
             crs = CRS.from_epsg(4326)
             transform = from_bounds(region.west, region.south, region.east, region.north, src.width, src.height)
         window, window_transform = _read_window(src, transform, crs, lon, lat, path)

@@ -1,6 +1,6 @@
 """The doors for a geologist's own files: :func:`read_gravity` and :func:`read_label_nodes`.
 
-Each judges a file by its content and hands it to the netCDF readers of :mod:`ggmnet.datasets.grids`, to
+Each judges a file by its content and hands it to the netCDF readers of :mod:`ggmnet.datasets.netcdf` and :mod:`ggmnet.datasets.labels`, to
 :mod:`ggmnet.datasets.rasters` (GeoTIFF and other rasters in any CRS through rasterio/rioxarray, ICGEM ``.gdf``
 through harmonica) or to :mod:`ggmnet.datasets.vectors` (Shapefile, GeoPackage, GeoJSON through geopandas), with
 a legend (:mod:`ggmnet.datasets.legend`) where the map's codes or units are not Table 1's class indices.
@@ -14,17 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ggmnet.classes import TABLE1, ClassList
-from ggmnet.datasets.grids import (
-    _NETCDF_MAGIC,
-    GeoGrid,
-    Region,
-    _check_exists,
-    _read_geographic,
-    cell_area_km2,
-    read_gravity_grid,
-    resample_labels,
-)
+from ggmnet.datasets.geo import GeoGrid, Region, cell_area_km2
 from ggmnet.datasets.legend import codes_to_classes, names_legend, read_legend
+from ggmnet.datasets.netcdf import NETCDF_MAGIC, check_exists, read_geographic, read_gravity_grid
 from ggmnet.datasets.rasters import (
     georeferenced,
     is_icgem,
@@ -33,6 +25,7 @@ from ggmnet.datasets.rasters import (
     read_icgem_gdf,
     readable,
 )
+from ggmnet.datasets.resample import resample_labels
 from ggmnet.datasets.vectors import is_vector, label_vector_on_nodes
 from ggmnet.errors import UserError
 
@@ -49,10 +42,10 @@ def read_gravity(path: str | os.PathLike, *, fill_nan: bool = False, variable: s
     description, an ICGEM column); ``fill_nan`` fills NaN nodes instead of refusing them.
     """
     path = Path(path)
-    _check_exists(path, "a gravity grid: netCDF, GeoTIFF or ICGEM .gdf")
+    check_exists(path, "a gravity grid: netCDF, GeoTIFF or ICGEM .gdf")
     with open(path, "rb") as fh:
         head = fh.read(65536)
-    if any(head.startswith(m) for m in _NETCDF_MAGIC):
+    if any(head.startswith(m) for m in NETCDF_MAGIC):
         return read_gravity_grid(path, fill_nan=fill_nan, variable=variable)
     if is_icgem(path, head):
         return read_icgem_gdf(path, fill_nan=fill_nan, variable=variable)
@@ -100,7 +93,7 @@ def read_label_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, 
         Class indices (255 = cover, and where the map has no data) and their class list.
     """
     path = Path(path)
-    _check_exists(path, "a geological map: label grid (netCDF), raster (GeoTIFF, PNG) or vector map")
+    check_exists(path, "a geological map: label grid (netCDF), raster (GeoTIFF, PNG) or vector map")
     legend_map = read_legend(legend, base=classes) if legend is not None else None
     class_list = legend_map.classes if legend_map is not None else (classes or TABLE1)
     with open(path, "rb") as fh:
@@ -114,11 +107,11 @@ def read_label_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, 
     if field is not None:
         raise UserError(f"--label-field {field}: applies to vector maps; {path} is a grid (its codes are the "
                         f"units a --legend names)")
-    if any(head.startswith(m) for m in _NETCDF_MAGIC):
+    if any(head.startswith(m) for m in NETCDF_MAGIC):
         if bounds is not None:
             raise UserError(f"{path}: label bounds apply to images only; a netCDF label grid carries its own "
                             f"coordinates")
-        grid_lon, grid_lat, raw, name, _units, registration = _read_geographic(
+        grid_lon, grid_lat, raw, name, _units, registration = read_geographic(
             path, variable, ("label",), "a label grid: netCDF with lon, lat and class codes", mask=False)
         dlon = (grid_lon[-1] - grid_lon[0]) / max(grid_lon.size - 1, 1)
         per_row = cell_area_km2(grid_lat, dlon, (grid_lat[-1] - grid_lat[0]) / max(grid_lat.size - 1, 1))

@@ -46,7 +46,9 @@ from scipy import ndimage
 
 from ggmnet.classes import CLASS_CODES, COVER_INDEX, NUM_CLASSES, PAPER_SHARES_PERCENT
 from ggmnet.datasets.forward import REFERENCE_DENSITY, layered_gravity, moho_gravity
-from ggmnet.datasets.grids import KM_PER_DEG, PAPER_REGION, GeoGrid, Region, write_gmt_grid, write_label_grid
+from ggmnet.datasets.geo import KM_PER_DEG, PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.labels import write_label_grid
+from ggmnet.datasets.netcdf import write_gmt_grid
 from ggmnet.datasets.synth_geology import GeologyModel, cover_contrast_integral, fractal_noise, make_geology
 from ggmnet.engine.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Config, option
 from ggmnet.engine.runio import prepare_out_dir, write_json_atomic, write_run_metadata
@@ -167,7 +169,7 @@ def node_coordinates(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
 
     Nodes lie on ``west + i * spacing`` and ``south + j * spacing`` (gridline registration, as WGM2012), and
     reach at least ``margin_km`` beyond the region on every side (longitude margin at the widened box's
-    poleward edge, as :meth:`ggmnet.datasets.grids.GeoGrid.crop` measures it).
+    poleward edge, as :meth:`ggmnet.datasets.geo.GeoGrid.crop` measures it).
     """
     region = config.region
     step = config.spacing_arcmin / 60.0

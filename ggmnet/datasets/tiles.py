@@ -19,7 +19,6 @@ Training augmentation follows section 5.1.1 of the paper; see :class:`TileDatase
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
 from ggmnet.datasets.cover_sim import bury, random_thickness
-from ggmnet.datasets.grids import spacing_km
+from ggmnet.datasets.geo import spacing_km
 from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern, prior_channels
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.windows import Window, windows_mask
@@ -304,27 +303,8 @@ class TileDataset(torch.utils.data.Dataset):
         bad = [n for n in names if n not in known]
         if bad:
             raise UserError(f"split {', '.join(bad)}: expected train, val or test")
-        if channels not in CHANNEL_MODES:
-            raise UserError(f"--channels {channels}: expected one of {', '.join(CHANNEL_MODES)}")
-        if tile_size < 2:
-            raise UserError(f"--tile-size {tile_size}: expected at least 2 pixels")
-        if crop_size is not None and not 1 <= crop_size <= tile_size:
-            raise UserError(f"--crop-size {crop_size}: expected 1 to the tile size ({tile_size}) pixels")
-        if pixels_per_degree is not None:
-            if not (isinstance(pixels_per_degree, (int, float)) and math.isfinite(pixels_per_degree)
-                    and pixels_per_degree > 0):
-                raise UserError(f"--pixels-per-degree {pixels_per_degree}: expected a positive number")
-            if crop_size is not None and crop_size != tile_size:
-                raise UserError(f"--crop-size {crop_size}: fixed-resolution tiles (--pixels-per-degree "
-                                f"{pixels_per_degree:g}) are sampled at --tile-size; leave the crop out")
-        if not (isinstance(cover_augment, (int, float)) and 0.0 <= cover_augment <= 1.0):
-            raise UserError(f"--cover-augment {cover_augment}: expected a probability in [0, 1]")
-        if cover_augment > 0 and channels != "pseudocolour":
-            raise UserError(f"--cover-augment {cover_augment}: buries the residual anomaly only; use it with "
-                            "--channels pseudocolour")
+        # The options are trusted: a stage's RunConfig has checked them (this is the data layer).
         augment = {True: "paper", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
-        if augment not in AUGMENTATIONS:
-            raise UserError(f"--augment {augment}: expected one of {', '.join(AUGMENTATIONS)}")
         entries = [w for w in self.manifest["windows"] if w["split"] in names]
         if not entries:
             raise UserError(f"{self.data_dir / 'manifest.json'}: no windows in split {'+'.join(names)}")
@@ -372,6 +352,17 @@ class TileDataset(torch.utils.data.Dataset):
                       else (float(w["scale_deg"]) * self.pixels_per_degree) ** 2)
             total += counts * (pixels / max(int(w["nodes"]), 1))
         return np.rint(total).astype(np.int64)
+
+    @classmethod
+    def for_run(cls, config: Any, data_dir: str | os.PathLike, split: str, *, train: bool) -> TileDataset:
+        """The training (``train``: random crops, the run's augmentation) or validation tiles of a stage's run, with
+        the run's tile size, ground scale, input channels, outcrop input and seed (a checked configuration)."""
+        common = {"tile_size": config.tile_size, "channels": config.channels, "seed": config.seed,
+                  "pixels_per_degree": config.pixels_per_degree, "geology_prior": config.geology_prior}
+        if train:
+            return cls(data_dir, split, crop_size=config.crop_size, augment=config.augment,
+                       cover_augment=getattr(config, "cover_augment", 0.0), **common)
+        return cls(data_dir, split, crop_size=None, augment=False, hide_outcrop=True, **common)
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -4,7 +4,7 @@
 (``--label-field``), maps the units to classes with a legend (:mod:`ggmnet.datasets.legend`), and rasterises
 them onto the processing grid's nodes by majority: each node's cell is sampled at ``oversample`` x
 ``oversample`` points (rasterio's ``rasterize``, a point taking the polygon it falls in), and the cell takes
-the commonest class among them (:func:`ggmnet.datasets.grids.resample_labels`). A map in a projected CRS is
+the commonest class among them (:func:`ggmnet.datasets.resample.resample_labels`). A map in a projected CRS is
 densified (its edges cut to half a node long) before it is transformed to longitude/latitude, so that its
 straight edges stay where they were. Ground outside every polygon is 255 (not learned, not scored).
 """
@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX
-from ggmnet.datasets.grids import KM_PER_DEG, GeoGrid, _one_line, resample_labels
+from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid
 from ggmnet.datasets.legend import Legend
-from ggmnet.errors import UserError
+from ggmnet.datasets.resample import resample_labels
+from ggmnet.errors import UserError, one_line
 
 #: File suffixes read as vector maps.
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite", ".shz")
@@ -46,7 +47,7 @@ def _read(path: Path, layer: str | None) -> Any:
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as err:  # pyogrio raises its own DataSourceError and others for a bad file
-        raise UserError(f"{path}: cannot be read as a vector map ({_one_line(err)})") from None
+        raise UserError(f"{path}: cannot be read as a vector map ({one_line(err)})") from None
     if layer is None and len(layers) > 1:
         raise UserError(f"{path}: {len(layers)} layers ({', '.join(layers)}); name the one to use with "
                         f"--label-variable")
@@ -55,7 +56,7 @@ def _read(path: Path, layer: str | None) -> Any:
     try:
         return geopandas.read_file(path, layer=layer)
     except Exception as err:
-        raise UserError(f"{path}: cannot be read as a vector map ({_one_line(err)})") from None
+        raise UserError(f"{path}: cannot be read as a vector map ({one_line(err)})") from None
 
 
 def label_vector_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, *, field: str | None,

@@ -23,7 +23,7 @@ from ggmnet.classes import COVER_INDEX
 from ggmnet.errors import UserError
 
 if TYPE_CHECKING:
-    from ggmnet.datasets.grids import GeoGrid, Region
+    from ggmnet.datasets.geo import GeoGrid, Region
 
 #: Tolerance on window edges, in degrees (windows are laid out on multiples of their step).
 EDGE_TOL_DEG = 1e-9

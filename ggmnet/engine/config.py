@@ -224,24 +224,38 @@ def _default_text(field: dataclasses.Field, opt: Option) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def read_config_file(path: str | os.PathLike, names: Sequence[str]) -> dict[str, Any]:
-    """The option values of a ``--config`` YAML file (keys with ``-`` or ``_``); unknown names are refused."""
+def read_config_file(path: str | os.PathLike, names: Sequence[str], *, option: str = "--config",
+                     _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The option values of a YAML recipe (keys with ``-`` or ``_``); unknown names are refused.
+
+    A recipe may name a base recipe (``base: retrain_cpu.yaml``, relative to its own folder) and change only what
+    differs: the base's values (read the same way, so bases chain) are overridden by the recipe's own.
+    """
     import yaml
 
-    if not Path(path).is_file():
-        raise UserError(f"--config {path}: no such file (expected a YAML file of option values)")
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file (expected a YAML file of option values)")
+    if path.resolve() in _seen:
+        raise UserError(f"{option} {path}: its bases name it again (a recipe's base chain must end)")
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0] if str(err) else "invalid YAML"
-        raise UserError(f"--config {path}: not valid YAML ({first})") from None
+        raise UserError(f"{option} {path}: not valid YAML ({first})") from None
     if not isinstance(raw, dict):
-        raise UserError(f"--config {path}: expected a mapping of option names to values")
+        raise UserError(f"{option} {path}: expected a mapping of option names to values")
     values = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    base = values.pop("base", None)
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise UserError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-    return values
+        raise UserError(f"{option} {path}: unknown option(s) {', '.join(unknown)}")
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise UserError(f"{option} {path}: base {base!r}: expected the file name of a base recipe")
+    inherited = read_config_file(path.parent / base, names, option=option, _seen=(*_seen, path.resolve()))
+    return {**inherited, **values}
 
 
 class Config:

@@ -5,16 +5,19 @@ A stage subclasses :class:`Engine`, sets its class attributes and fills the hook
     Engine(config, ctx)  check the settings, join the process group, find the dataset, open the run folder
                          (with --resume: read last.pt and check that it continues this run), seed the
                          generators, setup(state); with a checkpoint, load_state(state) and the generators
-    run()                run.json, the tracker, start(tracker), then for each epoch:
+    run()                run.json, the tracker, each callback's on_start, then for each epoch:
         scalars = begin_epoch(epoch)             learning rate, temperature...; sets self.phase
         train   = train_epoch(epoch)             default: train_step(b) for b in batches(epoch), the means
         scores  = validate()                     default: forward/loss/predict over val_loader
         end_epoch(epoch, train, scores)          what the checkpoint must already see (schedule, genotype)
         best    = save_checkpoint(done, scores)  last.pt, and best.pt on a new best
         record  = epoch_record(done, scalars, train, scores)
-        report(tracker, done, record, scores, best, seconds)     rank 0: tracker, log line, pictures, files
+        callbacks' on_epoch(...)                 rank 0: tracker, log line, pictures, files
         on_epoch_end(done, record)               every rank (a hook for tests and notebooks)
-                         and returns finish(tracker).
+                         and returns finish(), after the callbacks' on_finish.
+
+Reporting is not a stage's step: it is a list of :class:`Callback` objects (the stage's
+:meth:`Engine.default_callbacks` plus any passed in, as Lightning's callbacks are), called on rank 0 only.
 
 A stage may replace :meth:`Engine.train_epoch` or :meth:`Engine.validate` whole (the scores must hold
 :attr:`Engine.monitor`). ``last.pt`` holds
@@ -29,7 +32,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,21 @@ from ggmnet.metrics import ConfusionMatrix
 log = logging.getLogger(__name__)
 
 
+class Callback:
+    """Reporting beside a run (log lines, tables, pictures, artifacts), called on rank 0 only; it never changes
+    what is trained. Override what you need."""
+
+    def on_start(self, engine: Engine, tracker: Tracker) -> None:
+        """Before the first epoch of this process."""
+
+    def on_epoch(self, engine: Engine, tracker: Tracker, epoch: int, record: dict[str, Any],
+                 scores: dict[str, Any], best: bool, seconds: float) -> None:
+        """After epoch ``epoch`` (1-based) was checkpointed and the tracker logged ``record``."""
+
+    def on_finish(self, engine: Engine, tracker: Tracker, result: Any) -> None:
+        """After the last epoch, with what :meth:`Engine.run` returns."""
+
+
 class Engine:
     """One training run of a stage: set-up and resume in the constructor, :meth:`run` to train.
 
@@ -69,6 +87,8 @@ class Engine:
         Called on every rank as ``on_epoch_end(epochs_done, record)`` after each epoch's checkpoint, where
         ``record`` holds the epoch's logged scalars; an exception it raises stops the run as an interruption
         would.
+    callbacks
+        Reporting added to the stage's :meth:`default_callbacks`.
 
     Attributes
     ----------
@@ -94,11 +114,16 @@ class Engine:
     ties_to_later = False
     #: The dataset's classes (a stage's ``setup`` sets them from its training data; Table 1 by default).
     classes: ClassList = TABLE1
+    #: A region validation's scorer (``validate(network) -> (scores, confusion matrix)``, e.g.
+    #: :class:`ggmnet.inference.scoring.WindowScorer`) that a stage's ``setup`` may set; None validates on tiles.
+    scorer: Any = None
 
     def __init__(self, config: RunConfig, ctx: DistContext | None = None, *,
-                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.config = config.check()
         self.on_epoch_end = on_epoch_end
+        self.callbacks = [*self.default_callbacks(), *callbacks]
         self.ctx = ctx if ctx is not None else init_distributed(config.device)
         self.device = self.ctx.device
         self.use_amp = bool(config.amp) and self.device.type == "cuda"
@@ -152,8 +177,9 @@ class Engine:
         """Entries the stage adds to ``run.json``."""
         return {}
 
-    def start(self, tracker: Tracker) -> None:
-        """Rank 0, before the first epoch of this process: the stage's first outputs and log line."""
+    def default_callbacks(self) -> list[Callback]:
+        """The stage's reporting (:class:`Callback`)."""
+        return []
 
     def begin_epoch(self, epoch: int) -> dict[str, Any]:
         """Prepare ``epoch`` (0-based; learning rate, temperature, ``self.phase``); returns scalars to log."""
@@ -187,11 +213,7 @@ class Engine:
         """The scalars of epoch ``epoch`` (1-based, done) logged to the tracker and given to ``on_epoch_end``."""
         raise NotImplementedError
 
-    def report(self, tracker: Tracker, epoch: int, record: dict[str, Any], scores: dict[str, Any], best: bool,
-               seconds: float) -> None:
-        """Rank 0, after the tracker logged ``record``: tables, pictures, files and the epoch's log line."""
-
-    def finish(self, tracker: Tracker) -> Any:
+    def finish(self) -> Any:
         """Every rank, after the last epoch: what :meth:`run` returns (default: the run folder)."""
         return self.run_dir
 
@@ -275,12 +297,17 @@ class Engine:
                           job_type=self.stage, mode=cfg.wandb_mode, is_main=main, resume=self.start_epoch > 0)
         try:
             if main:
-                self.start(tracker)
+                for callback in self.callbacks:
+                    callback.on_start(self, tracker)
                 if self.start_epoch >= cfg.epochs:
                     log.info("%s: %s already finished %d epoch(s)", self.stage, self.run_dir, self.start_epoch)
             for epoch in range(self.start_epoch, cfg.epochs):
                 self._epoch(epoch, tracker)
-            return self.finish(tracker)
+            result = self.finish()
+            if main:
+                for callback in self.callbacks:
+                    callback.on_finish(self, tracker, result)
+            return result
         finally:
             tracker.finish()
 
@@ -295,7 +322,8 @@ class Engine:
         record = self.epoch_record(done, scalars, train, scores)
         if self.ctx.is_main:
             tracker.log(record, step=done)
-            self.report(tracker, done, record, scores, best, time.perf_counter() - start)
+            for callback in self.callbacks:
+                callback.on_epoch(self, tracker, done, record, scores, best, time.perf_counter() - start)
         if self.on_epoch_end is not None:
             self.on_epoch_end(done, record)
 
@@ -318,14 +346,22 @@ class Engine:
         return (batch["image"].to(self.device, non_blocking=True), batch["mask"].to(self.device, non_blocking=True),
                 None if weights is None else weights.to(self.device, non_blocking=True))
 
+    def validation_network(self) -> torch.nn.Module:
+        """The network a region validation maps with (the trained one; the search: its derived network)."""
+        return self.network
+
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
-        """Score :attr:`network` on the validation tiles of ``val_loader``, summed over the ranks.
+        """Score the network on the validation windows of :attr:`scorer` when a stage set one, else on the
+        validation tiles of ``val_loader``, summed over the ranks.
 
-        Returns :meth:`ConfusionMatrix.compute`'s scores plus ``loss`` (:meth:`loss`, mean over batches) and
-        keeps the confusion matrix in ``self.confusion``; :meth:`forward`, :meth:`loss` and :meth:`predict`
-        are the stage's.
+        Returns :meth:`ConfusionMatrix.compute`'s scores plus ``loss`` (:meth:`loss`, mean over batches; a
+        scorer's own) and keeps the confusion matrix in ``self.confusion``; :meth:`forward`, :meth:`loss` and
+        :meth:`predict` are the stage's.
         """
+        if self.scorer is not None:
+            scores, self.confusion = self.scorer.validate(self.validation_network())
+            return scores
         self.network.eval()
         matrix = ConfusionMatrix(self.classes.num_classes)
         total = torch.zeros(2, dtype=torch.float64)

@@ -21,8 +21,8 @@ from ggmnet.engine.config import (
     run_command,
 )
 from ggmnet.errors import cli_entry
-from ggmnet.retrain.evaluate import SPLITS, evaluate
-from ggmnet.retrain.predict import DEFAULT_OVERLAP, DEFAULT_SCALE_DEG, predict_region
+from ggmnet.inference.evaluate import SPLITS, evaluate
+from ggmnet.inference.predict import DEFAULT_OVERLAP, DEFAULT_SCALE_DEG, predict_region
 
 RETRAIN_DESCRIPTION = ("Train GGMNet (from a searched genotype) or a baseline from scratch on a prepared "
                        "dataset, validating every epoch (FWIoU, MPA, mIoU, per-class IoU) and checkpointing "
@@ -65,7 +65,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 @dataclasses.dataclass
 class EvaluateOptions(Config):
-    """The options of ``ggm-evaluate`` (see :func:`ggmnet.retrain.evaluate.evaluate`)."""
+    """The options of ``ggm-evaluate`` (see :func:`ggmnet.inference.evaluate.evaluate`)."""
 
     checkpoint: str = CHECKPOINT_FILE.field()
     data: str | None = DATA.field(None, shown="the checkpoint's training dataset (the synthetic default if it was "
@@ -100,7 +100,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 @dataclasses.dataclass
 class PredictOptions(Config):
-    """The options of ``ggm-predict`` (see :func:`ggmnet.retrain.predict.predict_region`)."""
+    """The options of ``ggm-predict`` (see :func:`ggmnet.inference.predict.predict_region`)."""
 
     checkpoint: str = CHECKPOINT_FILE.field()
     bouguer: str = option(dataclasses.MISSING, "Bouguer anomaly grid in mGal (WGM2012/GMT netCDF, GeoTIFF in any "
@@ -151,14 +151,8 @@ def build_predict_parser() -> argparse.ArgumentParser:
 @cli_entry
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """``ggm-predict``: map a region and print the files written."""
-    options = PredictOptions.from_argv(build_predict_parser(), argv)
-    paths = predict_region(options.checkpoint, options.bouguer, options.region, options.out,
-                           tile_size=options.tile_size, overlap=options.overlap, scale_deg=options.scale_deg,
-                           device=options.device, batch_size=options.batch_size, labels=options.labels,
-                           outcrop_prior=options.outcrop_prior, fill_nan=options.fill_nan,
-                           variable=options.variable, label_variable=options.label_variable,
-                           label_field=options.label_field, legend=options.legend,
-                           unlisted_units=options.unlisted_units)
+    values = PredictOptions.from_argv(build_predict_parser(), argv).to_dict()
+    paths = predict_region(out_dir=values.pop("out"), **values)  # the options are predict_region's arguments
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -15,7 +15,7 @@ windows of a prepared dataset and scores it on the validation windows after ever
   phase, gradient scaler and generator states) and ``best.pt`` (the model, without training state) at the
   best validation FWIoU. With ``ema_decay`` the validated and saved ``model`` is timm's moving average of the
   weights (``last.pt`` keeps the trained weights beside it to resume). The format is the one ``ggm-evaluate`` and ``ggm-predict`` read
-  (:func:`ggmnet.retrain.models.load_model`); the epoch loop is the engine's (:class:`ggmnet.engine.loop.Engine`);
+  (:func:`ggmnet.models.load_model`); the epoch loop is the engine's (:class:`ggmnet.engine.loop.Engine`);
 * **tracking** (:class:`~ggmnet.engine.tracking.Tracker`, W&B plus local copies): train and validation loss and FWIoU
   curves (Figure 4; also drawn to ``RUN/curves.png`` after every epoch), learning rate and optimiser phase,
   a per-class IoU table, the confusion matrix as a heatmap and validation tiles with predicted and true
@@ -38,11 +38,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
@@ -69,15 +68,14 @@ from ggmnet.engine.distributed import (
     wrap_ddp,
 )
 from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
-from ggmnet.engine.loop import Engine
+from ggmnet.engine.loop import Callback, Engine
 from ggmnet.engine.runio import require_file
-from ggmnet.engine.tracking import Tracker, plot_curves
 from ggmnet.errors import UserError
-from ggmnet.inference import WindowScorer, region_validation
-from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts
+from ggmnet.inference.scoring import WindowScorer
+from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE
 from ggmnet.metrics import ConfusionMatrix, percent
-from ggmnet.retrain.ggmnet_model import ABLATIONS
-from ggmnet.retrain.models import CHECKPOINT, build_model, list_models
+from ggmnet.models import CHECKPOINT, build_model, count_parameters, list_models
+from ggmnet.models.ggmnet import ABLATIONS
 from ggmnet.retrain.schedule import OptimizerSchedule
 from ggmnet.search_space.genotype import Genotype
 
@@ -156,6 +154,9 @@ class RetrainConfig(RunConfig):
             raise self.error("tile_size", "an integer of at least 16 pixels")
         if self.crop_size is not None and not 16 <= self.crop_size <= self.tile_size:
             raise self.error("crop_size", f"an integer in 16..--tile-size ({self.tile_size}) pixels, or none")
+        if self.cover_augment > 0 and self.channels != "pseudocolour":
+            raise UserError(f"--cover-augment {self.cover_augment:g}: buries the residual anomaly only; use it with "
+                            "--channels pseudocolour")
 
 
 def _genotype_architecture(genotype: dict[str, Any]) -> dict[str, Any]:
@@ -202,25 +203,6 @@ def warm_start(model: torch.nn.Module, checkpoint: str) -> None:
     model.load_state_dict(loaded)
 
 
-def residual_picture(image: torch.Tensor, channels: str) -> np.ndarray:
-    """An RGB uint8 ``[H, W, 3]`` picture of a tile's residual anomaly (Figure 5's third row).
-
-    ``pseudocolour`` tiles already are the residual in the ``jet`` colour map (their first three channels);
-    for ``physical`` tiles the first channel (the standardised residual) is stretched between its 2nd and
-    98th percentiles and coloured the same way.
-    """
-    from ggmnet.datasets.tiles import colour_lut
-
-    array = image.detach().float().cpu().numpy()
-    if channels == "pseudocolour":
-        rgb = np.moveaxis(array[:3], 0, -1)
-    else:
-        lo, hi = np.percentile(array[0], [2, 98])
-        index = np.rint(np.clip((array[0] - lo) / max(hi - lo, 1e-12), 0, 1) * 255).astype(np.intp)
-        rgb = colour_lut()[index]
-    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 class Retrainer(Engine):
     """One retrain run: the engine's loop with the retraining's data, network, schedule and outputs.
 
@@ -241,10 +223,11 @@ class Retrainer(Engine):
     config: RetrainConfig
 
     def __init__(self, config: RetrainConfig, ctx: DistContext | None = None, *,
-                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         if config.check().genotype is not None:
             require_file(config.genotype, "--genotype", "a genotype JSON written by nas-export")
-        super().__init__(config, ctx, on_epoch_end=on_epoch_end)
+        super().__init__(config, ctx, on_epoch_end=on_epoch_end, callbacks=callbacks)
 
     def run_name(self) -> str:
         return self.config.model
@@ -254,17 +237,12 @@ class Retrainer(Engine):
 
         cfg = self.config
         self.manifest = read_manifest(self.data_dir)
-        common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "geology_prior": cfg.geology_prior,
-                  "seed": cfg.seed, "pixels_per_degree": cfg.pixels_per_degree}
-        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment,
-                            cover_augment=cfg.cover_augment, **common)
+        train = TileDataset.for_run(cfg, self.data_dir, "train", train=True)
         self.classes = train.classes
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         self.train_data = InstanceWeighted(train) if cfg.instance_weighting else train
-        self.val_data = TileDataset(self.data_dir, "val", crop_size=None, augment=False, hide_outcrop=True, **common)
-        self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
-            self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
-            channels=cfg.channels, geology_prior=cfg.geology_prior, batch_size=cfg.batch_size, device=self.device)
+        self.val_data = TileDataset.for_run(cfg, self.data_dir, "val", train=False)
+        self.scorer = WindowScorer.for_run(cfg, self.data_dir, self.device)
         per_rank = math.ceil(len(self.train_data) / self.ctx.world_size)
         if per_rank < cfg.batch_size:
             raise UserError(f"--batch-size {cfg.batch_size}: larger than the {per_rank} training window(s) "
@@ -293,10 +271,7 @@ class Retrainer(Engine):
             plateau_patience=cfg.plateau_patience or DEFAULT_PLATEAU_PATIENCE,
             plateau_threshold=cfg.plateau_threshold)
         self.scaler = make_grad_scaler(self.device, self.use_amp)
-        self.class_weights = class_weights_from_counts(np.asarray(self.train_data.class_counts),
-                                                       method=cfg.class_weighting)
-        self.criterion = WeightedBootstrappedCE(self.class_weights, top_k_fraction=cfg.top_k_fraction,
-                                                instance_weighting=cfg.instance_weighting).to(self.device)
+        self.criterion = WeightedBootstrappedCE.for_run(cfg, self.train_data.class_counts).to(self.device)
 
     def _model_config(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         """The model to build: from the genotype and the ablation, or the resumed checkpoint's."""
@@ -381,7 +356,7 @@ class Retrainer(Engine):
         return state
 
     def run_info(self) -> dict[str, Any]:
-        return {"model_config": self.model_config, "parameters": sum(p.numel() for p in self.model.parameters())}
+        return {"model_config": self.model_config, "parameters": count_parameters(self.model)}
 
     # ------------------------------------------------------------------ epochs
     def begin_epoch(self, epoch: int) -> dict[str, Any]:
@@ -419,14 +394,6 @@ class Retrainer(Engine):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
 
-    def validate(self) -> dict[str, Any]:
-        """The engine's tile validation, or with ``--pixels-per-degree`` the network's map of the region scored
-        on each validation window's nodes (:class:`~ggmnet.inference.WindowScorer`), with the no-gravity rules
-        beside it."""
-        if self.scorer is None:
-            return super().validate()
-        return region_validation(self.scorer, self.network, self)
-
     def loss(self, logits: torch.Tensor, mask: torch.Tensor,
              pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 19."""
@@ -439,17 +406,10 @@ class Retrainer(Engine):
         self.switched = self.schedule.end_epoch(train["loss"])
 
     # ------------------------------------------------------------------ outputs
-    def start(self, tracker: Tracker) -> None:
-        cfg = self.config
-        if self.model_config["name"] == "ggmnet":
-            genotype_path = self.run_dir / "genotype.json"
-            Genotype.from_dict(self.model_config["genotype"]).save(genotype_path)
-            tracker.log_artifact(genotype_path, name=f"genotype-{self.run_dir.name}", type="genotype")
-        log.info("retrain: %s (%.2f M parameters), %d train windows, %d val tiles, %d steps/epoch, "
-                 "%d process(es) on %s -> %s", self.model_config["name"] if cfg.model != "ggmnet"
-                 else f"ggmnet ablation {cfg.ablation}", sum(p.numel() for p in self.model.parameters()) / 1e6,
-                 len(self.train_data), len(self.val_ids), self.steps_per_epoch, self.ctx.world_size, self.device,
-                 self.run_dir)
+    def default_callbacks(self) -> list[Callback]:
+        from ggmnet.retrain.report import RetrainReport
+
+        return [RetrainReport()]
 
     def epoch_record(self, epoch: int, scalars: dict[str, Any], train: dict[str, Any],
                      scores: dict[str, Any]) -> dict[str, Any]:
@@ -458,43 +418,6 @@ class Retrainer(Engine):
             record.update({f"{prefix}/{k}": values.get(k) for k in _SCALAR_SCORES})
         record.update(scores.get("beside", {}))
         return record
-
-    def _log_pictures(self, tracker: Tracker, step: int) -> None:
-        """Figure 5 (tiles with predicted and true masks) and the row-normalised confusion matrix."""
-        rows = self.confusion.sum(axis=1, keepdims=True)
-        normalised = np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
-        codes = self.classes.codes
-        tracker.log_heatmap("val/confusion", normalised, x_labels=[f"pred {c}" for c in codes],
-                            y_labels=list(codes), step=step, title=f"validation confusion, epoch {step}")
-        self.network.eval()
-        with torch.no_grad():
-            for index in self.val_ids[: self.config.val_images]:
-                item = self.val_data[index]
-                with autocast_for(self.device, self.use_amp):
-                    logits = self.network(item["image"][None].to(self.device))
-                prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-                tracker.log_image(f"val/window_{item['window']}", residual_picture(item["image"], self.config.channels),
-                                  step=step, caption=f"window {item['window']}: residual anomaly, epoch {step}",
-                                  masks={"prediction": prediction,
-                                         "ground_truth": item["mask"].numpy().astype(np.uint8)}, classes=self.classes)
-
-    def report(self, tracker: Tracker, epoch: int, record: dict[str, Any], scores: dict[str, Any], best: bool,
-               seconds: float) -> None:
-        tracker.log_table("val/per_class", ["class", "name", "IoU", "accuracy", "pixels"],
-                          [[c, n, iou, acc, px] for c, n, iou, acc, px in
-                           zip(self.classes.codes, self.classes.names, scores["iou"], scores["accuracy"],
-                               scores["support"])],
-                          step=epoch)
-        plot_curves(self.run_dir, ["loss", "fwiou", "lr"], self.run_dir / "curves.png")
-        if epoch % self.config.image_every == 0 or epoch == self.config.epochs:
-            self._log_pictures(tracker, epoch)
-        val_loss = record["val/loss"]
-        log.info("epoch %d/%d %s lr %.2e: train loss %.4f FWIoU %s | val loss %s FWIoU %s MPA %s mIoU %s  %.0f s%s%s",
-                 epoch, self.config.epochs, self.phase, self.lr, record["train/loss"],
-                 percent(record["train/fwiou"], "%"), "--" if val_loss is None else f"{val_loss:.4f}",
-                 percent(scores.get("fwiou"), "%"), percent(scores.get("mpa"), "%"), percent(scores.get("miou"), "%"),
-                 seconds, "  (best)" if best else "",
-                 f"  -> SGD from epoch {self.schedule.switch_epoch + 1}" if self.switched else "")
 
     def summary(self) -> dict[str, Any]:
         """Final figures: epochs, best epoch and its validation scores, switch epoch, folder, checkpoints."""
@@ -511,14 +434,8 @@ class Retrainer(Engine):
             "last_checkpoint": str(self.last_path),
         }
 
-    def finish(self, tracker: Tracker) -> dict[str, Any]:
-        summary = self.summary()
-        if self.ctx.is_main:
-            tracker.summary(summary)
-            if self.best_path.is_file():
-                tracker.log_artifact(self.best_path, name=f"model-{self.run_dir.name}", type="model")
-        return summary
-
+    def finish(self) -> dict[str, Any]:
+        return self.summary()
 
 def run_retrain(config: RetrainConfig, ctx: DistContext | None = None, *,
                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -100,17 +100,15 @@ from ggmnet.engine.distributed import (
     wrap_ddp,
 )
 from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
-from ggmnet.engine.loop import Engine
-from ggmnet.engine.tracking import Tracker
+from ggmnet.engine.loop import Callback, Engine
 from ggmnet.errors import UserError
-from ggmnet.inference import WindowScorer, region_validation
-from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, class_weights_from_counts, sum_head_losses
-from ggmnet.metrics import percent
+from ggmnet.inference.scoring import WindowScorer
+from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE, sum_head_losses
 from ggmnet.search.latency import load_latency_table
 from ggmnet.search.steps import LARGEST, CostControl, SearchSteps
 from ggmnet.search_space.genotype import Genotype
-from ggmnet.search_space.operations import CELL_OPS, DOWN_OPS, STRIDES, UNIT_CHANNELS
-from ggmnet.search_space.supernet import SOURCES, Supernet
+from ggmnet.search_space.operations import UNIT_CHANNELS
+from ggmnet.search_space.supernet import Supernet
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +116,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = CheckpointFormat("ggmnet-search-checkpoint", 2, "search")
 #: Where runs go when no ``out`` is given, relative to the working directory.
 RUNS_ROOT = Path("runs") / "search"
-#: The depths the paper searched (Table 4); others are allowed with a warning.
-PAPER_DEPTHS = (16, 24)
+#: The lowest and highest MRFEM depths the paper searched (Table 4); others are allowed with a warning.
+DEPTH_RANGE = (16, 24)
 #: The input side at which an absolute cost target in GMACs is counted (``--cost-target 12GMAC``).
 GMAC_SIZE = 1024
 
@@ -305,12 +303,6 @@ def branch_output_layers(genotype: Genotype) -> list[int]:
     return [next(i for i, c in enumerate(b.cells) if c.stride == b.output_stride) for b in genotype.branches]
 
 
-def choice_labels(supernet: Supernet) -> dict[str, tuple[str, ...]]:
-    """Names of the choices of each kind of :meth:`Supernet.arch_probabilities`, in index order."""
-    return {"op": CELL_OPS, "width": tuple(f"x{e}" for e in supernet.expansions), "residual": ("off", "on"),
-            "source": SOURCES, "down": DOWN_OPS}
-
-
 def search_summary(supernet: Supernet, genotype: Genotype, supernet_config: dict[str, Any]) -> dict[str, Any]:
     """What the search decided, for the genotype's provenance: each chosen option's probability, the mean
     chosen probability per choice kind (uniform: 1/5 for operators, 1/4 for widths, 1/2 for residuals), each
@@ -379,25 +371,22 @@ class ArchitectureSearch(Engine):
         from ggmnet.datasets.tiles import TileDataset
 
         cfg = self.config
-        if not PAPER_DEPTHS[0] <= cfg.depth <= PAPER_DEPTHS[1]:
+        if not DEPTH_RANGE[0] <= cfg.depth <= DEPTH_RANGE[1]:
             log.warning("warning: --depth %d is outside the paper's searched range %d..%d", cfg.depth,
-                        *PAPER_DEPTHS)
-        common = {"tile_size": cfg.tile_size, "channels": cfg.channels, "seed": cfg.seed,
-                  "pixels_per_degree": cfg.pixels_per_degree, "geology_prior": cfg.geology_prior}
-        train = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=cfg.augment, **common)
+                        *DEPTH_RANGE)
+        train = TileDataset.for_run(cfg, self.data_dir, "train", train=True)
         # the loader's workers compute Eq. 19's instance-size weights (off the training step)
         train = InstanceWeighted(train) if cfg.instance_weighting else train
-        val = TileDataset(self.data_dir, "val", crop_size=None, augment=False, hide_outcrop=True, **common)
+        val = TileDataset.for_run(cfg, self.data_dir, "val", train=False)
         # Fixed central tiles of a seeded choice of training windows recompute the derived architecture's
         # BatchNorm statistics before each validation.
         plain = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=False, hide_outcrop=True,
-                            **common)
+                            tile_size=cfg.tile_size, channels=cfg.channels, seed=cfg.seed,
+                            pixels_per_degree=cfg.pixels_per_degree, geology_prior=cfg.geology_prior)
         chosen = np.random.default_rng(cfg.seed + 1).permutation(len(plain))[: cfg.bn_batches * cfg.batch_size]
         self.bn_tiles = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + cfg.batch_size]])
                          for b in range(0, len(chosen), cfg.batch_size)]
-        self.scorer = None if cfg.pixels_per_degree is None else WindowScorer(
-            self.data_dir, "val", pixels_per_degree=cfg.pixels_per_degree, tile_size=cfg.tile_size,
-            channels=cfg.channels, geology_prior=cfg.geology_prior, batch_size=cfg.batch_size, device=self.device)
+        self.scorer = WindowScorer.for_run(cfg, self.data_dir, self.device)
         if len(train) < 2:
             raise UserError(f"--data {self.data_dir}: {len(train)} training window(s); the search needs at "
                             "least 2 (one for the weights, one for the architecture)")
@@ -450,9 +439,7 @@ class ArchitectureSearch(Engine):
         else:
             weight_opt = torch.optim.SGD(weight_params, lr=cfg.lr_weights, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        weights = class_weights_from_counts(np.asarray(train.class_counts), method=cfg.class_weighting)
-        self.criterion = WeightedBootstrappedCE(weights, top_k_fraction=cfg.top_k_fraction,
-                                                instance_weighting=cfg.instance_weighting).to(self.device)
+        self.criterion = WeightedBootstrappedCE.for_run(cfg, train.class_counts).to(self.device)
         cost = None if cfg.cost_target is None else CostControl(self.supernet_config["cost_limit"],
                                                                  weight=cfg.cost_weight, rate=cfg.cost_rate)
         self.steps = SearchSteps(self.supernet, self.model, self.head_losses, weight_opt=weight_opt, arch_opt=arch_opt,
@@ -546,6 +533,9 @@ class ArchitectureSearch(Engine):
 
         recalibrate_batchnorm(self.supernet, self.bn_tiles, forward)
 
+    def validation_network(self) -> torch.nn.Module:
+        return DerivedNetwork(self.supernet)
+
     def validate(self) -> dict[str, Any]:
         """The derived architecture (``mode="argmax"``), its BatchNorm statistics recomputed, scored on the
         validation tiles, or with ``--pixels-per-degree`` on the validation windows of its map of the region.
@@ -554,10 +544,7 @@ class ArchitectureSearch(Engine):
         if not self.searching:
             return {"search_fwiou": None}
         self.recalibrate_batchnorm()
-        if self.scorer is None:
-            scores = super().validate()
-        else:
-            scores = region_validation(self.scorer, DerivedNetwork(self.supernet), self)
+        scores = super().validate()
         self.supernet.train()
         scores["search_fwiou"] = scores.get("fwiou") if self.searching else None
         return scores
@@ -599,38 +586,10 @@ class ArchitectureSearch(Engine):
                 **{f"arch/mean_{kind}_probability": provenance[f"mean_{kind}_probability"]
                    for kind in ("op", "width", "residual")}}
 
-    def _log_probabilities(self, tracker: Tracker, step: int) -> None:
-        """One heatmap per choice kind: layers (rows) x branch node and choice (columns), NaN: no node."""
-        names = choice_labels(self.supernet)
-        for kind, probs in self.supernet.arch_probabilities().items():
-            depth, nodes, n = probs.shape
-            columns = [f"1/{STRIDES[k]} {names[kind][c]}" for k in range(nodes) for c in range(n)]
-            tracker.log_heatmap(f"arch/{kind}", probs.reshape(depth, nodes * n), x_labels=columns,
-                                y_labels=[str(i) for i in range(depth)], step=step,
-                                title=f"architecture probabilities: {kind} (layer x branch node)")
+    def default_callbacks(self) -> list[Callback]:
+        from ggmnet.search.report import SearchReport
 
-    def start(self, tracker: Tracker) -> None:
-        cfg = self.config
-        log.info("search: depth %d, %d train windows (halves %d/%d), %d val tiles, %d steps/epoch, "
-                 "%d process(es) on %s -> %s", cfg.depth, len(self.train_data), len(self.loader_a.dataset),
-                 len(self.loader_b.dataset), self.num_val_tiles, self.steps_per_epoch, self.ctx.world_size,
-                 self.device, self.run_dir)
-
-    def report(self, tracker: Tracker, epoch: int, record: dict[str, Any], scores: dict[str, Any], best: bool,
-               seconds: float) -> None:
-        if best:
-            self.genotype.save(self.run_dir / "genotype_best.json")
-        self._log_probabilities(tracker, epoch)
-        tracker.log_artifact(self.run_dir / "genotype.json", name=f"genotype-{self.run_dir.name}", type="genotype")
-        arch = f" arch {record['train/arch_loss']:.4f}" if "train/arch_loss" in record else ""
-        cost = f"  cost weight {record['train/cost_weight']:.3f}" if "train/cost_weight" in record else ""
-        log.info("epoch %d/%d %s: loss %.4f%s  val FWIoU %s MPA %s  tau %.3f  chosen p: op %.2f width %.2f "
-                 "residual %.2f  cost %.2f of the largest%s  %.0f s%s", epoch, self.config.epochs, self.phase,
-                 record["train/loss"], arch, percent(scores.get("fwiou"), "%"), percent(scores.get("mpa"), "%"),
-                 self.tau, record["arch/mean_op_probability"], record["arch/mean_width_probability"],
-                 record["arch/mean_residual_probability"], record["cost/fraction_of_largest"], cost, seconds,
-                 "  (best)" if best else "")
-
+        return [SearchReport()]
 
 @torch.no_grad()
 def recalibrate_batchnorm(network: torch.nn.Module, batches: Sequence[torch.Tensor],

@@ -13,7 +13,7 @@ training one):
    the statistics of geology that the gravity says nothing about), retrained on the true map: what a search
    finds when its signal is noise.
 4. Each genotype retrained with a retrain recipe and ``train_seeds`` training seeds (``retrain`` through
-   :func:`ggmnet.retrain.study.train_and_score`; finished runs are found again, interrupted ones resume), scored
+   :func:`ggmnet.studies.trial.train_and_score`; finished runs are found again, interrupted ones resume), scored
    on the validation windows (FWIoU, MPA).
 5. **Rank agreement**: the supernet of the search (``best.pt``) scores ``kendall`` of the genotypes with its
    inherited weights (BatchNorm statistics recomputed on training tiles, then the validation windows), and
@@ -36,8 +36,7 @@ import numpy as np
 
 from ggmnet.engine.runio import write_json_atomic
 from ggmnet.search_space.genotype import Genotype
-
-REPO = Path(__file__).resolve().parents[2]
+from ggmnet.studies import RECIPES
 
 
 @dataclass
@@ -46,8 +45,8 @@ class FairSearch:
 
     scene_seed: int
     out: Path
-    search_config: str = str(REPO / "experiments" / "search_cpu.yaml")
-    retrain_config: str = str(REPO / "experiments" / "retrain_cpu.yaml")
+    search_config: str = str(RECIPES / "search_cpu.yaml")
+    retrain_config: str = str(RECIPES / "retrain_cpu.yaml")
     train_seeds: Sequence[int] = (0, 1)
     count: int = 10
     tolerance: float = 0.05
@@ -80,7 +79,8 @@ def make_scene(seed: int, out: Path, *, null: bool = False) -> Path:
 
 def _turned(path: Path, out: Path) -> Path:
     """``path``'s label grid turned by 180 degrees (both axes reversed), written to ``out`` once."""
-    from ggmnet.datasets.grids import GeoGrid, read_label_grid, write_label_grid
+    from ggmnet.datasets.geo import GeoGrid
+    from ggmnet.datasets.labels import read_label_grid, write_label_grid
 
     if not out.is_file():
         grid = read_label_grid(path)
@@ -133,7 +133,7 @@ def matched_random_genotypes(searched: Genotype, count: int, *, tolerance: float
 
 def retrain(genotype: Genotype, name: str, data: Path, out: Path, seed: int, config: str) -> dict[str, Any]:
     """Train and score ``genotype`` (``retrain`` with ``config``, training seed ``seed``)."""
-    from ggmnet.retrain.study import train_and_score
+    from ggmnet.studies.trial import train_and_score
 
     path = out / "genotypes" / f"{name}.json"
     if not path.is_file():
@@ -149,7 +149,7 @@ def supernet_scores(checkpoint: Path, genotypes: Sequence[Genotype], data: Path)
     import torch
 
     from ggmnet.datasets.tiles import TileDataset
-    from ggmnet.inference import WindowScorer
+    from ggmnet.inference.scoring import WindowScorer
     from ggmnet.search.export import load_search_checkpoint
     from ggmnet.search.search import build_supernet, fuse_heads, recalibrate_batchnorm
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ggmnet.engine.runio import write_json_atomic
-from ggmnet.studies.fair_search import REPO, make_scene, retrain, search
+from ggmnet.studies import RECIPES
+from ggmnet.studies.fair_search import make_scene, retrain, search
 
 BASELINES = ("fc_hardnet70", "fasterseg", "hrnet_w32", "unet")
 
@@ -34,8 +35,8 @@ class Pareto:
     train_seeds: Sequence[int] = (0, 1)
     baseline_seeds: Sequence[int] = (0,)
     baselines: Sequence[str] = BASELINES
-    search_config: str = str(REPO / "experiments" / "search_cpu.yaml")
-    retrain_config: str = str(REPO / "experiments" / "retrain_cpu.yaml")
+    search_config: str = str(RECIPES / "search_cpu.yaml")
+    retrain_config: str = str(RECIPES / "retrain_cpu.yaml")
     size: int = 1024
     rounds: int = 3
 
@@ -48,7 +49,7 @@ def latencies(checkpoints: dict[str, Path], size: int, rounds: int) -> dict[str,
     ``rounds`` interleaved rounds (each round times every network once, after one warm-up pass each)."""
     import torch
 
-    from ggmnet.retrain.models import load_model
+    from ggmnet.models import load_model
     from ggmnet.studies.measure import median_time
 
     models = {name: load_model(path)[0].eval() for name, path in checkpoints.items()}
@@ -65,9 +66,9 @@ def latencies(checkpoints: dict[str, Path], size: int, rounds: int) -> dict[str,
 
 def run_scene(plan: Pareto) -> dict[str, Any]:
     """The study (module docstring); writes its files under ``root/scene{seed}/pareto`` and returns its rows."""
-    from ggmnet.retrain.models import build_model, load_model, model_size
-    from ggmnet.retrain.study import train_and_score
+    from ggmnet.models import build_model, load_model, model_size
     from ggmnet.search_space.supernet import genotype_cost
+    from ggmnet.studies.trial import train_and_score
 
     scene = plan.root / f"scene{plan.scene_seed}"
     data = make_scene(plan.scene_seed, plan.root)

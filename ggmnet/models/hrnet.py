@@ -17,45 +17,38 @@ Wang et al. (2020), Deep high-resolution representation learning for visual reco
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ggmnet.models.base import SegmentationModel
+from ggmnet.models.registry import register_model
 from ggmnet.search_space.operations import ConvNormAct
 
 #: HRNet's input sides must be multiples of this (its coarsest stride).
 HRNET_STRIDE = 32
 
 
-class HRNetSegmentation(nn.Module):
+class HRNetSegmentation(SegmentationModel):
     """HRNetV1-W32 (timm ``hrnet_w32``, ``features_only``) with a light segmentation head (module docstring).
 
     ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``. Random
     initialisation, as every network of the paper was trained from scratch (5.1).
     """
 
+    name, title = "hrnet_w32", "HRNet"
+
     def __init__(self, in_channels: int, num_classes: int) -> None:
         import timm  # imported here: only this baseline needs it, and it takes seconds to import
 
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
+        super().__init__(in_channels, num_classes)
         self.backbone = timm.create_model("hrnet_w32", pretrained=False, features_only=True,
                                           in_chans=self.in_channels, feature_location="", out_indices=(1, 2, 3, 4))
         width = sum(self.backbone.feature_info.channels())
         self.fuse = ConvNormAct(width, width, 1)
         self.classifier = nn.Conv2d(width, self.num_classes, 1)
 
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": "hrnet_w32", "in_channels": self.in_channels, "num_classes": self.num_classes}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"HRNet expects input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % HRNET_STRIDE, -width % HRNET_STRIDE
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
@@ -66,3 +59,9 @@ class HRNetSegmentation(nn.Module):
         logits = self.classifier(self.fuse(torch.cat(up, dim=1)))
         logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :height, :width]
+
+
+@register_model
+def hrnet_w32(*, in_channels: int = 3, num_classes: int = 10) -> HRNetSegmentation:
+    """The HRNetV1-W32 baseline of Table 6 (timm backbone, random weights)."""
+    return HRNetSegmentation(in_channels, num_classes)

@@ -62,6 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ggmnet.models.base import SegmentationModel
+from ggmnet.models.registry import register_model
 from ggmnet.search_space.operations import Cell, ConvNormAct
 
 #: A FasterSeg operator as ggmnet cells ``(op, down)``: (keeping the resolution, halving it).
@@ -153,16 +155,16 @@ class _Aggregation(nn.Module):
         return x
 
 
-class FasterSeg(nn.Module):
+class FasterSeg(SegmentationModel):
     """FasterSeg's released student network (module docstring), built from ggmnet cells.
 
     ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
+    name, title = "fasterseg", "FasterSeg"
+
     def __init__(self, in_channels: int, num_classes: int, *, base_channels: int = BASE_CHANNELS) -> None:
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
+        super().__init__(in_channels, num_classes)
         self.base_channels = int(base_channels)
         f = self.base_channels
         # FasterSeg doubles the stem's 1/2 and 1/4 widths.
@@ -186,15 +188,10 @@ class FasterSeg(nn.Module):
         self.head = ConvNormAct(fused, fused, 3)
         self.classifier = nn.Conv2d(fused, self.num_classes, 1)
 
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": "fasterseg", "in_channels": self.in_channels, "num_classes": self.num_classes,
-                "base_channels": self.base_channels}
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "base_channels": self.base_channels}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"FasterSeg expects input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         stem = self.stem(x)
         shared, last_shared = self.trunk(stem, {8: stem})
         features = []
@@ -203,3 +200,9 @@ class FasterSeg(nn.Module):
             features.append(aggregation(out, last))
         logits = self.classifier(self.head(self.fusion(torch.cat(features, dim=1))))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@register_model
+def fasterseg(*, in_channels: int = 3, num_classes: int = 10, base_channels: int = BASE_CHANNELS) -> FasterSeg:
+    """The FasterSeg baseline of Table 6: the released student at base width ``base_channels`` (release: 12)."""
+    return FasterSeg(in_channels, num_classes, base_channels=base_channels)

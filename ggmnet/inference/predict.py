@@ -22,7 +22,7 @@ A Bouguer grid and a region become a map of the bedrock class under the cover:
    the region.
 
 Outputs: ``prediction.nc`` (CF-1.8: ``class``, ``probability``, ``entropy`` in nats), ``prediction.png`` (a map in
-the classes' colours, optionally with the mapped cover outlined), the GIS layers of :mod:`ggmnet.retrain.gis`
+the classes' colours, optionally with the mapped cover outlined), the GIS layers of :mod:`ggmnet.inference.gis`
 (Cloud-Optimised GeoTIFFs of the class, the probabilities and the entropy, a GeoPackage of the predicted units,
 and with ``labels`` the merged map of the mapped outcrop and the predicted cover) and ``run.json``.
 """
@@ -38,9 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ggmnet.calibration import entropy
 from ggmnet.classes import COVER_INDEX, TABLE1, ClassList
-from ggmnet.datasets.grids import Region
+from ggmnet.datasets.geo import Region
 from ggmnet.datasets.prepare import class_counts
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
@@ -48,9 +47,12 @@ from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import DEFAULT_OVERLAP, node_factors, node_spacing_km, predict_nodes, with_outcrop_prior
-from ggmnet.retrain.gis import write_gis_outputs
-from ggmnet.retrain.models import checkpoint_classes, load_model
+from ggmnet.inference.calibration import entropy
+from ggmnet.inference.gis import write_gis_outputs
+from ggmnet.inference.rules import with_outcrop_prior
+from ggmnet.inference.scoring import node_factors, node_spacing_km
+from ggmnet.inference.tiling import DEFAULT_OVERLAP, predict_nodes
+from ggmnet.models import checkpoint_classes, load_model
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
@@ -252,7 +254,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         used to outline the cover on the PNG, for the merged map, and as the geology prior when the model
         was trained with one (then required). Its codes or units name the checkpoint's classes.
     outcrop_prior : bool
-        Map the cover nodes by :func:`ggmnet.inference.with_outcrop_prior`: the network's probabilities read
+        Map the cover nodes by :func:`ggmnet.inference.rules.with_outcrop_prior`: the network's probabilities read
         together with the outcrop classes of ``labels`` around each node (far from outcrop, the region's
         outcrop class frequencies). Needs ``labels``. ``prediction.nc``'s ``probability`` stays the network's.
     fill_nan : bool
@@ -267,7 +269,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     -------
     dict[str, Path]
         ``{"netcdf": DIR/prediction.nc, "png": DIR/prediction.png, "run": DIR/run.json}`` and the layers of
-        :func:`ggmnet.retrain.gis.write_gis_outputs` (``class_tif``, ``probability_tif``, ``entropy_tif``,
+        :func:`ggmnet.inference.gis.write_gis_outputs` (``class_tif``, ``probability_tif``, ``entropy_tif``,
         ``units_gpkg``; with ``labels`` ``merged_tif`` and ``merged_source_tif``).
     """
     region = Region.parse(region, option="--region") if isinstance(region, str) else region

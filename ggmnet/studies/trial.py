@@ -10,18 +10,37 @@ its folder already holds a run (so an interrupted study continues and a finished
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ggmnet.retrain.evaluate import evaluate
-from ggmnet.retrain.models import load_model
+from ggmnet.inference.evaluate import evaluate
+from ggmnet.models import count_parameters, load_model
 from ggmnet.retrain.train import RetrainConfig, run_retrain
 
-#: Score sets kept from each evaluation (see :data:`ggmnet.inference.SCORE_SETS`).
+#: Score sets kept from each evaluation (see :data:`ggmnet.inference.scoring.SCORE_SETS`).
 KEPT = ("outcrop", "commonest_class", "under_cover", "commonest_class_under_cover", "nearest_outcrop_baseline",
         "outcrop_prior_under_cover")
+
+
+def split_retrain_flags(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """A study's command line split at ``--``: its own arguments, and the ``retrain`` flags given to every run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def default_genotype_file(out: Path) -> str:
+    """``out/genotype_default22.json``: the hand-made depth-22 genotype at the CPU recipe's unit widths (4, 8, 16),
+    the GGMNet that studies train when no searched genotype is given."""
+    from ggmnet.search_space.genotype import default_genotype
+
+    path = out / "genotype_default22.json"
+    default_genotype(22, unit_channels=(4, 8, 16)).save(path)
+    return str(path)
 
 
 def train_and_score(flags: Sequence[str], *, splits: Sequence[str] = ("val",)) -> dict[str, Any]:
@@ -49,7 +68,7 @@ def train_and_score(flags: Sequence[str], *, splits: Sequence[str] = ("val",)) -
     model, _ = load_model(best)
     result: dict[str, Any] = {
         "run": str(run), "seconds": json.loads(timing.read_text())["seconds"],
-        "parameters": sum(p.numel() for p in model.parameters()),  # a shared module's once
+        "parameters": count_parameters(model),
         "steps": config.epochs * (config.steps_per_epoch or 0), "best_epoch": summary["best_epoch"],
         "config": config.to_dict(),
     }

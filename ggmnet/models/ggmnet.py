@@ -32,13 +32,16 @@ segmentation, ECCV; Dai et al. (2017), Deformable convolutional networks, ICCV.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ggmnet.retrain.deform_conv import DeformConv2d
+from ggmnet.models.base import SegmentationModel
+from ggmnet.models.deform_conv import DeformConv2d
+from ggmnet.models.registry import register_model
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.search_space.mrfem import MRFEM, Stem
 from ggmnet.search_space.operations import ConvNormAct
@@ -121,7 +124,7 @@ class DeformConvNormAct(nn.Module):
     The sampling offsets (two per kernel tap) come from an ordinary 3x3 convolution of the input whose
     weights and bias start at zero, so at initialisation the layer is exactly a plain 3x3 conv-BN-ReLU and
     learns to deform its sampling grid from there (Dai et al. 2017). The convolution is
-    :class:`ggmnet.retrain.deform_conv.DeformConv2d`: torchvision's module (same state-dict keys) with a fast
+    :class:`ggmnet.models.deform_conv.DeformConv2d`: torchvision's module (same state-dict keys) with a fast
     CPU path.
     """
 
@@ -153,7 +156,7 @@ class DecoderStage(nn.Module):
         return self.conv(torch.cat([_upsample_to(x, skip), skip], dim=1))
 
 
-class GGMNet(nn.Module):
+class GGMNet(SegmentationModel):
     """The geological-geophysical mapping network (Figure 3A), built from a searched genotype.
 
     Parameters
@@ -174,15 +177,15 @@ class GGMNet(nn.Module):
     ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
+    name, title = "ggmnet", "GGMNet"
+
     def __init__(self, genotype: Genotype, *, arm: bool = True, ffm: bool = True, deformable: bool = True,
                  residual: bool = True, share_cells: bool = True) -> None:
-        super().__init__()
         genotype.validate()
+        super().__init__(genotype.in_channels, genotype.num_classes)
         self.genotype = genotype
         self.switches = {"arm": bool(arm), "ffm": bool(ffm), "deformable": bool(deformable),
                          "residual": bool(residual)}
-        self.in_channels = int(genotype.in_channels)
-        self.num_classes = int(genotype.num_classes)
 
         self.encoder = Stem(self.in_channels, channels=tuple(genotype.stem_channels))
         widths = {info["reduction"]: info["num_chs"] for info in self.encoder.feature_info}
@@ -198,15 +201,10 @@ class GGMNet(nn.Module):
         ])
         self.classifier = nn.Conv2d(widths[2], self.num_classes, 1)
 
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``: enough for :func:`ggmnet.retrain.models.build_model`."""
-        return {"name": "ggmnet", "genotype": self.genotype.to_dict(), **self.switches,
-                "share_cells": self.share_cells}
+    def config(self) -> dict[str, Any]:
+        return {"genotype": self.genotype.to_dict(), **self.switches, "share_cells": self.share_cells}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"GGMNet expects input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         f2, f4, f8 = self.encoder(x)
         branches = list(self.mrfem(f8))
         if self.arms is not None:
@@ -215,3 +213,13 @@ class GGMNet(nn.Module):
         for stage, skip in zip(self.decoder, (f4, f2, x)):
             y = stage(y, skip)
         return self.classifier(y)
+
+
+@register_model
+def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: bool = True,
+           deformable: bool = True, residual: bool = True, share_cells: bool = True) -> GGMNet:
+    """GGMNet from a genotype (a :class:`Genotype` or its dict), Table 5's switches and whether the MRFEM
+    branches share the cells of their common prefix."""
+    if not isinstance(genotype, Genotype):
+        genotype = Genotype.from_dict(genotype)
+    return GGMNet(genotype, arm=arm, ffm=ffm, deformable=deformable, residual=residual, share_cells=share_cells)

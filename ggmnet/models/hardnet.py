@@ -34,12 +34,13 @@ Chao, Kao, Ruan, Huang and Lin (2019), HarDNet: A low memory traffic network, IC
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ggmnet.models.base import SegmentationModel
+from ggmnet.models.registry import register_model
 from ggmnet.search_space.operations import ConvNormAct
 
 #: FC-HarDNet-70: stem widths, then per encoder block (growth rate, layers, transition width).
@@ -112,7 +113,7 @@ class HarDBlock(nn.Module):
         return torch.cat([features[k] for k in self.outputs], dim=1)
 
 
-class FCHarDNet(nn.Module):
+class FCHarDNet(SegmentationModel):
     """FC-HarDNet (Chao et al. 2019): a HarDNet encoder and a U-shaped HarDBlock decoder.
 
     Parameters
@@ -135,11 +136,11 @@ class FCHarDNet(nn.Module):
     ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
+    name, title = "fc_hardnet70", "FC-HarDNet"
+
     def __init__(self, in_channels: int, num_classes: int, *, stem_channels: Sequence[int] = STEM_CHANNELS,
                  blocks: Sequence[tuple[int, int, int]] = BLOCKS) -> None:
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
+        super().__init__(in_channels, num_classes)
         strides = (2, 1, 2, 1)
         widths = [self.in_channels, *stem_channels]
         self.stem = nn.Sequential(*(ConvNormAct(a, b, 3, stride=s)
@@ -166,14 +167,7 @@ class FCHarDNet(nn.Module):
             channels = block.out_channels
         self.classifier = nn.Conv2d(channels, self.num_classes, 1)
 
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": "fc_hardnet70", "in_channels": self.in_channels, "num_classes": self.num_classes}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"FC-HarDNet expects input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         y = self.stem(x)
         skips = []
         for k, (block, transition) in enumerate(zip(self.encoder, self.transitions)):
@@ -187,3 +181,9 @@ class FCHarDNet(nn.Module):
             y = block(reducer(torch.cat([y, skip], dim=1)))
         logits = self.classifier(y)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@register_model
+def fc_hardnet70(*, in_channels: int = 3, num_classes: int = 10) -> FCHarDNet:
+    """The FC-HarDNet-70 baseline of Table 6 (Chao et al. 2019)."""
+    return FCHarDNet(in_channels, num_classes)

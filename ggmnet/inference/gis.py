@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, ClassList
-from ggmnet.datasets.grids import cell_area_km2
+from ggmnet.datasets.geo import cell_area_km2
 from ggmnet.engine.runio import atomic_path
 
 #: Values of ``merged_source.tif`` and the ``source`` of ``merged_units``: where each node's class came from.

@@ -20,39 +20,44 @@ Iakubovskii, segmentation-models-pytorch (smp).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
+
+from ggmnet.models.base import SegmentationModel
+from ggmnet.models.registry import register_model
 
 #: Registered U-Net variants and their smp encoder.
 UNET_ENCODERS = {"unet": "resnet34", "unet_resnet18": "resnet18"}
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """smp ``Unet`` with a randomly initialised encoder; ``variant`` is a key of :data:`UNET_ENCODERS`.
 
     ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
+    title = "U-Net"
+
     def __init__(self, in_channels: int, num_classes: int, *, variant: str = "unet") -> None:
         import segmentation_models_pytorch as smp  # imported here: only these baselines need it
 
-        super().__init__()
+        super().__init__(in_channels, num_classes)
         if variant not in UNET_ENCODERS:
             raise ValueError(f"unknown U-Net variant {variant!r} (expected one of {', '.join(UNET_ENCODERS)})")
-        self.variant = variant
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
+        self.variant = self.name = variant
         self.net = smp.Unet(encoder_name=UNET_ENCODERS[variant], encoder_weights=None,
                             in_channels=self.in_channels, classes=self.num_classes)
 
-    def model_config(self) -> dict[str, Any]:
-        """The checkpoint's ``model_config``."""
-        return {"name": self.variant, "in_channels": self.in_channels, "num_classes": self.num_classes}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, in_channels, H, W]`` -> logits ``[N, num_classes, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"U-Net expects input [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+@register_model
+def unet(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-34 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet")
+
+
+@register_model
+def unet_resnet18(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
+    """U-Net with a ResNet-18 encoder (smp), random weights."""
+    return UNet(in_channels, num_classes, variant="unet_resnet18")

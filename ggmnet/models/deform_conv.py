@@ -55,6 +55,8 @@ deformable, better results, CVPR.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,20 @@ IntPair = int | tuple[int, int]
 #: Bilinear corners sampled per chunk of output rows on the CPU path without autograd (4 per tap and output
 #: pixel): bounds the per-sample index and weight arrays to a few tens of MiB.
 _CORNERS_PER_CHUNK = 2 ** 21
+
+
+@contextmanager
+def using_kernel(name: str) -> Iterator[None]:
+    """Run the body with ``GGMNET_DEFORM_CONV=name`` (the setting before it is restored afterwards)."""
+    before = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = before
 
 
 def kernel_choice() -> str:

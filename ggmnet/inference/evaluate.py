@@ -1,6 +1,6 @@
 """Scores of a retrained network on a dataset split (paper section 5.2, Table 7): ``ggm-evaluate``.
 
-Six sets of scores (:data:`ggmnet.inference.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
+Six sets of scores (:data:`ggmnet.inference.scoring.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
 per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
 
 * ``outcrop``: the model on the labelled pixels (the paper's evaluation: cover pixels, 255, are ignored);
@@ -14,11 +14,11 @@ per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
   geologist would draw by extending the map;
 * ``commonest_class_under_cover``: the commonest class on the same cover pixels;
 * ``outcrop_prior_under_cover``: on the same cover pixels, the model's probabilities read together with the
-  outcrop classes around each pixel (:func:`ggmnet.inference.with_outcrop_prior`): gravity plus the
+  outcrop classes around each pixel (:func:`ggmnet.inference.rules.with_outcrop_prior`): gravity plus the
   information the nearest-outcrop rule uses.
 
 A checkpoint trained on fixed-resolution tiles (``--pixels-per-degree``) maps the whole region and each window
-is scored at its grid nodes (:class:`ggmnet.inference.WindowScorer`); a paper-style checkpoint renders every
+is scored at its grid nodes (:class:`ggmnet.inference.scoring.WindowScorer`); a paper-style checkpoint renders every
 window as a tile as in training, without augmentation, with its input channels, normalisation and tile size
 unless told otherwise.
 """
@@ -36,25 +36,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ggmnet.calibration import fit_temperature, plot_reliability, summary
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
 from ggmnet.datasets import ensure_synthetic_default
-from ggmnet.datasets.grids import spacing_km
+from ggmnet.datasets.geo import spacing_km
 from ggmnet.datasets.prepare import manifest_classes
 from ggmnet.datasets.tiles import TileDataset, read_manifest
 from ggmnet.datasets.windows import Window
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
-from ggmnet.inference import (
-    SCORE_SETS,
-    WindowScorer,
-    nearest_outcrop_baseline,
-    training_class_frequencies,
-    with_outcrop_prior,
-)
-from ggmnet.metrics import ConfusionMatrix, format_table7, percent
-from ggmnet.retrain.models import checkpoint_classes, load_model
+from ggmnet.inference.calibration import fit_temperature, plot_reliability, summary
+from ggmnet.inference.rules import training_class_frequencies
+from ggmnet.inference.scoring import FILL_SETS, SCORE_SETS, FillScores, WindowScorer
+from ggmnet.metrics import ConfusionMatrix, format_table7, markdown_table, percent
+from ggmnet.models import checkpoint_classes, load_model
 
 SPLITS = ("val", "test", "train")
 
@@ -113,33 +108,25 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
     scores: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SECTIONS}
     scores["outcrop"] = ConfusionMatrix(num_classes)
     scores["commonest_class"] = ConfusionMatrix(num_classes)
+    fill = None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="tiles", unit="batch", disable=not progress, leave=False):
         probability = model(batch["image"].to(device)).float().softmax(dim=1).cpu()
         pred = probability.argmax(dim=1)
         mask = batch["mask"]
-        rule = torch.full_like(mask, fallback_class)
         scores["outcrop"].update(pred, mask)
-        scores["commonest_class"].update(rule, mask)
+        scores["commonest_class"].update(torch.full_like(mask, fallback_class), mask)
         if "bedrock" not in batch:
             continue
-        if scores["under_cover"] is None:
-            for key in ("under_cover", "nearest_outcrop_baseline", "commonest_class_under_cover"):
-                scores[key] = ConfusionMatrix(num_classes)
-            if frequencies is not None:
-                scores["outcrop_prior_under_cover"] = ConfusionMatrix(num_classes)
+        fill = fill or FillScores(num_classes, with_prior=frequencies is not None)
         hidden = torch.where(mask == COVER_INDEX, batch["bedrock"], torch.full_like(mask, COVER_INDEX))
-        scores["under_cover"].update(pred, hidden)
-        scores["commonest_class_under_cover"].update(rule, hidden)
-        for p, labels, truth, window_id in zip(probability.numpy(), mask.numpy(), hidden.numpy(),
-                                               batch["window"].tolist()):
+        for p, classes, labels, truth, window_id in zip(probability.numpy(), pred.numpy(), mask.numpy(),
+                                                        hidden.numpy(), batch["window"].tolist()):
             window = by_id.get(int(window_id))
-            sampling = _km_sampling(window, labels.shape) if window is not None else None
-            baseline = nearest_outcrop_baseline(labels, fallback=fallback_class, sampling=sampling)
-            scores["nearest_outcrop_baseline"].update(baseline, truth)
-            if frequencies is not None:
-                fused = with_outcrop_prior(p, labels, frequencies, sampling=sampling or (1.0, 1.0))
-                scores["outcrop_prior_under_cover"].update(fused, truth)
+            fill.add(classes, truth, labels, commonest=fallback_class, probability=p, frequencies=frequencies,
+                     sampling=_km_sampling(window, labels.shape) if window is not None else None)
+    if fill is not None:
+        scores.update(zip(FILL_SETS["cover"], fill.matrices()))
     return scores
 
 
@@ -160,7 +147,7 @@ def bedrock_scorer(checkpoint: str | Path, data: str | Path, split: str) -> tupl
 
 def calibrate(scorer: WindowScorer, predictions: dict[str, np.ndarray], val_scorer: WindowScorer,
               val_predictions: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Calibration of a map (:mod:`ggmnet.calibration`): a temperature fitted on the hidden outcrop of the
+    """Calibration of a map (:mod:`ggmnet.inference.calibration`): a temperature fitted on the hidden outcrop of the
     validation windows (:attr:`WindowScorer.hidden`, which a real map gives), then, on ``scorer``'s split,
     the reliability (ECE), negative log-likelihood and entropy-error AUROC as the probabilities are and at that
     temperature, on its hidden outcrop and, with a bedrock grid, under its windows' cover (each node once)."""
@@ -187,9 +174,7 @@ def calibrate(scorer: WindowScorer, predictions: dict[str, np.ndarray], val_scor
 def confusion_table(matrix: np.ndarray, classes: ClassList = TABLE1) -> str:
     """A Markdown table of a confusion matrix ``[K, K]`` (rows: truth, columns: prediction, pixel counts)."""
     codes = list(classes.codes[:matrix.shape[0]])
-    lines = ["| truth \\ predicted | " + " | ".join(codes) + " |", "|---|" + "---|" * len(codes)]
-    lines += [f"| {code} | " + " | ".join(str(int(v)) for v in row) + " |" for code, row in zip(codes, matrix)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(["truth \\ predicted", *codes], [[code, *map(int, row)] for code, row in zip(codes, matrix)])
 
 
 def _num(value: float | None) -> str:
@@ -205,14 +190,11 @@ def format_report(results: dict[str, Any]) -> str:
              f"- dataset: `{results['data_dir']}`, {results['windows']} windows, "
              + (f"mapped at {results['pixels_per_degree']:g} px per degree and scored at the grid nodes"
                 if results.get("pixels_per_degree") else f"each rendered at {results['tile_size']} px")
-             + f", {results['channels']} input",
-             "", "| scored on | pixels | pixel accuracy (%) | MPA (%) | mIoU (%) | FWIoU (%) |",
-             "|---|---|---|---|---|---|"]
-    for key, title in SECTIONS:
-        s = results.get(key)
-        if s is not None:
-            lines.append(f"| {title} | {s['pixels']} | {percent(s['pixel_accuracy'])} | {percent(s['mpa'])} | "
-                         f"{percent(s['miou'])} | {percent(s['fwiou'])} |")
+             + f", {results['channels']} input", "",
+             markdown_table(["scored on", "pixels", "pixel accuracy (%)", "MPA (%)", "mIoU (%)", "FWIoU (%)"],
+                            [[title, s["pixels"], *(percent(s[k]) for k in ("pixel_accuracy", "mpa", "miou", "fwiou"))]
+                             for title, s in ((title, results.get(key)) for key, title in SECTIONS) if s is not None]
+                            ).rstrip()]
     if results.get("under_cover") is None:
         lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]
     calibration = results.get("calibration")
@@ -222,16 +204,14 @@ def format_report(results: dict[str, Any]) -> str:
                   "outcrop nodes of the val windows" + (" (the nodes scored below: in-sample)"
                                                         if results["split"] == "val" else "") + ". "
                   "ECE: expected calibration error of the top class (15 bins); AUROC: how well the entropy ranks "
-                  "wrong nodes above right ones (0.5 = chance).", "",
-                  "| nodes | count | ECE raw (%) | ECE calibrated (%) | NLL raw | NLL calibrated | AUROC raw | "
-                  "AUROC calibrated |", "|---|---|---|---|---|---|---|---|"]
-        for where, title in (("hidden_outcrop", "hidden outcrop"), ("under_cover", "under the cover")):
-            c = calibration.get(where)
-            if c and c["nodes"]:
-                raw, cal = c["raw"], c["calibrated"]
-                lines.append(f"| {title} | {c['nodes']} | {percent(raw['ece'])} | {percent(cal['ece'])} | "
-                             f"{raw['nll']:.3f} | {cal['nll']:.3f} | {_num(raw['entropy_error_auroc'])} | "
-                             f"{_num(cal['entropy_error_auroc'])} |")
+                  "wrong nodes above right ones (0.5 = chance).", ""]
+        rows = [[title, c["nodes"], percent(c["raw"]["ece"]), percent(c["calibrated"]["ece"]),
+                 f"{c['raw']['nll']:.3f}", f"{c['calibrated']['nll']:.3f}", _num(c["raw"]["entropy_error_auroc"]),
+                 _num(c["calibrated"]["entropy_error_auroc"])]
+                for title, c in (("hidden outcrop", calibration.get("hidden_outcrop")),
+                                 ("under the cover", calibration.get("under_cover"))) if c and c["nodes"]]
+        lines.append(markdown_table(["nodes", "count", "ECE raw (%)", "ECE calibrated (%)", "NLL raw", "NLL calibrated",
+                                     "AUROC raw", "AUROC calibrated"], rows).rstrip())
     for key, title in SECTIONS:
         s = results.get(key)
         if s is None:

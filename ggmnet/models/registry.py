@@ -5,22 +5,7 @@ As in timm, each network is a thin entry point registered by name (:func:`regist
 network's ``model_config`` (its name plus the entry point's keyword arguments, JSON-plain), from which
 :func:`build_model` rebuilds it and :func:`load_model` restores its weights.
 
-Entries (one file per family; every baseline takes ``in_channels`` and ``num_classes``, which ``retrain`` reads
-from the dataset, and starts from random weights, as in the paper):
-
-* ``ggmnet``: :class:`~ggmnet.retrain.ggmnet_model.GGMNet` from a genotype (dict or :class:`Genotype`) and the
-  Table 5 switches.
-* ``fc_hardnet70``: Table 6's FC-HarDNet-70 (:mod:`ggmnet.retrain.hardnet`), 4.12 M parameters (Table 6:
-  4.1 M).
-* ``fasterseg``: Table 6's FasterSeg, the released searched student in ggmnet's operators
-  (:mod:`ggmnet.retrain.fasterseg`), 4.65 M (Table 6: 4.7 M).
-* ``hrnet_w32``: Table 6's HRNetV1-W32, timm's backbone with a light head (:mod:`ggmnet.retrain.hrnet`), 29.5 M
-  (Table 6: 28.5 M).
-* ``unet``, ``unet_resnet18``: smp's U-Net on ResNet-34 / ResNet-18 encoders (:mod:`ggmnet.retrain.unet`),
-  24.4 M and 14.3 M; no Table 6 row.
-
-Parameter counts at 3 input channels and 10 classes; ``benchmarks/bench_model_size.py`` prints them beside
-Table 6 with the FLOPs.
+Each family's file registers its entry points beside its network (:mod:`ggmnet.models` lists them).
 """
 
 from __future__ import annotations
@@ -37,12 +22,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from ggmnet.classes import NUM_CLASSES, ClassList, class_list
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
 from ggmnet.errors import UserError
-from ggmnet.retrain.fasterseg import BASE_CHANNELS, FasterSeg
-from ggmnet.retrain.ggmnet_model import GGMNet
-from ggmnet.retrain.hardnet import FCHarDNet
-from ggmnet.retrain.hrnet import HRNetSegmentation
-from ggmnet.retrain.unet import UNet
-from ggmnet.search_space.genotype import Genotype
 
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
 CHECKPOINT_FORMAT = "ggmnet-checkpoint"
@@ -93,50 +72,15 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
     return create_model(name, **{**LEGACY_DEFAULTS.get(name, {}), **config})
 
 
+def count_parameters(model: nn.Module) -> int:
+    """The network's parameters (a module shared by several parents counted once): the one counter of ggmnet."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def model_config_of(model: nn.Module) -> dict[str, Any]:
     """The ``model_config`` of a registered network (a DDP wrapper is looked through)."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     return inner.model_config()
-
-
-@register_model
-def ggmnet(*, genotype: Genotype | Mapping[str, Any], arm: bool = True, ffm: bool = True,
-           deformable: bool = True, residual: bool = True, share_cells: bool = True) -> GGMNet:
-    """GGMNet from a genotype (a :class:`Genotype` or its dict), Table 5's switches and whether the MRFEM
-    branches share the cells of their common prefix."""
-    if not isinstance(genotype, Genotype):
-        genotype = Genotype.from_dict(genotype)
-    return GGMNet(genotype, arm=arm, ffm=ffm, deformable=deformable, residual=residual, share_cells=share_cells)
-
-
-@register_model
-def hrnet_w32(*, in_channels: int = 3, num_classes: int = 10) -> HRNetSegmentation:
-    """The HRNetV1-W32 baseline of Table 6 (timm backbone, random weights)."""
-    return HRNetSegmentation(in_channels, num_classes)
-
-
-@register_model
-def fc_hardnet70(*, in_channels: int = 3, num_classes: int = 10) -> FCHarDNet:
-    """The FC-HarDNet-70 baseline of Table 6 (Chao et al. 2019)."""
-    return FCHarDNet(in_channels, num_classes)
-
-
-@register_model
-def fasterseg(*, in_channels: int = 3, num_classes: int = 10, base_channels: int = BASE_CHANNELS) -> FasterSeg:
-    """The FasterSeg baseline of Table 6: the released student at base width ``base_channels`` (release: 12)."""
-    return FasterSeg(in_channels, num_classes, base_channels=base_channels)
-
-
-@register_model
-def unet(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
-    """U-Net with a ResNet-34 encoder (smp), random weights."""
-    return UNet(in_channels, num_classes, variant="unet")
-
-
-@register_model
-def unet_resnet18(*, in_channels: int = 3, num_classes: int = 10) -> UNet:
-    """U-Net with a ResNet-18 encoder (smp), random weights."""
-    return UNet(in_channels, num_classes, variant="unet_resnet18")
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -186,24 +130,17 @@ def model_size(build: Callable[[], torch.nn.Module], size: int, in_channels: int
     is allocated or computed. Deformable convolutions run on torchvision's kernel meanwhile
     (``GGMNET_DEFORM_CONV=torchvision``), whose operator the counter is taught (:func:`deform_conv2d_flop`).
     """
-    from ggmnet.retrain.deform_conv import KERNEL_ENV
+    from ggmnet.models.deform_conv import using_kernel
 
-    saved = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = "torchvision"
-    try:
+    with using_kernel("torchvision"):
         with torch.device("meta"):
             model = build().eval()
             x = torch.randn(1, in_channels, size, size)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+        params = count_parameters(model) / 1e6
         counter = FlopCounterMode(display=False,
                                   custom_mapping={torch.ops.torchvision.deform_conv2d: deform_conv2d_flop})
         with torch.no_grad(), counter:
             model(x)
-    finally:
-        if saved is None:
-            os.environ.pop(KERNEL_ENV, None)
-        else:
-            os.environ[KERNEL_ENV] = saved
     if breakdown is not None:
         root = type(model).__name__
         for name, counts in counter.get_flop_counts().items():
