@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ggmnet.engine.runio import write_json_atomic
+from ggmnet.metrics import markdown_table
 from ggmnet.search_space.genotype import Genotype
 from ggmnet.studies import RECIPES
 
@@ -224,20 +225,20 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds)."""
-    lines = ["| scene | searched: FWIoU (seeds) | MPA | random: FWIoU mean +- SD (range), n | MPA | null search: "
-             "FWIoU | margin over random (SD) | Kendall tau, supernet vs retrained (genotypes) |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in results:
         seeds = ", ".join(f"{100 * x['fwiou']:.1f}" for x in r["rows"] if x["genotype"] == "searched")
         randoms = [v for k, v in r["mean_fwiou"].items() if k.startswith("random")]
         random_mpa = np.mean([v for k, v in r["mean_mpa"].items() if k.startswith("random")])
-        lines.append(
-            f"| {r['scene_seed']} | {100 * r['mean_fwiou']['searched']:.1f} ({seeds}) | "
-            f"{100 * r['mean_mpa']['searched']:.1f} | {100 * r['random_mean']:.1f} +- {100 * r['random_sd']:.1f} "
-            f"({100 * min(randoms):.1f}-{100 * max(randoms):.1f}), {len(randoms)} | {100 * random_mpa:.1f} | "
-            f"{100 * r['mean_fwiou']['null']:.1f} | {r['margin_in_sd']:+.1f} | {r['kendall']['tau']:+.2f} "
-            f"(p {r['kendall']['p_value']:.2f}; {len(r['kendall']['genotypes'])}) |")
-    return "\n".join(lines)
+        rows.append([r["scene_seed"], f"{100 * r['mean_fwiou']['searched']:.1f} ({seeds})",
+                     f"{100 * r['mean_mpa']['searched']:.1f}",
+                     f"{100 * r['random_mean']:.1f} +- {100 * r['random_sd']:.1f} ({100 * min(randoms):.1f}-"
+                     f"{100 * max(randoms):.1f}), {len(randoms)}", f"{100 * random_mpa:.1f}",
+                     f"{100 * r['mean_fwiou']['null']:.1f}", f"{r['margin_in_sd']:+.1f}",
+                     f"{r['kendall']['tau']:+.2f} (p {r['kendall']['p_value']:.2f}; {len(r['kendall']['genotypes'])})"])
+    return markdown_table(["scene", "searched: FWIoU (seeds)", "MPA", "random: FWIoU mean +- SD (range), n", "MPA",
+                           "null search: FWIoU", "margin over random (SD)",
+                           "Kendall tau, supernet vs retrained (genotypes)"], rows).rstrip("\n")
 
 
 def load(path: Path) -> dict[str, Any]:

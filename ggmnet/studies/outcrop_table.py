@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ggmnet.metrics import percent
+from ggmnet.metrics import markdown_table, percent
 
 
 def _load(scene: Path, kind: str, split: str) -> dict:
@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["scene", "gravity", "gravity + outcrop prior", "reading the outcrop", "commonest class",
               "nearest outcrop", "reading - nearest / - prior", "hidden val outcrop: reading",
               "gravity + prior", "nearest", "ECE raw -> calibrated", "entropy AUROC"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for scene in scenes:
-        print("| " + " | ".join(row(scene)) + " |")
+    print(markdown_table(header, [row(scene) for scene in scenes]), end="")
     return 0
 
 

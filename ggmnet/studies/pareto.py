@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ggmnet.engine.runio import write_json_atomic
+from ggmnet.metrics import markdown_table
 from ggmnet.studies import RECIPES
 from ggmnet.studies.fair_search import make_scene, retrain, search
 
@@ -116,16 +117,16 @@ def run_scene(plan: Pareto) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The Pareto table in Markdown (validation FWIoU and MPA in %, latency in seconds per 1024 px image)."""
-    lines = ["| network | cost target (of the largest) | MRFEM GMAC at 1024 px | parameters (M) | GFLOPs at 1024 px | "
-             "CPU s per 1024 px image | val FWIoU (seeds) | val MPA |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, net in sorted(result["networks"].items(), key=lambda item: item[1]["seconds"]):
         seeds = ", ".join(f"{100 * f:.1f}" for f in net["fwiou_seeds"])
-        target = net.get("cost_target")
-        mrfem = net.get("mrfem_gmac")
-        lines.append(f"| {name} | {'--' if target is None else f'{100 * target:.0f} %'} | "
-                     f"{'--' if mrfem is None else f'{mrfem:.2f}'} | {net['parameters_m']:.2f} | {net['gflops']:.1f} | "
-                     f"{net['seconds']:.2f} | {100 * net['fwiou']:.1f} ({seeds}) | {100 * net['mpa']:.1f} |")
-    return "\n".join(lines)
+        target, mrfem = net.get("cost_target"), net.get("mrfem_gmac")
+        rows.append([name, "--" if target is None else f"{100 * target:.0f} %", "--" if mrfem is None else f"{mrfem:.2f}",
+                     f"{net['parameters_m']:.2f}", f"{net['gflops']:.1f}", f"{net['seconds']:.2f}",
+                     f"{100 * net['fwiou']:.1f} ({seeds})", f"{100 * net['mpa']:.1f}"])
+    return markdown_table(["network", "cost target (of the largest)", "MRFEM GMAC at 1024 px", "parameters (M)",
+                           "GFLOPs at 1024 px", "CPU s per 1024 px image", "val FWIoU (seeds)", "val MPA"],
+                          rows).rstrip("\n")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
