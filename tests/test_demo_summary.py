@@ -25,7 +25,7 @@ def test_the_summary_prints_each_evaluation_beside_its_rules(tmp_path):
            {"under_cover": _scores(0.295), "commonest_class_under_cover": _scores(0.28),
             "nearest_outcrop_baseline": _scores(0.305), "outcrop_prior_under_cover": _scores(0.335)})
     _write(tmp_path / "eval-outcrop" / "evaluation_test.json",
-           {"under_cover": _scores(0.31), "calibration": {"temperature": 1.5, "under_cover": {
+           {"under_cover": _scores(0.31), "outcrop_prior_under_cover": _scores(0.361), "calibration": {"temperature": 1.5, "under_cover": {
                "raw": {"ece": 0.095}, "calibrated": {"ece": 0.105, "entropy_error_auroc": 0.654}}}})
     _write(tmp_path / "eval-spatial-block" / "cover_depth.json",
            {"rows": [{"bin": "0-1 km", "under_cover": 0.5, "outcrop_prior_under_cover": None,
@@ -36,7 +36,8 @@ def test_the_summary_prints_each_evaluation_beside_its_rules(tmp_path):
     assert "(commonest class: FWIoU 6.0%; its val windows overlap" in lines[0]
     assert lines[1].endswith("(commonest class: FWIoU 5.0%, 4.0x less)")  # 0.2 / 0.05
     assert lines[2] == ("under the cover, test windows:       pixel acc 29.5% from gravity, 33.5% with the outcrop "
-                        "prior, 31.0% reading the outcrop   (commonest class 28.0%, nearest outcrop 30.5%)")
+                        "prior, 31.0% reading the outcrop, 36.1% reading it with the prior   (commonest class 28.0%, "
+                        "nearest outcrop 30.5%)")
     assert lines[3] == ("  its probabilities under the cover: ECE 9.5%, 10.5% at temperature 1.50 (fitted on hidden "
                         "val outcrop); entropy ranks its errors with AUROC 0.65")
     assert lines[4] == "  by cover thickness (gravity, with prior; commonest, nearest): 0-1 km 50.0%, n/a (25.0%, 75.0%)"

@@ -38,6 +38,8 @@ def helps(parser) -> dict[str, str]:
     ({"amp": "maybe"}, "--amp maybe: expected true or false"),
     ({"device": "gpu"}, "--device gpu: expected auto, cpu, cuda or cuda:N"),
     ({"wandb_mode": "loud"}, "--wandb-mode loud: expected online, offline or disabled (or none)"),
+    ({"augment": "rotate"}, "--augment rotate: expected paper, d4 or none"),
+    ({"pixels_per_degree": 0}, "--pixels-per-degree 0: expected a positive number (or none)"),
 ])
 @pytest.mark.parametrize(("config_class", "build_parser"), STAGES)
 def test_flags_yaml_and_python_values_pass_the_same_checks(values, message, config_class, build_parser, tmp_path):

@@ -30,3 +30,34 @@ def test_the_pareto_table_runs_from_the_fastest_network():
     assert len(lines) == 4
     assert lines[2] == "| unet | -- | -- | 14.33 | 11.0 | 1.25 | 16.5 (16.5) | 19.7 |"
     assert lines[3] == "| ggmnet-50 | 50 % | 1.23 | 0.84 | 61.3 | 2.50 | 20.0 (19.0, 21.0) | 27.0 |"
+
+
+def test_the_outcrop_table_sets_the_outcrop_reader_beside_the_rules(tmp_path, capsys):
+    import json
+
+    from ggmnet.studies.outcrop_table import main
+
+    def acc(value):
+        return {"pixel_accuracy": value}
+
+    scene = tmp_path / "s3"
+    (scene / "raw").mkdir(parents=True)
+    (scene / "raw" / "synth.json").write_text(json.dumps({"config": {"seed": 3, "unit_scale": 4.0}}))
+    evaluations = {
+        ("gravity", "test"): {"under_cover": acc(0.391), "outcrop_prior_under_cover": acc(0.429)},
+        ("gravity", "val"): {"outcrop_prior_hidden": acc(0.558)},
+        ("outcrop", "test"): {"under_cover": acc(0.555), "outcrop_prior_under_cover": acc(0.60),
+                              "nearest_outcrop_baseline": acc(0.55), "commonest_class_under_cover": acc(0.183),
+                              "calibration": {"under_cover": {"raw": {"ece": 0.081},
+                                                              "calibrated": {"ece": 0.045, "entropy_error_auroc": 0.731}}}},
+        ("outcrop", "val"): {"hidden_outcrop": acc(0.619), "outcrop_prior_hidden": acc(0.65),
+                             "nearest_outcrop_hidden": acc(0.55)},
+    }
+    for (kind, split), data in evaluations.items():
+        (scene / f"eval-{kind}").mkdir(exist_ok=True)
+        (scene / f"eval-{kind}" / f"evaluation_{split}.json").write_text(json.dumps(data))
+    assert main([str(scene)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    # reading + prior 60.0 against nearest 55.0 (+5.0) and gravity + prior 42.9 (+17.1)
+    assert row == ("| seed 3, units x4 | 39.1 | 42.9 | 55.5 | 60.0 | 18.3 | 55.0 | +5.0 / +17.1 | 61.9 | 65.0 | 55.8 | "
+                   "55.0 | 8.1 -> 4.5 | 0.73 |")

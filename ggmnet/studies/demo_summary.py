@@ -39,9 +39,11 @@ def summary(out: Path, start: float, say: Callable[[str], Any] = print) -> None:
         u, c, n = test["under_cover"], test["commonest_class_under_cover"], test["nearest_outcrop_baseline"]
         f = test.get("outcrop_prior_under_cover") or {}
         o = (outcrop or {}).get("under_cover") or {}
+        of = (outcrop or {}).get("outcrop_prior_under_cover") or {}
         say(f"under the cover, test windows:       pixel acc {pct(u['pixel_accuracy'])} from gravity, "
             f"{pct(f.get('pixel_accuracy'))} with the outcrop prior, {pct(o.get('pixel_accuracy'))} reading the "
-            f"outcrop   (commonest class {pct(c['pixel_accuracy'])}, nearest outcrop {pct(n['pixel_accuracy'])})")
+            f"outcrop, {pct(of.get('pixel_accuracy'))} reading it with the prior   (commonest class "
+            f"{pct(c['pixel_accuracy'])}, nearest outcrop {pct(n['pixel_accuracy'])})")
     if outcrop and outcrop.get("calibration") and outcrop["calibration"].get("under_cover"):
         cal = outcrop["calibration"]
         raw, fit = cal["under_cover"]["raw"], cal["under_cover"]["calibrated"]
