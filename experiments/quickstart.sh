@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on the synthetic default at a CPU-sized budget (README's first command runs this):
 # synth -> prepare (the paper's random split and the spatial-block split) -> show -> nas-search -> nas-export
-# -> retrain on each split, and reading the outcrop too -> evaluate -> predict, then a summary. About 20 minutes
-# on two CPU cores (13-15 measured before the outcrop-reading retrain was added; not re-timed since).
+# -> retrain on each split, and reading the outcrop too -> evaluate -> predict, then a summary
+# (ggmnet.studies.demo_summary). 15.3 minutes on two CPU cores with nothing else running (2026-12-06).
 # Outputs go to $OUT (default runs/quickstart). Rerunning resumes: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
