@@ -4,10 +4,12 @@
 # both from one genotype, on the spatial-block split, evaluated on the test and val windows; then the table.
 #   bash experiments/outcrop_input.sh GENOTYPE.json OUT "0" "1" "2" "3 --unit-scale 4"
 # Each scene argument is a seed and optional ggm-data synth options; its runs go to OUT/s<seed>. Rerunning
-# resumes and skips finished steps. About 20 minutes per scene on 2 cores.
+# resumes and skips finished steps. About 20 minutes per scene on 2 cores. SEED=N (default 0) is the training
+# seed of both retrains; another seed than 0 writes retrain-<kind>-seedN and eval-<kind>-seedN beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GENOTYPE=$1; OUT=$2; shift 2
+SEED="${SEED:-0}"; suffix=""; [ "$SEED" = 0 ] || suffix="-seed$SEED"
 export WANDB_MODE="${WANDB_MODE:-offline}" WANDB_SILENT=true
 scenes=()
 for scene in "$@"; do
@@ -19,15 +21,15 @@ for scene in "$@"; do
     --split spatial-block --seed "$seed"
   for kind in gravity outcrop; do
     recipe=experiments/retrain_cpu.yaml; [ "$kind" = outcrop ] && recipe=experiments/retrain_cpu_outcrop.yaml
-    run="$dir/retrain-$kind"
+    run="$dir/retrain-$kind$suffix"
     if [ ! -f "$run/summary.done" ]; then
-      retrain --genotype "$GENOTYPE" --data "$dir/data-spatial-block" --out "$run" --config "$recipe" --seed 0 \
+      retrain --genotype "$GENOTYPE" --data "$dir/data-spatial-block" --out "$run" --config "$recipe" --seed "$SEED" \
         $( [ -f "$run/checkpoints/last.pt" ] && echo --resume ) && touch "$run/summary.done"
     fi
     for split in test val; do
-      [ -f "$dir/eval-$kind/evaluation_$split.json" ] || ggm-evaluate --checkpoint "$run/checkpoints/best.pt" \
-        --split "$split" --out "$dir/eval-$kind" > /dev/null
+      [ -f "$dir/eval-$kind$suffix/evaluation_$split.json" ] || ggm-evaluate --checkpoint "$run/checkpoints/best.pt" \
+        --split "$split" --out "$dir/eval-$kind$suffix" > /dev/null
     done
   done
 done
-python experiments/outcrop_table.py "${scenes[@]}"
+if [ "$SEED" = 0 ]; then python experiments/outcrop_table.py "${scenes[@]}"; fi
