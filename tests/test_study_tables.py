@@ -61,3 +61,13 @@ def test_the_outcrop_table_sets_the_outcrop_reader_beside_the_rules(tmp_path, ca
     # reading + prior 60.0 against nearest 55.0 (+5.0) and gravity + prior 42.9 (+17.1)
     assert row == ("| seed 3, units x4 | 39.1 | 42.9 | 55.5 | 60.0 | 18.3 | 55.0 | +5.0 / +17.1 | 61.9 | 65.0 | 55.8 | "
                    "55.0 | 8.1 -> 4.5 | 0.73 |")
+    # a second training seed: means, each seed's value where they differ (the rules read no network: one value)
+    evaluations[("outcrop", "test")] = {**evaluations[("outcrop", "test")], "under_cover": acc(0.565),
+                                        "outcrop_prior_under_cover": acc(0.58)}
+    for (kind, split), data in evaluations.items():
+        (scene / f"eval-{kind}-seed1").mkdir(exist_ok=True)
+        (scene / f"eval-{kind}-seed1" / f"evaluation_{split}.json").write_text(json.dumps(data))
+    assert main([str(scene)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| seed 3, units x4 | 39.1 | 42.9 | 56.0 (55.5, 56.5) | 59.0 (60.0, 58.0) | 18.3 | 55.0 | "
+                          "+4.0 (+5.0, +3.0) / +16.1 (+17.1, +15.1) |")

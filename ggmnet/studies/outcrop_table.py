@@ -6,7 +6,9 @@ Per scene folder (``eval-gravity`` and ``eval-outcrop`` holding ``evaluation_tes
 ``evaluation_val.json`` of ggm-evaluate): pixel accuracy under the test windows' cover of GGMNet from gravity,
 with the outcrop prior, reading the outcrop, and reading it with the outcrop prior, beside the commonest class
 and the nearest outcrop; the same on the val windows' hidden outcrop; and the outcrop-reading network's
-calibration under the test cover.
+calibration under the test cover. Where other training seeds were evaluated too (``SEED=N bash
+experiments/outcrop_input.sh``: ``eval-<kind>-seedN``), each cell is the mean over the seeds with every seed's
+value in brackets.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from ggmnet.metrics import markdown_table, percent
+from ggmnet.metrics import markdown_table
 
 
-def _load(scene: Path, kind: str, split: str) -> dict:
-    path = scene / f"eval-{kind}" / f"evaluation_{split}.json"
+def _load(scene: Path, kind: str, split: str, suffix: str = "") -> dict:
+    path = scene / f"eval-{kind}{suffix}" / f"evaluation_{split}.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (run experiments/outcrop_input.sh first)")
     return json.loads(path.read_text())
@@ -29,26 +31,51 @@ def _acc(results: dict, key: str) -> float | None:
     return (results.get(key) or {}).get("pixel_accuracy")
 
 
+def seed_suffixes(scene: Path) -> list[str]:
+    """The training seeds evaluated in ``scene``: ``""`` (seed 0) and each ``-seedN`` whose gravity and outcrop
+    evaluations are both there."""
+    found = sorted(p.name.removeprefix("eval-outcrop") for p in scene.glob("eval-outcrop-seed*"))
+    return ["", *(s for s in found if (scene / f"eval-gravity{s}").is_dir())]
+
+
+def _cell(values: list[float | None], fmt=lambda v: f"{100 * v:.1f}") -> str:
+    """The mean of one figure over the seeds, and each seed's value in brackets where they differ."""
+    if any(v is None for v in values):
+        return "--"
+    mean = fmt(sum(values) / len(values))
+    return mean if len(set(values)) == 1 else f"{mean} ({', '.join(fmt(v) for v in values)})"
+
+
 def row(scene: Path) -> list[str]:
-    """One scene's figures as table cells."""
-    gravity, outcrop = _load(scene, "gravity", "test"), _load(scene, "outcrop", "test")
-    g_val, o_val = _load(scene, "gravity", "val"), _load(scene, "outcrop", "val")
+    """One scene's figures as table cells: means over the training seeds evaluated (:func:`seed_suffixes`)."""
     synth = json.loads((scene / "raw" / "synth.json").read_text())["config"] if (scene / "raw").is_dir() else {}
     name = f"seed {synth.get('seed', '?')}" + (f", units x{synth['unit_scale']:g}"
                                                 if synth.get("unit_scale", 1.0) != 1.0 else "")
-    reading, fused, nearest, prior = (_acc(outcrop, "under_cover"), _acc(outcrop, "outcrop_prior_under_cover"),
-                                      _acc(outcrop, "nearest_outcrop_baseline"), _acc(gravity, "outcrop_prior_under_cover"))
-    cal = (outcrop.get("calibration") or {}).get("under_cover") or {}
-    fit = cal.get("calibrated") or {}
-    margin = ("--" if None in (fused, nearest, prior)
-              else f"{100 * (fused - nearest):+.1f} / {100 * (fused - prior):+.1f}")
-    auroc = fit.get("entropy_error_auroc")
-    return [name, percent(_acc(gravity, "under_cover")), percent(prior), percent(reading), percent(fused),
-            percent(_acc(outcrop, "commonest_class_under_cover")), percent(nearest), margin,
-            percent(_acc(o_val, "hidden_outcrop")), percent(_acc(o_val, "outcrop_prior_hidden")),
-            percent(_acc(g_val, "outcrop_prior_hidden")), percent(_acc(o_val, "nearest_outcrop_hidden")),
-            f"{percent((cal.get('raw') or {}).get('ece'))} -> {percent(fit.get('ece'))}",
-            "--" if auroc is None else f"{auroc:.2f}"]
+    figures: dict[str, list] = {}
+    for suffix in seed_suffixes(scene):
+        gravity, outcrop = _load(scene, "gravity", "test", suffix), _load(scene, "outcrop", "test", suffix)
+        g_val, o_val = _load(scene, "gravity", "val", suffix), _load(scene, "outcrop", "val", suffix)
+        cal = (outcrop.get("calibration") or {}).get("under_cover") or {}
+        fused, nearest, prior = (_acc(outcrop, "outcrop_prior_under_cover"), _acc(outcrop, "nearest_outcrop_baseline"),
+                                 _acc(gravity, "outcrop_prior_under_cover"))
+        seed = {"gravity": _acc(gravity, "under_cover"), "prior": prior, "reading": _acc(outcrop, "under_cover"),
+                "fused": fused, "commonest": _acc(outcrop, "commonest_class_under_cover"), "nearest": nearest,
+                "over_nearest": None if None in (fused, nearest) else fused - nearest,
+                "over_prior": None if None in (fused, prior) else fused - prior,
+                "hidden": _acc(o_val, "hidden_outcrop"), "hidden_fused": _acc(o_val, "outcrop_prior_hidden"),
+                "hidden_prior": _acc(g_val, "outcrop_prior_hidden"), "hidden_nearest": _acc(o_val, "nearest_outcrop_hidden"),
+                "ece_raw": (cal.get("raw") or {}).get("ece"), "ece_cal": (cal.get("calibrated") or {}).get("ece"),
+                "auroc": (cal.get("calibrated") or {}).get("entropy_error_auroc")}
+        for key, value in seed.items():
+            figures.setdefault(key, []).append(value)
+
+    def signed(v: float) -> str:
+        return f"{100 * v:+.1f}"
+
+    return [name, *(_cell(figures[k]) for k in ("gravity", "prior", "reading", "fused", "commonest", "nearest")),
+            f"{_cell(figures['over_nearest'], signed)} / {_cell(figures['over_prior'], signed)}",
+            *(_cell(figures[k]) for k in ("hidden", "hidden_fused", "hidden_prior", "hidden_nearest")),
+            f"{_cell(figures['ece_raw'])} -> {_cell(figures['ece_cal'])}", _cell(figures["auroc"], lambda v: f"{v:.2f}")]
 
 
 def main(argv: list[str] | None = None) -> int:
