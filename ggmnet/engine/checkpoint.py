@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ggmnet.engine.runio import torch_save_atomic
-from ggmnet.errors import UserError
+from ggmnet.errors import UserError, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +58,7 @@ def read_checkpoint(path: str | os.PathLike, fmt: CheckpointFormat, *, option: s
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{where}: not a readable ggmnet checkpoint ({first})") from None
+        raise UserError(f"{where}: not a readable ggmnet checkpoint ({one_line(err)})") from None
     found = state.get("format") if isinstance(state, dict) else None
     if found != fmt.name:
         raise UserError(f"{where}: not a ggmnet {fmt.stage} checkpoint (format {found!r}, expected {fmt.name!r})")

@@ -29,6 +29,7 @@ import numpy as np
 
 from ggmnet.classes import TABLE1, ClassList
 from ggmnet.engine.runio import atomic_path, write_json_atomic
+from ggmnet.errors import one_line
 
 #: W&B modes a Tracker accepts.
 MODES = ("online", "offline", "disabled")
@@ -148,8 +149,7 @@ class Tracker:
             self._wandb = wandb
             self._step = int(getattr(self.run, "step", 0) or 0)  # a resumed run continues at its last step
         except Exception as err:  # W&B must never stop a run: keep the local copies only.
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            warnings.warn(f"W&B could not start ({type(err).__name__}: {first}); logging locally only "
+            warnings.warn(f"W&B could not start ({type(err).__name__}: {one_line(err)}); logging locally only "
                           f"under {self.out_dir}", stacklevel=3)
             self.run = None
             return

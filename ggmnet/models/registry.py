@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ggmnet.classes import NUM_CLASSES, ClassList, class_list
 from ggmnet.engine.checkpoint import CheckpointFormat, read_checkpoint
-from ggmnet.errors import UserError
+from ggmnet.errors import UserError, one_line
 
 #: Value of a retrain checkpoint's ``format`` entry, and its version.
 CHECKPOINT_FORMAT = "ggmnet-checkpoint"
@@ -96,8 +96,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         model = build_model(checkpoint["model_config"])
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError, UserError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: the checkpoint's model does not load ({first})") from None
+        raise UserError(f"{path}: the checkpoint's model does not load ({one_line(err)})") from None
     model.to(map_location)
     return model.eval(), checkpoint
 

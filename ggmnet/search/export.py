@@ -8,7 +8,7 @@ from typing import Any
 
 from ggmnet.engine.checkpoint import read_checkpoint
 from ggmnet.engine.runio import latest_run_dir
-from ggmnet.errors import UserError
+from ggmnet.errors import UserError, one_line
 from ggmnet.search.search import CHECKPOINT, RUNS_ROOT, build_supernet, derive_genotype
 from ggmnet.search_space.genotype import Genotype
 
@@ -63,8 +63,7 @@ def genotype_from_checkpoint(path: str | Path) -> Genotype:
         supernet = build_supernet(state["supernet_config"])
         supernet.load_state_dict(state["supernet"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: the supernet state does not load ({first})") from None
+        raise UserError(f"{path}: the supernet state does not load ({one_line(err)})") from None
     return derive_genotype(supernet, state["provenance"], state["supernet_config"].get("classes"))
 
 
