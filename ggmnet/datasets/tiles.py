@@ -354,15 +354,19 @@ class TileDataset(torch.utils.data.Dataset):
         return np.rint(total).astype(np.int64)
 
     @classmethod
-    def for_run(cls, config: Any, data_dir: str | os.PathLike, split: str, *, train: bool) -> TileDataset:
+    def for_run(cls, config: Any, data_dir: str | os.PathLike, split: str, *, train: bool,
+                **changes: Any) -> TileDataset:
         """The training (``train``: random crops, the run's augmentation) or validation tiles of a stage's run, with
-        the run's tile size, ground scale, input channels, outcrop input and seed (a checked configuration)."""
-        common = {"tile_size": config.tile_size, "channels": config.channels, "seed": config.seed,
-                  "pixels_per_degree": config.pixels_per_degree, "geology_prior": config.geology_prior}
+        the run's tile size, ground scale, input channels, outcrop input and seed (a checked configuration);
+        ``changes`` replace any of these arguments."""
+        options = {"tile_size": config.tile_size, "channels": config.channels, "seed": config.seed,
+                   "pixels_per_degree": config.pixels_per_degree, "geology_prior": config.geology_prior}
         if train:
-            return cls(data_dir, split, crop_size=config.crop_size, augment=config.augment,
-                       cover_augment=getattr(config, "cover_augment", 0.0), **common)
-        return cls(data_dir, split, crop_size=None, augment=False, hide_outcrop=True, **common)
+            options.update(crop_size=config.crop_size, augment=config.augment,
+                           cover_augment=getattr(config, "cover_augment", 0.0))
+        else:
+            options.update(crop_size=None, augment=False, hide_outcrop=True)
+        return cls(data_dir, split, **{**options, **changes})
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -193,7 +193,7 @@ def format_report(results: dict[str, Any]) -> str:
              + f", {results['channels']} input", "",
              markdown_table(["scored on", "pixels", "pixel accuracy (%)", "MPA (%)", "mIoU (%)", "FWIoU (%)"],
                             [[title, s["pixels"], *(percent(s[k]) for k in ("pixel_accuracy", "mpa", "miou", "fwiou"))]
-                             for title, s in ((title, results.get(key)) for key, title in SECTIONS) if s is not None]
+                             for key, title in SECTIONS if (s := results.get(key)) is not None]
                             ).rstrip()]
     if results.get("under_cover") is None:
         lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]

@@ -64,7 +64,6 @@ FILL_SETS = {"cover": ("under_cover", "outcrop_prior_under_cover", "nearest_outc
              "hidden": ("hidden_outcrop", "outcrop_prior_hidden", "nearest_outcrop_hidden", "commonest_class_hidden")}
 
 
-
 def node_spacing_km(lon: np.ndarray, lat: np.ndarray, rows: slice) -> tuple[float, float]:
     """Node spacing (north-south, east-west) in km of a grid, at the middle latitude of its ``rows`` (a window's):
     :func:`ggmnet.datasets.geo.spacing_km`."""

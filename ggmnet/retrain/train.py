@@ -437,6 +437,7 @@ class Retrainer(Engine):
     def finish(self) -> dict[str, Any]:
         return self.summary()
 
+
 def run_retrain(config: RetrainConfig, ctx: DistContext | None = None, *,
                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a retrain run with ``config``; returns :meth:`Retrainer.summary`.

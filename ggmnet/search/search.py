@@ -380,9 +380,7 @@ class ArchitectureSearch(Engine):
         val = TileDataset.for_run(cfg, self.data_dir, "val", train=False)
         # Fixed central tiles of a seeded choice of training windows recompute the derived architecture's
         # BatchNorm statistics before each validation.
-        plain = TileDataset(self.data_dir, "train", crop_size=cfg.crop_size, augment=False, hide_outcrop=True,
-                            tile_size=cfg.tile_size, channels=cfg.channels, seed=cfg.seed,
-                            pixels_per_degree=cfg.pixels_per_degree, geology_prior=cfg.geology_prior)
+        plain = TileDataset.for_run(cfg, self.data_dir, "train", train=True, augment=False, hide_outcrop=True)
         chosen = np.random.default_rng(cfg.seed + 1).permutation(len(plain))[: cfg.bn_batches * cfg.batch_size]
         self.bn_tiles = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + cfg.batch_size]])
                          for b in range(0, len(chosen), cfg.batch_size)]
@@ -590,6 +588,7 @@ class ArchitectureSearch(Engine):
         from ggmnet.search.report import SearchReport
 
         return [SearchReport()]
+
 
 @torch.no_grad()
 def recalibrate_batchnorm(network: torch.nn.Module, batches: Sequence[torch.Tensor],
