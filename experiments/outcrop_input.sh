@@ -5,7 +5,10 @@
 #   bash experiments/outcrop_input.sh GENOTYPE.json OUT "0" "1" "2" "3 --unit-scale 4"
 # Each scene argument is a seed and optional ggm-data synth options; its runs go to OUT/s<seed>. Rerunning
 # resumes and skips finished steps. About 20 minutes per scene on 2 cores. SEED=N (default 0) is the training
-# seed of both retrains; another seed than 0 writes retrain-<kind>-seedN and eval-<kind>-seedN beside them.
+# seed of both retrains; another seed than 0 writes retrain-<kind>-seedN and eval-<kind>-seedN beside them, and
+# then averages the outcrop reader on the test windows (ggm-evaluate --tta / --members): eval-outcrop-tta and
+# eval-outcrop-tta-seedN (each seed over 8 views), eval-outcrop-members (seeds 0 and N) and eval-outcrop-averaged
+# (both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GENOTYPE=$1; OUT=$2; shift 2
@@ -31,5 +34,16 @@ for scene in "$@"; do
         --split "$split" --out "$dir/eval-$kind$suffix" > /dev/null
     done
   done
+  first="$dir/retrain-outcrop/checkpoints/best.pt"
+  if [ "$SEED" != 0 ] && [ -f "$first" ]; then
+    [ -f "$dir/eval-outcrop-tta$suffix/evaluation_test.json" ] || ggm-evaluate --tta --split test \
+      --checkpoint "$dir/retrain-outcrop$suffix/checkpoints/best.pt" --out "$dir/eval-outcrop-tta$suffix" > /dev/null
+    for avg in tta members averaged; do
+      flags=(); [ "$avg" = tta ] || flags+=(--members "$dir/retrain-outcrop$suffix/checkpoints/best.pt")
+      [ "$avg" = members ] || flags+=(--tta)
+      [ -f "$dir/eval-outcrop-$avg/evaluation_test.json" ] || ggm-evaluate --checkpoint "$first" "${flags[@]}" \
+        --split test --out "$dir/eval-outcrop-$avg" > /dev/null
+    done
+  fi
 done
 if [ "$SEED" = 0 ]; then python experiments/outcrop_table.py "${scenes[@]}"; fi

@@ -71,3 +71,25 @@ def test_the_outcrop_table_sets_the_outcrop_reader_beside_the_rules(tmp_path, ca
     row = capsys.readouterr().out.splitlines()[2]
     assert row.startswith("| seed 3, units x4 | 39.1 | 42.9 | 56.0 (55.5, 56.5) | 59.0 (60.0, 58.0) | 18.3 | 55.0 | "
                           "+4.0 (+5.0, +3.0) / +16.1 (+17.1, +15.1) |")
+
+
+def test_the_averaging_table_sets_averaged_readers_beside_one_network(tmp_path, capsys):
+    import json
+
+    from ggmnet.studies.outcrop_table import averaging_row
+
+    def evaluation(cover, prior, ece_raw, ece_cal, auroc):
+        return {"under_cover": {"pixel_accuracy": cover}, "outcrop_prior_under_cover": {"pixel_accuracy": prior},
+                "calibration": {"under_cover": {"raw": {"ece": ece_raw, "entropy_error_auroc": auroc},
+                                                "calibrated": {"ece": ece_cal}}}}
+
+    scene = tmp_path / "s1"
+    written = {"outcrop": evaluation(0.30, 0.35, 0.10, 0.11, 0.60), "outcrop-seed1": evaluation(0.32, 0.36, 0.04, 0.06, 0.62),
+               "gravity-seed1": {}, "outcrop-members": evaluation(0.317, 0.357, 0.057, 0.085, 0.608)}
+    for name, data in written.items():
+        (scene / f"eval-{name}").mkdir(parents=True)
+        (scene / f"eval-{name}" / "evaluation_test.json").write_text(json.dumps(data))
+    assert averaging_row(tmp_path / "nothing") is None
+    # one network: the seeds' means (31.0, 35.5, ECE 7.0 and 8.5, AUROC 0.61); 8 views and both: not evaluated
+    assert averaging_row(scene) == ["seed ?", "31.0 / -- / 31.7 / --", "35.5 / -- / 35.7 / --", "7.0 / -- / 5.7 / --",
+                                    "8.5 / -- / 8.5 / --", "0.61 / -- / 0.61 / --"]

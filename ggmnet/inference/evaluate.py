@@ -46,6 +46,7 @@ from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
 from ggmnet.inference.calibration import fit_temperature, plot_reliability, summary
+from ggmnet.inference.ensemble import load_members
 from ggmnet.inference.rules import training_class_frequencies
 from ggmnet.inference.scoring import FILL_SETS, SCORE_SETS, FillScores, WindowScorer
 from ggmnet.metrics import ConfusionMatrix, format_table7, markdown_table, percent
@@ -181,12 +182,24 @@ def _num(value: float | None) -> str:
     return "--" if value is None else f"{value:.3f}"
 
 
+def _averaging_lines(results: dict[str, Any]) -> list[str]:
+    """The report's line on averaged probabilities (members, test-time augmentation), if any."""
+    members = results.get("members") or []
+    if len(members) < 2 and not results.get("tta"):
+        return []
+    parts = ([f"{len(members)} networks (the checkpoint and " + ", ".join(f"`{m['checkpoint']}`" for m in members[1:])
+              + ")"] if len(members) > 1 else []) + (["the eight flips and turns of every tile"] if results.get("tta")
+                                                     else [])
+    return ["- probabilities: the mean over " + " and ".join(parts)]
+
+
 def format_report(results: dict[str, Any]) -> str:
     """The Markdown report: a summary of the score sets, then Table 7 and the confusion matrix of each."""
     classes = class_list(results.get("classes"))
     lines = [f"# Evaluation on the {results['split']} windows", "",
              f"- checkpoint: `{results['checkpoint']}` (sha256 {results['checkpoint_sha256'][:12]}..., "
              f"epoch {results.get('epoch')})",
+             *_averaging_lines(results),
              f"- dataset: `{results['data_dir']}`, {results['windows']} windows, "
              + (f"mapped at {results['pixels_per_degree']:g} px per degree and scored at the grid nodes"
                 if results.get("pixels_per_degree") else f"each rendered at {results['tile_size']} px")
@@ -244,7 +257,8 @@ def _data_dir(ckpt: dict[str, Any]) -> Path:
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: str = "val", *,
              tile_size: int | None = None, device: str = "auto", out_dir: str | Path | None = None,
-             batch_size: int = 1, progress: bool = True, config: dict[str, Any] | None = None) -> dict[str, Any]:
+             batch_size: int = 1, progress: bool = True, config: dict[str, Any] | None = None,
+             members: Sequence[str | Path] = (), tta: bool = False) -> dict[str, Any]:
     """Score a checkpoint on a split and write ``evaluation_<split>.json`` and ``evaluation_<split>.md``.
 
     Parameters
@@ -268,6 +282,11 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         Show a progress bar.
     config : dict, optional
         The resolved command-line options, recorded with the results (default: these arguments).
+    members : sequence of paths
+        Checkpoints of the same recipe and dataset (other training seeds) whose probabilities are averaged with
+        ``checkpoint``'s (:mod:`ggmnet.inference.ensemble`).
+    tta : bool
+        Average each network's probabilities over the eight flips and right-angle turns of every tile.
 
     Returns
     -------
@@ -275,7 +294,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         What ``evaluation_<split>.json`` holds: ``outcrop``, ``under_cover`` and ``nearest_outcrop_baseline``
         (each :meth:`ConfusionMatrix.compute`'s scores plus ``confusion_matrix``, the last two None without a
         bedrock grid), the checkpoint path and sha256, the dataset and its manifest sha256, and the run
-        metadata of :func:`ggmnet.engine.runio.write_run_metadata`; plus ``report`` (the Markdown) and ``paths``
+        metadata of :func:`ggmnet.engine.runio.write_run_metadata`, the networks read (``members``: each
+        checkpoint and its sha256) and ``tta``; plus ``report`` (the Markdown) and ``paths``
         (``json``, ``markdown``), which the JSON file does not hold. Scores are fractions in [0, 1].
     """
     if split not in SPLITS:
@@ -284,7 +304,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         raise UserError(f"--batch-size {batch_size}: expected at least 1")
     checkpoint = require_file(checkpoint, "--checkpoint", "a retrain checkpoint (.pt)")
     dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, map_location="cpu")
+    model, ckpt, members = load_members(checkpoint, members, tta=tta)
     data = ckpt["data"]
     data_path = Path(data_dir) if data_dir is not None else _data_dir(ckpt)
     manifest = read_manifest(data_path)
@@ -331,6 +351,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         "format": "ggmnet-evaluation", "version": 1, "split": split,
         "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
         "epoch": ckpt.get("epoch"), "model": ckpt["model_config"].get("name"),
+        "members": members, "tta": bool(tta),
         "data_dir": str(data_path.resolve()), "manifest_sha256": manifest_sha,
         "trained_on_this_dataset": manifest_sha == data.get("manifest_sha256"),
         "windows": windows, "tile_size": tile, "pixels_per_degree": ppd, "channels": data["channels"],

@@ -33,6 +33,7 @@ import datetime as _dt
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,15 @@ from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
-from ggmnet.engine.runio import atomic_path, file_sha256, prepare_out_dir, require_file, write_run_metadata
+from ggmnet.engine.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
 from ggmnet.inference.calibration import entropy
+from ggmnet.inference.ensemble import load_members
 from ggmnet.inference.gis import write_gis_outputs
 from ggmnet.inference.rules import with_outcrop_prior
 from ggmnet.inference.scoring import node_factors, node_spacing_km
 from ggmnet.inference.tiling import DEFAULT_OVERLAP, predict_nodes
-from ggmnet.models import checkpoint_classes, load_model
+from ggmnet.models import checkpoint_classes
 
 #: Default window size (degrees) that one tile covers (Table 2's 5-degree scale).
 DEFAULT_SCALE_DEG = 5.0
@@ -222,7 +224,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                    labels: str | Path | None = None, outcrop_prior: bool = False, fill_nan: bool = False,
                    progress: bool = True, variable: str | None = None, label_variable: str | None = None,
                    label_field: str | None = None, legend: str | Path | None = None,
-                   unlisted_units: str = "error") -> dict[str, Path]:
+                   unlisted_units: str = "error", members: Sequence[str | Path] = (),
+                   tta: bool = False) -> dict[str, Path]:
     """Predict the bedrock classes over ``region`` of a Bouguer grid and write the map files.
 
     Parameters
@@ -264,6 +267,9 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     variable, label_variable, label_field, legend, unlisted_units
         As ``ggm-data prepare``'s: the grid of a file with several, a vector map's unit field, the legend
         CSV (its classes must be the checkpoint's) and what to do with units it does not name.
+    members, tta
+        Average the probabilities of more checkpoints of the same recipe and dataset, and/or of each network over
+        the eight flips and turns of every tile (:mod:`ggmnet.inference.ensemble`).
 
     Returns
     -------
@@ -278,7 +284,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     bouguer = require_file(bouguer, "--bouguer", "a Bouguer gravity grid (.nc/.grd)")
     label_path = require_file(labels, "--labels", "a label grid or image") if labels is not None else None
     dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, map_location="cpu")
+    model, ckpt, networks = load_members(checkpoint, members, tta=tta)
     data = ckpt["data"]
     class_list = checkpoint_classes(ckpt, model)
     tile = int(tile_size or data["tile_size"])
@@ -321,7 +327,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                                      sampling=node_spacing_km(lon, lat, slice(None)))
 
     dlon, dlat = grid.spacing_deg()
-    sha = file_sha256(checkpoint)
+    sha = networks[0]["sha256"]
     attrs = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha,
@@ -336,6 +342,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         "tile_overlap": overlap,
         "scale_deg": "none" if scale_deg is None else scale_deg,
         "outcrop_prior": "yes: class under the cover read with the outcrop of the labels" if outcrop_prior else "no",
+        "members": json.dumps(networks),
+        "test_time_augmentation": "yes: the mean over the eight flips and turns of every tile" if tta else "no",
     }
     nc_path = write_prediction_netcdf(out / "prediction.nc", lon, lat, probability, attrs=attrs, classes=classes,
                                       class_list=class_list)
@@ -352,9 +360,10 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
               "batch_size": batch_size, "labels": None if labels is None else str(labels),
               "outcrop_prior": outcrop_prior, "fill_nan": fill_nan, "variable": variable,
               "label_variable": label_variable, "label_field": label_field,
-              "legend": None if legend is None else str(legend), "unlisted_units": unlisted_units}
+              "legend": None if legend is None else str(legend), "unlisted_units": unlisted_units,
+              "members": [str(m) for m in members], "tta": tta}
     run_path = write_run_metadata(out, config, seed=None, extra={
-        "checkpoint_sha256": sha, "upsampling_factors": list(factors),
+        "checkpoint_sha256": sha, "members": networks, "upsampling_factors": list(factors),
         "margin_km": fields.get("margin_km"),
     })
     return {"netcdf": nc_path, "png": png_path, **gis_paths, "run": run_path}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from ggmnet.engine.config import (
     BATCH_SIZE,
@@ -48,6 +49,20 @@ CHECKPOINT_FILE = Option("retrain checkpoint (best.pt or last.pt): the model, it
                          "normalisation", metavar="FILE")
 
 
+def paths(value: Any) -> tuple[str, ...]:
+    """File paths, from a sequence or comma-separated text (empty: none)."""
+    items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+#: ``--members`` and ``--tta`` of ggm-evaluate and ggm-predict (:mod:`ggmnet.inference.ensemble`).
+MEMBERS = Option("more checkpoints of the same recipe and dataset (retrained with other --seed values) whose "
+                 "probabilities are averaged with --checkpoint's: better-calibrated probabilities", paths,
+                 metavar="FILE,FILE")
+TTA = Option("test-time augmentation: average each network over the eight flips and right-angle turns of every "
+             "tile (8x the prediction time)", boolean)
+
+
 def build_retrain_parser() -> argparse.ArgumentParser:
     """The ``retrain`` argument parser: a flag per option of :class:`ggmnet.retrain.train.RetrainConfig`."""
     from ggmnet.retrain.train import RetrainConfig
@@ -75,6 +90,8 @@ class EvaluateOptions(Config):
     device: str = DEVICE.field("auto")
     out: str | None = OUT.field(None, shown="the checkpoint's run folder (RUN of RUN/checkpoints/X.pt)")
     batch_size: int = BATCH_SIZE.field(1)
+    members: tuple[str, ...] = MEMBERS.field((), shown="none")
+    tta: bool = TTA.field(False)
 
 
 def build_evaluate_parser() -> argparse.ArgumentParser:
@@ -92,7 +109,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     options = EvaluateOptions.from_argv(build_evaluate_parser(), argv)
     results = evaluate(options.checkpoint, options.data, options.split, tile_size=options.tile_size,
                        device=options.device, out_dir=options.out, batch_size=options.batch_size,
-                       config=options.to_dict())
+                       config=options.to_dict(), members=options.members, tta=options.tta)
     print(results["report"], end="")
     print(f"written: {results['paths']['json']}, {results['paths']['markdown']}")
     return 0
@@ -136,6 +153,8 @@ class PredictOptions(Config):
                                 shown="none: the map's codes are the checkpoint's class indices")
     unlisted_units: str = option("error", "units of --labels that --legend does not name: error or ignore (255)",
                                  choice("error", "ignore"))
+    members: tuple[str, ...] = MEMBERS.field((), shown="none")
+    tta: bool = TTA.field(False)
 
 
 def build_predict_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,12 @@ and the nearest outcrop; the same on the val windows' hidden outcrop; and the ou
 calibration under the test cover. Where other training seeds were evaluated too (``SEED=N bash
 experiments/outcrop_input.sh``: ``eval-<kind>-seedN``), each cell is the mean over the seeds with every seed's
 value in brackets.
+
+Where the outcrop reader was also evaluated with averaged probabilities (``eval-outcrop-tta`` and
+``eval-outcrop-tta-seedN``: each seed over the eight flips and turns of every tile, averaged over the seeds in
+the table; ``eval-outcrop-members``: seeds 0 and 1; ``eval-outcrop-averaged``: both,
+which ``SEED=1 bash experiments/outcrop_input.sh`` writes), a second table sets them beside one network (the
+mean over the seeds): pixel accuracy under the test cover, with the prior, and the calibration there.
 """
 
 from __future__ import annotations
@@ -46,11 +52,16 @@ def _cell(values: list[float | None], fmt=lambda v: f"{100 * v:.1f}") -> str:
     return mean if len(set(values)) == 1 else f"{mean} ({', '.join(fmt(v) for v in values)})"
 
 
+def scene_name(scene: Path) -> str:
+    """``seed S`` (and ``units xF``) of the synthetic scene in ``scene/raw``."""
+    synth = json.loads((scene / "raw" / "synth.json").read_text())["config"] if (scene / "raw").is_dir() else {}
+    return f"seed {synth.get('seed', '?')}" + (f", units x{synth['unit_scale']:g}"
+                                               if synth.get("unit_scale", 1.0) != 1.0 else "")
+
+
 def row(scene: Path) -> list[str]:
     """One scene's figures as table cells: means over the training seeds evaluated (:func:`seed_suffixes`)."""
-    synth = json.loads((scene / "raw" / "synth.json").read_text())["config"] if (scene / "raw").is_dir() else {}
-    name = f"seed {synth.get('seed', '?')}" + (f", units x{synth['unit_scale']:g}"
-                                                if synth.get("unit_scale", 1.0) != 1.0 else "")
+    name = scene_name(scene)
     figures: dict[str, list] = {}
     for suffix in seed_suffixes(scene):
         gravity, outcrop = _load(scene, "gravity", "test", suffix), _load(scene, "outcrop", "test", suffix)
@@ -78,6 +89,38 @@ def row(scene: Path) -> list[str]:
             f"{_cell(figures['ece_raw'])} -> {_cell(figures['ece_cal'])}", _cell(figures["auroc"], lambda v: f"{v:.2f}")]
 
 
+#: The averaged evaluations of the outcrop reader (:mod:`ggmnet.inference.ensemble`), as ``eval-outcrop-<name>``.
+AVERAGED = {"tta": "8 views", "members": "2 seeds", "averaged": "2 seeds x 8 views"}
+
+
+def averaging_row(scene: Path) -> list[str] | None:
+    """One scene's outcrop reader as one network (the mean over the seeds) beside its averaged evaluations, or
+    None when ``scene`` has none of them."""
+    found = [name for name in AVERAGED if (scene / f"eval-outcrop-{name}").is_dir()]
+    if not found:
+        return None
+    suffixes = seed_suffixes(scene)
+    runs = {"one": [_load(scene, "outcrop", "test", suffix) for suffix in suffixes],
+            **{name: [_load(scene, f"outcrop-{name}", "test", suffix) for suffix in suffixes
+                      if (scene / f"eval-outcrop-{name}{suffix}").is_dir()] for name in found}}
+
+    def calibration(results: dict, which: str, score: str) -> float | None:
+        return (((results.get("calibration") or {}).get("under_cover") or {}).get(which) or {}).get(score)
+
+    figures = ((lambda r: _acc(r, "under_cover"), "{:.1f}", 100), (lambda r: _acc(r, "outcrop_prior_under_cover"), "{:.1f}", 100),
+               (lambda r: calibration(r, "raw", "ece"), "{:.1f}", 100),
+               (lambda r: calibration(r, "calibrated", "ece"), "{:.1f}", 100),
+               (lambda r: calibration(r, "raw", "entropy_error_auroc"), "{:.2f}", 1))
+    cells = []
+    for figure, fmt, scale in figures:
+        parts = []
+        for name in ("one", *AVERAGED):
+            values = [figure(r) for r in runs.get(name, [])]
+            parts.append("--" if not values or None in values else fmt.format(scale * sum(values) / len(values)))
+        cells.append(" / ".join(parts))
+    return [scene_name(scene), *cells]
+
+
 def main(argv: list[str] | None = None) -> int:
     scenes = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
     header = ["scene", "gravity", "gravity + outcrop prior", "reading the outcrop", "reading + prior",
@@ -85,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
               "hidden val outcrop: reading", "reading + prior", "gravity + prior", "nearest",
               "ECE raw -> calibrated (reading)", "entropy AUROC"]
     print(markdown_table(header, [row(scene) for scene in scenes]), end="")
+    averaged = [r for r in map(averaging_row, scenes) if r is not None]
+    if averaged:
+        order = " / ".join(["one network", *AVERAGED.values()])
+        print()
+        print(markdown_table(["scene", f"reading the outcrop ({order})", "reading + prior", "ECE raw",
+                              "ECE at the hidden-outcrop temperature", "entropy AUROC (raw)"], averaged), end="")
     return 0
 
 
