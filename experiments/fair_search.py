@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.studies.fair_search import FairSearch, load, run_scene, table
+from ggmnet.studies.fair_search import FairSearch, finished_rows, load, run_scene, summarise, table
 
 
 @cli_entry
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                       "(default 0.05)")
     parser.add_argument("--search-config", default=None, help="search recipe (default experiments/search_cpu.yaml)")
     parser.add_argument("--retrain-config", default=None, help="retrain recipe (default experiments/retrain_cpu.yaml)")
-    parser.add_argument("--table", action="store_true", help="only tabulate the scenes' finished results")
+    parser.add_argument("--table", action="store_true", help="only tabulate the scenes' results (of an unfinished "
+                                                             "scene, the runs finished so far)")
     args, search_flags = parser.parse_known_args(argv)
     try:
         scenes = [int(s) for s in args.scenes.split(",")]
@@ -44,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     for scene in scenes:
         path = out / f"scene{scene}" / "fair_search.json"
         if args.table:
-            if not path.is_file():
-                raise UserError(f"--table: {path} is missing (run the scene first)")
-            results.append(load(path))
+            if path.is_file():
+                results.append(load(path))
+                continue
+            rows = finished_rows(path.parent)
+            if not rows:
+                raise UserError(f"--table: {path.parent} has no finished run (run the scene first)")
+            print(f"scene {scene}: unfinished, {len(rows)} runs so far (no Kendall tau until it finishes)")
+            results.append(summarise(scene, rows))
             continue
         plan = FairSearch(scene, out / f"scene{scene}", train_seeds=seeds, count=args.count,
                           tolerance=args.tolerance, search_flags=search_flags,

@@ -237,13 +237,6 @@ class WeightedBootstrappedCE(nn.Module):
             nll = torch.where(valid, nll, torch.zeros_like(nll))
         return nll, weights, valid
 
-    def pixel_losses(self, logits: torch.Tensor, target: torch.Tensor,
-                     pixel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted per-pixel cross-entropy ``w_i * -log p_{i,y_i}`` ``[B, H, W]`` (float32, 0 where ignored)
-        and the valid mask."""
-        nll, weights, valid = self.pixel_terms(logits, target, pixel_weights)
-        return weights * nll, valid
-
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
         nll, weights, valid = self.pixel_terms(logits, target, pixel_weights)
@@ -310,15 +303,3 @@ def sum_head_losses(criterion: WeightedBootstrappedCE, logits_list: Sequence[tor
         total = term if total is None else total + term
     return total
 
-
-class MultiHeadLoss(nn.Module):
-    """A module form of :func:`sum_head_losses`: ``forward(logits_list, target) -> scalar``."""
-
-    def __init__(self, criterion: WeightedBootstrappedCE, weights: Sequence[float] | None = None) -> None:
-        super().__init__()
-        self.criterion = criterion
-        self.weights = None if weights is None else [float(w) for w in weights]
-
-    def forward(self, logits_list: Sequence[torch.Tensor], target: torch.Tensor,
-                pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
-        return sum_head_losses(self.criterion, logits_list, target, self.weights, pixel_weights)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from ggmnet.losses import (
     InstanceWeighted,
-    MultiHeadLoss,
     WeightedBootstrappedCE,
     class_weights_from_counts,
     instance_size_weights,
@@ -187,7 +186,6 @@ def test_sum_head_losses_weights_each_head():
     crit = WeightedBootstrappedCE(CLASS_WEIGHTS)
     expected = 1.0 * crit(heads[0], target) + 0.4 * crit(heads[1], target)
     assert sum_head_losses(crit, heads, target, [1.0, 0.4]).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert MultiHeadLoss(crit, [1.0, 0.4])(heads, target).item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError):
         sum_head_losses(crit, heads, target, [1.0])
 

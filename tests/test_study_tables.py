@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ggmnet.studies.fair_search import table as fair_table
 from ggmnet.studies.pareto import table as pareto_table
 
@@ -18,6 +20,31 @@ def test_the_fair_test_table_sets_the_search_beside_random_and_null():
     assert lines[1] == "|" + "---|" * 8
     # random MPA: mean of 0.30 and 0.316 = 30.8
     assert lines[2] == "| 2 | 27.9 (27.7, 28.0) | 31.4 | 26.1 +- 1.3 (25.1-27.0), 2 | 30.8 | 27.1 | +1.3 | -0.18 (p 0.72; 4) |"
+
+
+def test_an_unfinished_fair_test_is_tabulated_from_its_finished_runs(tmp_path):
+    import json
+
+    from ggmnet.studies.fair_search import finished_rows, summarise
+
+    runs = {"searched-seed0": (0.20, 0.25), "searched-seed1": (0.22, 0.27), "null-seed0": (0.215, 0.26),
+            "random1-seed0": (0.18, 0.2), "random1-seed1": (0.20, 0.22), "random2-seed0": (0.19, 0.24),
+            "random10-seed0": (0.16, 0.2)}
+    for name, (fwiou, mpa) in runs.items():
+        (tmp_path / "runs" / name / "eval").mkdir(parents=True)
+        (tmp_path / "runs" / name / "eval" / "evaluation_val.json").write_text(
+            json.dumps({"outcrop": {"fwiou": fwiou, "mpa": mpa}}))
+    (tmp_path / "runs" / "random3-seed0").mkdir()  # still training: no evaluation yet
+    rows = finished_rows(tmp_path)
+    assert [(r["genotype"], r["seed"]) for r in rows] == [("searched", 0), ("searched", 1), ("null", 0), ("random1", 0),
+                                                          ("random1", 1), ("random2", 0), ("random10", 0)]
+    result = summarise(1, rows)
+    # random means 0.19, 0.19, 0.16: mean 0.18, SD sqrt(((0.01)^2 * 2 + 0.02^2) / 2) = 0.01732
+    assert result["random_mean"] == pytest.approx(0.18) and result["random_sd"] == pytest.approx(0.017320508)
+    assert result["margin_in_sd"] == pytest.approx((0.21 - 0.18) / 0.017320508)  # searched mean 0.21: +1.73 SD
+    assert result["beats_random_by_2sd"] is False and result["beats_null"] is False and result["kendall"] is None
+    line = fair_table([result]).splitlines()[2]  # random MPA: (0.21 + 0.24 + 0.20) / 3
+    assert line == "| 1 | 21.0 (20.0, 22.0) | 26.0 | 18.0 +- 1.7 (16.0-19.0), 3 | 21.7 | 21.5 | +1.7 | -- |"
 
 
 def test_the_pareto_table_runs_from_the_fastest_network():

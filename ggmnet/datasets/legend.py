@@ -211,11 +211,6 @@ def _legend_classes(path: Path, rows: list[tuple[int, str, str, str, str]], base
         raise UserError(f"--legend {path}: {str(err).removeprefix('class list: ')}") from None
 
 
-def legend_for(path: str | os.PathLike | None, base: ClassList | None = None) -> Legend | None:
-    """:func:`read_legend` of ``path``, or None without one."""
-    return None if path is None else read_legend(path, base)
-
-
 def codes_to_classes(values: np.ndarray, *, legend: Legend | None, classes: ClassList, source: str, name: str,
                      unlisted: str = "error", areas_km2: Callable[[np.ndarray], float] | None = None) -> np.ndarray:
     """Class indices (uint8, 255 = cover) of the codes of a label grid or raster.

@@ -186,8 +186,6 @@ def supernet_scores(checkpoint: Path, genotypes: Sequence[Genotype], data: Path)
 
 def run_scene(plan: FairSearch) -> dict[str, Any]:
     """The fair test on one scene (module docstring); writes ``OUT/fair_search.json`` and returns it."""
-    from scipy.stats import kendalltau
-
     out = plan.out
     data = make_scene(plan.scene_seed, out.parent)
     null_data = make_scene(plan.scene_seed, out.parent, null=True)
@@ -197,45 +195,86 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     candidates = {"searched": searched, "null": null, **{f"random{k + 1}": g for k, g in enumerate(randoms)}}
     rows = [retrain(genotype, name, data, out, seed, plan.retrain_config)
             for name, genotype in candidates.items() for seed in plan.train_seeds]
-    means = {name: float(np.mean([r["fwiou"] for r in rows if r["genotype"] == name])) for name in candidates}
-    mpas = {name: float(np.mean([r["mpa"] for r in rows if r["genotype"] == name])) for name in candidates}
-    random_means = np.array([means[f"random{k + 1}"] for k in range(plan.count)])
     ranked = ["searched", *[f"random{k + 1}" for k in range(min(plan.kendall, plan.count + 1) - 1)]]
     proxy = supernet_scores(out / "searched" / "search" / "checkpoints" / "best.pt",
                             [candidates[n] for n in ranked], data)
-    tau = kendalltau(proxy, [means[n] for n in ranked])
     from ggmnet.search_space.supernet import genotype_cost
 
-    result = {
-        "scene_seed": plan.scene_seed, "train_seeds": list(plan.train_seeds), "rows": rows,
-        "mean_fwiou": means, "mean_mpa": mpas,
-        "cost": {name: genotype_cost(g) for name, g in candidates.items()},
-        "random_mean": float(random_means.mean()), "random_sd": float(random_means.std(ddof=1)),
-        "margin_in_sd": float((means["searched"] - random_means.mean()) / random_means.std(ddof=1)),
-        "beats_random_by_2sd": bool(means["searched"] >= random_means.mean() + 2 * random_means.std(ddof=1)),
-        "beats_null": bool(means["searched"] > means["null"]),
-        "kendall": {"genotypes": ranked, "supernet_fwiou": proxy, "retrained_fwiou": [means[n] for n in ranked],
-                    "tau": float(tau.statistic), "p_value": float(tau.pvalue)},
-        "settings": {"search_config": plan.search_config, "retrain_config": plan.retrain_config,
-                     "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags)},
-    }
+    result = summarise(plan.scene_seed, rows, kendall=(ranked, proxy))
+    result["cost"] = {name: genotype_cost(g) for name, g in candidates.items()}
+    result["settings"] = {"search_config": plan.search_config, "retrain_config": plan.retrain_config,
+                          "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags)}
     write_json_atomic(out / "fair_search.json", result)
     return result
 
 
+def summarise(scene_seed: int, rows: Sequence[dict[str, Any]], *,
+              kendall: tuple[Sequence[str], Sequence[float]] | None = None) -> dict[str, Any]:
+    """The test's figures from its retrained ``rows`` (genotype, seed, fwiou, mpa): each genotype's mean over
+    its seeds, the random genotypes' mean and standard deviation, the searched genotype's margin over them in
+    standard deviations and whether it passes; with ``kendall`` (genotype names and the supernet's scores of
+    them) Kendall's tau against their retrained means."""
+    from scipy.stats import kendalltau
+
+    names = list(dict.fromkeys(r["genotype"] for r in rows))
+    means = {n: float(np.mean([r["fwiou"] for r in rows if r["genotype"] == n])) for n in names}
+    mpas = {n: float(np.mean([r["mpa"] for r in rows if r["genotype"] == n])) for n in names}
+    random_means = np.array([means[n] for n in names if n.startswith("random")])
+    nan = float("nan")
+    sd = float(random_means.std(ddof=1)) if random_means.size > 1 else nan
+    result = {"scene_seed": scene_seed, "train_seeds": sorted({r["seed"] for r in rows}), "rows": list(rows),
+              "mean_fwiou": means, "mean_mpa": mpas,
+              "random_mean": float(random_means.mean()) if random_means.size else nan, "random_sd": sd,
+              "kendall": None}
+    searched = means.get("searched", nan)
+    result["margin_in_sd"] = float((searched - result["random_mean"]) / sd) if sd > 0 else nan
+    result["beats_random_by_2sd"] = bool(searched >= result["random_mean"] + 2 * sd)
+    result["beats_null"] = bool(searched > means.get("null", float("inf")))
+    if kendall is not None:
+        ranked, proxy = kendall
+        tau = kendalltau(proxy, [means[n] for n in ranked])
+        result["kendall"] = {"genotypes": list(ranked), "supernet_fwiou": list(proxy),
+                             "retrained_fwiou": [means[n] for n in ranked], "tau": float(tau.statistic),
+                             "p_value": float(tau.pvalue)}
+    return result
+
+
+def finished_rows(out: Path) -> list[dict[str, Any]]:
+    """The retrained and scored runs under ``out/runs`` (``NAME-seedS/eval/evaluation_val.json``), as
+    :func:`retrain` returns them: what an unfinished test has so far."""
+    rows = []
+    for path in sorted(Path(out).glob("runs/*-seed*/eval/evaluation_val.json")):
+        name, _, seed = path.parent.parent.name.rpartition("-seed")
+        scores = json.loads(path.read_text(encoding="utf-8"))["outcrop"]
+        rows.append({"genotype": name, "seed": int(seed), "fwiou": scores["fwiou"], "mpa": scores["mpa"],
+                     "run": str(path.parent.parent)})
+    def place(row: dict[str, Any]) -> tuple[int, int]:
+        name = row["genotype"]
+        return ({"searched": -2, "null": -1}.get(name) or int(name.removeprefix("random"))), row["seed"]
+
+    return sorted(rows, key=place)
+
+
 def table(results: Sequence[dict[str, Any]]) -> str:
-    """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds)."""
+    """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds; "--"
+    where an unfinished test has no figure yet)."""
+    def pct(value: float | None) -> str:
+        return "--" if value is None or np.isnan(value) else f"{100 * value:.1f}"
+
     rows = []
     for r in results:
-        seeds = ", ".join(f"{100 * x['fwiou']:.1f}" for x in r["rows"] if x["genotype"] == "searched")
+        seeds = ", ".join(pct(x["fwiou"]) for x in r["rows"] if x["genotype"] == "searched")
         randoms = [v for k, v in r["mean_fwiou"].items() if k.startswith("random")]
-        random_mpa = np.mean([v for k, v in r["mean_mpa"].items() if k.startswith("random")])
-        rows.append([r["scene_seed"], f"{100 * r['mean_fwiou']['searched']:.1f} ({seeds})",
-                     f"{100 * r['mean_mpa']['searched']:.1f}",
-                     f"{100 * r['random_mean']:.1f} +- {100 * r['random_sd']:.1f} ({100 * min(randoms):.1f}-"
-                     f"{100 * max(randoms):.1f}), {len(randoms)}", f"{100 * random_mpa:.1f}",
-                     f"{100 * r['mean_fwiou']['null']:.1f}", f"{r['margin_in_sd']:+.1f}",
-                     f"{r['kendall']['tau']:+.2f} (p {r['kendall']['p_value']:.2f}; {len(r['kendall']['genotypes'])})"])
+        random_mpa = [v for k, v in r["mean_mpa"].items() if k.startswith("random")]
+        spread = (f"{pct(r['random_mean'])} +- {pct(r['random_sd'])} ({pct(min(randoms))}-{pct(max(randoms))}), "
+                  f"{len(randoms)}" if randoms else "--")
+        kendall = r.get("kendall")
+        rows.append([r["scene_seed"], f"{pct(r['mean_fwiou'].get('searched'))} ({seeds})",
+                     pct(r["mean_mpa"].get("searched")), spread, pct(np.mean(random_mpa)) if random_mpa else "--",
+                     pct(r["mean_fwiou"].get("null")),
+                     "--" if np.isnan(r["margin_in_sd"]) else f"{r['margin_in_sd']:+.1f}",
+                     f"{kendall['tau']:+.2f} (p {kendall['p_value']:.2f}; {len(kendall['genotypes'])})" if kendall
+                     else "--"])
     return markdown_table(["scene", "searched: FWIoU (seeds)", "MPA", "random: FWIoU mean +- SD (range), n", "MPA",
                            "null search: FWIoU", "margin over random (SD)",
                            "Kendall tau, supernet vs retrained (genotypes)"], rows).rstrip("\n")
