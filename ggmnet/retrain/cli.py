@@ -79,10 +79,18 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 @dataclasses.dataclass
-class EvaluateOptions(Config):
-    """The options of ``ggm-evaluate`` (see :func:`ggmnet.inference.evaluate.evaluate`)."""
+class NetworkOptions(Config):
+    """The network that ``ggm-evaluate`` and ``ggm-predict`` read: a checkpoint, and what to average it with."""
 
     checkpoint: str = CHECKPOINT_FILE.field()
+    members: tuple[str, ...] = MEMBERS.field((), shown="none")
+    tta: bool = TTA.field(False)
+
+
+@dataclasses.dataclass
+class EvaluateOptions(NetworkOptions):
+    """The options of ``ggm-evaluate`` (see :func:`ggmnet.inference.evaluate.evaluate`)."""
+
     data: str | None = DATA.field(None, shown="the checkpoint's training dataset (the synthetic default if it was "
                                               "trained on that)")
     split: str = option("val", "windows to score", choice(*SPLITS))
@@ -90,8 +98,6 @@ class EvaluateOptions(Config):
     device: str = DEVICE.field("auto")
     out: str | None = OUT.field(None, shown="the checkpoint's run folder (RUN of RUN/checkpoints/X.pt)")
     batch_size: int = BATCH_SIZE.field(1)
-    members: tuple[str, ...] = MEMBERS.field((), shown="none")
-    tta: bool = TTA.field(False)
 
 
 def build_evaluate_parser() -> argparse.ArgumentParser:
@@ -116,10 +122,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 
 @dataclasses.dataclass
-class PredictOptions(Config):
+class PredictOptions(NetworkOptions):
     """The options of ``ggm-predict`` (see :func:`ggmnet.inference.predict.predict_region`)."""
 
-    checkpoint: str = CHECKPOINT_FILE.field()
     bouguer: str = option(dataclasses.MISSING, "Bouguer anomaly grid in mGal (WGM2012/GMT netCDF, GeoTIFF in any "
                                                "CRS, or ICGEM .gdf); must cover --region, ideally with the "
                                                "recipe's margin (500 km by default) around it", metavar="FILE")
@@ -153,8 +158,6 @@ class PredictOptions(Config):
                                 shown="none: the map's codes are the checkpoint's class indices")
     unlisted_units: str = option("error", "units of --labels that --legend does not name: error or ignore (255)",
                                  choice("error", "ignore"))
-    members: tuple[str, ...] = MEMBERS.field((), shown="none")
-    tta: bool = TTA.field(False)
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
