@@ -302,4 +302,3 @@ def sum_head_losses(criterion: WeightedBootstrappedCE, logits_list: Sequence[tor
         term = w * criterion(logits, target, pixel_weights)
         total = term if total is None else total + term
     return total
-

@@ -185,12 +185,13 @@ def _num(value: float | None) -> str:
 def _averaging_lines(results: dict[str, Any]) -> list[str]:
     """The report's line on averaged probabilities (members, test-time augmentation), if any."""
     members = results.get("members") or []
-    if len(members) < 2 and not results.get("tta"):
-        return []
-    parts = ([f"{len(members)} networks (the checkpoint and " + ", ".join(f"`{m['checkpoint']}`" for m in members[1:])
-              + ")"] if len(members) > 1 else []) + (["the eight flips and turns of every tile"] if results.get("tta")
-                                                     else [])
-    return ["- probabilities: the mean over " + " and ".join(parts)]
+    parts = []
+    if len(members) > 1:
+        others = ", ".join(f"`{m['checkpoint']}`" for m in members[1:])
+        parts.append(f"{len(members)} networks (the checkpoint and {others})")
+    if results.get("tta"):
+        parts.append("the eight flips and turns of every tile")
+    return ["- probabilities: the mean over " + " and ".join(parts)] if parts else []
 
 
 def format_report(results: dict[str, Any]) -> str:
@@ -349,7 +350,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     out = prepare_out_dir(out_dir if out_dir is not None else _run_dir(checkpoint))
     results: dict[str, Any] = {
         "format": "ggmnet-evaluation", "version": 1, "split": split,
-        "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": members[0]["sha256"],
         "epoch": ckpt.get("epoch"), "model": ckpt["model_config"].get("name"),
         "members": members, "tta": bool(tta),
         "data_dir": str(data_path.resolve()), "manifest_sha256": manifest_sha,

@@ -248,6 +248,7 @@ def finished_rows(out: Path) -> list[dict[str, Any]]:
         scores = json.loads(path.read_text(encoding="utf-8"))["outcrop"]
         rows.append({"genotype": name, "seed": int(seed), "fwiou": scores["fwiou"], "mpa": scores["mpa"],
                      "run": str(path.parent.parent)})
+
     def place(row: dict[str, Any]) -> tuple[int, int]:
         name = row["genotype"]
         return ({"searched": -2, "null": -1}.get(name) or int(name.removeprefix("random"))), row["seed"]

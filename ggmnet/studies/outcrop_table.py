@@ -107,7 +107,8 @@ def averaging_row(scene: Path) -> list[str] | None:
     def calibration(results: dict, which: str, score: str) -> float | None:
         return (((results.get("calibration") or {}).get("under_cover") or {}).get(which) or {}).get(score)
 
-    figures = ((lambda r: _acc(r, "under_cover"), "{:.1f}", 100), (lambda r: _acc(r, "outcrop_prior_under_cover"), "{:.1f}", 100),
+    figures = ((lambda r: _acc(r, "under_cover"), "{:.1f}", 100),
+               (lambda r: _acc(r, "outcrop_prior_under_cover"), "{:.1f}", 100),
                (lambda r: calibration(r, "raw", "ece"), "{:.1f}", 100),
                (lambda r: calibration(r, "calibrated", "ece"), "{:.1f}", 100),
                (lambda r: calibration(r, "raw", "entropy_error_auroc"), "{:.2f}", 1))
