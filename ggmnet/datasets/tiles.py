@@ -210,18 +210,20 @@ def augment_geometry(image: torch.Tensor, masks: Sequence[torch.Tensor],
     return img.as_subclass(torch.Tensor), [m.as_subclass(torch.Tensor) for m in out_masks]
 
 
+def d4_view(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """``x`` (``[..., H, W]``) turned by ``turns`` quarter turns, then with ``flip`` its columns mirrored: one of the
+    eight symmetries of the square, an exact pixel permutation."""
+    x = torch.rot90(x, turns, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
 def augment_d4(image: torch.Tensor, masks: Sequence[torch.Tensor],
                rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One of the eight symmetries of the square (rotation by k x 90 degrees, then a horizontal flip with
-    p = 0.5), the same for ``image`` [C, H, W] and each of ``masks`` [1, H, W]: exact pixel permutations."""
+    """One of the eight symmetries of the square (:func:`d4_view`: rotation by k x 90 degrees, then a horizontal
+    flip with p = 0.5), the same for ``image`` [C, H, W] and each of ``masks`` [1, H, W]."""
     k = int(rng.integers(4))
     flip = bool(rng.random() < 0.5)
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        x = torch.rot90(x, k, dims=(-2, -1))
-        return x.flip(-1) if flip else x
-
-    return apply(image), [apply(m) for m in masks]
+    return d4_view(image, k, flip), [d4_view(m, k, flip) for m in masks]
 
 
 def centred_coordinates(lon0: float, lat0: float, size: int, pixels_per_degree: float

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ggmnet.datasets.tiles import d4_view
 from ggmnet.engine.runio import file_sha256, require_file
 from ggmnet.errors import UserError
 from ggmnet.models import checkpoint_classes, load_model
@@ -37,12 +38,8 @@ D4 = tuple((turns, flip) for turns in range(4) for flip in (False, True))
 SHARED_INPUT = ("channels", "pixels_per_degree", "tile_size", "geology_prior", "normalisation", "recipe")
 
 
-def _view(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
-    x = torch.rot90(x, turns, dims=(-2, -1))
-    return x.flip(-1) if flip else x
-
-
 def _unview(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """The inverse of :func:`~ggmnet.datasets.tiles.d4_view`: the prediction of a view put back in place."""
     x = x.flip(-1) if flip else x
     return torch.rot90(x, -turns, dims=(-2, -1))
 
@@ -67,7 +64,7 @@ class MeanProbabilities(nn.Module):
         total = None
         for member in self.members:
             for turns, flip in self.views:
-                p = torch.softmax(_unview(member(_view(x, turns, flip)).float(), turns, flip), dim=1)
+                p = torch.softmax(_unview(member(d4_view(x, turns, flip)).float(), turns, flip), dim=1)
                 total = p if total is None else total + p
         mean = total / (len(self.members) * len(self.views))
         return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
