@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "nni_depth_sweep.py"
 # Two depths, the smallest the genotype contract allows (the paper's 16..24 are for GPUs).
 DEPTHS = (2, 3)
-# Each trial: a search of 2 epochs (1 warm-up) x 1 step and a retrain of 1 epoch x 1 step, 2 tiles of 32 px.
-TINY_SEARCH = dict(epochs=2, warmup_epochs=1, steps_per_epoch=1, tile_size=32, crop_size=32, batch_size=2,
-                   val_tiles=2, num_workers=0, device="cpu", wandb_mode="disabled")
+# Each trial: a search (narrow units) of 2 epochs (1 warm-up) x 1 step and a retrain of 1 epoch x 1
+# step, 2 tiles of 32 px.
+TINY_SEARCH = dict(unit_channels=[4, 8, 16], epochs=2, warmup_epochs=1, steps_per_epoch=1, tile_size=32,
+                   crop_size=32, batch_size=2, val_tiles=2, num_workers=0, device="cpu", wandb_mode="disabled")
 TINY_RETRAIN = dict(epochs=1, steps_per_epoch=1, tile_size=32, crop_size=32, batch_size=2, val_tiles=2,
                     image_every=1, val_images=1, num_workers=0, device="cpu", wandb_mode="disabled")
 SWEEP_TIMEOUT_S = 300
