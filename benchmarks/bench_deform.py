@@ -101,10 +101,7 @@ def inference(model: torch.nn.Module, kernel_name: str, x: torch.Tensor) -> Call
 
 
 def peak_memory_mib(name: str, depth: int, size: int) -> float:
-    """Peak resident memory of one inference above the resident size before it, MiB (this process).
-
-    ``VmHWM`` rather than ``ru_maxrss``, which a child process inherits from its parent's size at the fork.
-    """
+    """Peak resident memory of one inference above the resident size before it, MiB (this process)."""
     model, kernel_name = build(name, depth)
     x = torch.randn(1, 3, size, size)
     return peak_added_mib(inference(model, kernel_name, x))
@@ -118,9 +115,8 @@ def network_benchmark(size: int, depth: int, repeats: int, memory: bool) -> None
     peaks = {}
     if memory:
         for name in NETWORKS:
-            out = subprocess.run([sys.executable, __file__, "--peak-memory-of", name, "--size", str(size),
-                                  "--depth", str(depth), "--threads", str(torch.get_num_threads())],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peak-memory-of", name,
+                                  "--threads", str(torch.get_num_threads())], check=True, capture_output=True, text=True)
             peaks[name] = float(out.stdout.split()[-1])
     print(f"{'network':<28} {'s (median)':>10} {'/ HRNet':>8} {'peak MiB':>9}")
     for name in NETWORKS:

@@ -111,8 +111,7 @@ def main() -> None:
         return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--batch", str(args.batch), "--depth",
-                              str(args.depth), "--unit-channels", args.unit_channels],
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(size)],
                              capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)

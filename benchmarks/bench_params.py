@@ -37,11 +37,9 @@ def main() -> None:
     for depth in paper.DEPTHS:
         reported = paper.parameters_m(depth)
         g = default_genotype(depth)
-        rand_mrfem, rand_net = [], []
-        for k in range(args.samples):
-            r = random_genotype(depth, seed=args.seed + k)
-            rand_mrfem.append(millions(MRFEM(r)))
-            rand_net.append(millions(GenotypeNetwork(r)))
+        randoms = [random_genotype(depth, seed=args.seed + k) for k in range(args.samples)]
+        rand_mrfem = [millions(MRFEM(r)) for r in randoms]
+        rand_net = [millions(GenotypeNetwork(r)) for r in randoms]
         spread = f"{np.mean(rand_mrfem):.2f} [{min(rand_mrfem):.2f}, {max(rand_mrfem):.2f}]"
         print(f"{depth:>5}  {reported:>6.1f}  {millions(MRFEM(g)):>13.2f}  {millions(GenotypeNetwork(g)):>11.2f}  "
               f"{spread:>30}  {np.mean(rand_net):>15.2f}")

@@ -60,8 +60,7 @@ def main() -> None:
         print(f"run {run}: {seconds:.2f} s, peak traced memory {peak / 2**20:.0f} MiB; region "
               f"{out['residual'].shape[0]} x {out['residual'].shape[1]}, metric grid {out['metric_shape']} at "
               f"{out['spacing_km']:.3f} km, residual std {out['residual'].std():.2f} mGal")
-    rss = peak_resident_mib()
-    print(f"peak resident memory of the process: {rss:.0f} MiB")
+    print(f"peak resident memory of the process: {peak_resident_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

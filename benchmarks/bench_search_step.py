@@ -130,12 +130,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = genotype.save(Path(tmp) / "genotype.json")
         for case in args.cases.split(","):
-            cmd = [sys.executable, __file__, "--case", case, "--depth", str(args.depth), "--unit-channels", units,
-                   "--batch", str(args.batch), "--size", str(args.size), "--repeats", str(args.repeats),
-                   "--device", args.device, "--seed", str(args.seed), "--genotype", str(path),
-                   "--threads", str(args.threads)]
-            results[case] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            r = results[case]
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--case", case, "--genotype", str(path)]
+            r = results[case] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             print(f"{case:>8}: {r['seconds']:8.3f} s/step ({r['cpu_seconds']:.3f} s CPU)  "
                   f"peak +{r['peak_mib']:8.1f} MiB  ({r['params_m']:.1f} M parameters, built in "
                   f"{r['build_seconds']:.1f} s)", flush=True)

@@ -1,10 +1,7 @@
 """Does the search pay? The searched genotype against cost-matched random genotypes and a null search.
 
-The protocol is :mod:`ggmnet.studies.fair_search`'s. Per scene (synthetic seeds, spatial-block split): a search
-with the search recipe, a null search on the map turned by 180 degrees, 10 random genotypes of the search
-space within 5 % of the searched one's MRFEM cost, each retrained with two training seeds, and Kendall's tau
-between the supernet's scores of 8 genotypes and their retrained ones. Resumes: finished runs are found.
-Run one scene per process to use two cores, then tabulate:
+The protocol is :mod:`ggmnet.studies.fair_search`'s. Resumes: finished runs are found. Run one scene per process
+to use two cores, then tabulate:
 
     OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 1 --out runs/fair-search &
     OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 2 --out runs/fair-search &
@@ -14,10 +11,11 @@ Run one scene per process to use two cores, then tabulate:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.studies.fair_search import FairSearch, finished_rows, load, run_scene, summarise, table
+from ggmnet.studies.fair_search import FairSearch, finished_rows, run_scene, summarise, table
 
 
 @cli_entry
@@ -29,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=10, help="random genotypes per scene (default 10)")
     parser.add_argument("--tolerance", type=float, default=0.05, help="their cost within this of the searched one's "
                                                                       "(default 0.05)")
-    parser.add_argument("--search-config", default=None, help="search recipe (default experiments/search_cpu.yaml)")
-    parser.add_argument("--retrain-config", default=None, help="retrain recipe (default experiments/retrain_cpu.yaml)")
+    parser.add_argument("--search-config", default=FairSearch.search_config,
+                        help="search recipe (default experiments/search_cpu.yaml)")
+    parser.add_argument("--retrain-config", default=FairSearch.retrain_config,
+                        help="retrain recipe (default experiments/retrain_cpu.yaml)")
     parser.add_argument("--table", action="store_true", help="only tabulate the scenes' results (of an unfinished "
                                                              "scene, the runs finished so far)")
     args, search_flags = parser.parse_known_args(argv)
@@ -44,21 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for scene in scenes:
         path = out / f"scene{scene}" / "fair_search.json"
-        if args.table:
-            if path.is_file():
-                results.append(load(path))
-                continue
+        if not args.table:
+            results.append(run_scene(FairSearch(scene, path.parent, search_config=args.search_config,
+                                                retrain_config=args.retrain_config, train_seeds=seeds,
+                                                count=args.count, tolerance=args.tolerance, search_flags=search_flags)))
+        elif path.is_file():
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+        else:
             rows = finished_rows(path.parent)
             if not rows:
                 raise UserError(f"--table: {path.parent} has no finished run (run the scene first)")
             print(f"scene {scene}: unfinished, {len(rows)} runs so far (no Kendall tau until it finishes)")
             results.append(summarise(scene, rows))
-            continue
-        plan = FairSearch(scene, out / f"scene{scene}", train_seeds=seeds, count=args.count,
-                          tolerance=args.tolerance, search_flags=search_flags,
-                          **({"search_config": args.search_config} if args.search_config else {}),
-                          **({"retrain_config": args.retrain_config} if args.retrain_config else {}))
-        results.append(run_scene(plan))
     print(table(results))
     return 0
 

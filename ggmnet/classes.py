@@ -23,39 +23,23 @@ from ggmnet.errors import UserError
 COVER_INDEX = 255
 IGNORE_INDEX = COVER_INDEX
 
-#: Short and long names of the ten bedrock classes, indexed 0-9 as in Table 1.
-CLASS_CODES = ("Ar", "Pt", "Cm", "O", "S", "D", "C", "P", "J", "Gr")
-CLASS_NAMES = (
-    "Archean",
-    "Proterozoic",
-    "Cambrian",
-    "Ordovician",
-    "Silurian",
-    "Devonian",
-    "Carboniferous",
-    "Permian",
-    "Jurassic",
-    "Granite",
+#: Table 1 of the paper, one row per bedrock class in index order (0-9): code, name, RGB colour (the 1:5M
+#: Asia-European geological map's legend) and share of the outcrop area in the paper's dataset, in percent.
+_TABLE1_ROWS = (
+    ("Ar", "Archean", (255, 178, 255), 0.6),
+    ("Pt", "Proterozoic", (177, 153, 99), 7.2),
+    ("Cm", "Cambrian", (4, 249, 7), 10.3),
+    ("O", "Ordovician", (126, 254, 127), 4.0),
+    ("S", "Silurian", (152, 215, 29), 7.0),
+    ("D", "Devonian", (166, 76, 76), 20.3),
+    ("C", "Carboniferous", (179, 218, 217), 30.9),
+    ("P", "Permian", (227, 178, 28), 2.1),
+    ("J", "Jurassic", (255, 247, 102), 2.3),
+    ("Gr", "Granite", (73, 251, 250), 15.3),
 )
+CLASS_CODES, CLASS_NAMES, CLASS_COLOURS, PAPER_SHARES_PERCENT = (tuple(column) for column in zip(*_TABLE1_ROWS))
 NUM_CLASSES = len(CLASS_NAMES)
-
-#: RGB colours of Table 1 (the 1:5M Asia-European geological map's legend).
-CLASS_COLOURS = (
-    (255, 178, 255),
-    (177, 153, 99),
-    (4, 249, 7),
-    (126, 254, 127),
-    (152, 215, 29),
-    (166, 76, 76),
-    (179, 218, 217),
-    (227, 178, 28),
-    (255, 247, 102),
-    (73, 251, 250),
-)
 COVER_COLOUR = (218, 76, 250)
-
-#: Share of the outcrop area of each class in the paper's dataset (Table 1), in percent.
-PAPER_SHARES_PERCENT = (0.6, 7.2, 10.3, 4.0, 7.0, 20.3, 30.9, 2.1, 2.3, 15.3)
 
 #: The most classes a class list may hold: label values 0..MAX_CLASSES-1 stay clear of the cover's 255.
 MAX_CLASSES = 255

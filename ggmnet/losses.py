@@ -30,9 +30,7 @@ from ggmnet.classes import IGNORE_INDEX
 
 #: Class-weighting formulas known to :func:`class_weights_from_counts`.
 CLASS_WEIGHT_METHODS = ("median_frequency", "sqrt_median_frequency", "inverse_frequency", "uniform")
-#: How :class:`WeightedBootstrappedCE` picks its K pixels: ``"posterior"`` (Eq. 19 as written: the lowest
-#: ``p_{i,y_i}``, i.e. the largest unweighted cross-entropy) or ``"weighted"`` (the largest *weighted* losses,
-#: a variant in which the weights also decide which pixels are kept).
+#: How :class:`WeightedBootstrappedCE` picks its K pixels (see its ``selection``).
 SELECTIONS = ("posterior", "weighted")
 
 
@@ -133,11 +131,8 @@ def instance_size_weights(mask: np.ndarray | torch.Tensor, *, ignore_index: int 
     if array.ndim < 2:
         raise ValueError(f"mask must have shape [..., H, W], got {array.shape}")
     flat = array.reshape(-1, *array.shape[-2:])
-    out = np.stack([_instance_weights_2d(m, ignore_index, power, max_weight) for m in flat])
-    out = out.reshape(array.shape)
-    if is_torch:
-        return torch.from_numpy(out).to(mask.device)
-    return out
+    out = np.stack([_instance_weights_2d(m, ignore_index, power, max_weight) for m in flat]).reshape(array.shape)
+    return torch.from_numpy(out).to(mask.device) if is_torch else out
 
 
 class WeightedBootstrappedCE(nn.Module):
@@ -245,9 +240,9 @@ class WeightedBootstrappedCE(nn.Module):
         if n == 0:
             return logits.sum() * 0.0
         k = min(n, math.ceil(self.top_k_fraction * n))
-        if k == n:
-            return (weights * nll).sum() / k
         losses = weights * nll
+        if k == n:
+            return losses.sum() / k
         ranking = nll if self.selection == "posterior" else losses
         kept = torch.topk(ranking.detach(), k, sorted=False).indices
         return losses[kept].sum() / k
@@ -297,8 +292,4 @@ def sum_head_losses(criterion: WeightedBootstrappedCE, logits_list: Sequence[tor
         raise ValueError(f"{len(weights)} head weights for {len(logits_list)} heads")
     if pixel_weights is None:
         pixel_weights = criterion.pixel_weights_for(target)
-    total = None
-    for w, logits in zip(weights, logits_list):
-        term = w * criterion(logits, target, pixel_weights)
-        total = term if total is None else total + term
-    return total
+    return sum(w * criterion(logits, target, pixel_weights) for w, logits in zip(weights, logits_list))

@@ -82,11 +82,9 @@ class ConfusionMatrix:
         # GPU tensors are counted where they are; CPU tensors go through NumPy, faster there.
         on_gpu = [x.device for x in (pred, target) if isinstance(x, torch.Tensor) and x.device.type != "cpu"]
         if on_gpu:
-            p = torch.as_tensor(pred, device=on_gpu[0]).long()
-            t = torch.as_tensor(target, device=on_gpu[0]).long()
+            p, t = (torch.as_tensor(x, device=on_gpu[0]).long() for x in (pred, target))
         else:
-            p = _as_numpy(pred).astype(np.int64, copy=False)
-            t = _as_numpy(target).astype(np.int64, copy=False)
+            p, t = (_as_numpy(x).astype(np.int64, copy=False) for x in (pred, target))
         if tuple(p.shape) != tuple(t.shape):
             raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape")
         self._matrix += pair_counts(p, t, self.num_classes, self.ignore_index)

@@ -65,8 +65,7 @@ def ensure_synthetic_default(root: str | os.PathLike | None = None, *, seed: int
     from ggmnet.datasets.synth import SynthConfig, synthesize
 
     name = SYNTHETIC_DEFAULT if seed == 0 else f"{SYNTHETIC_DEFAULT}-seed{seed}"
-    base = Path(root).expanduser() if root is not None else default_data_dir()
-    base = base / name
+    base = (Path(root).expanduser() if root is not None else default_data_dir()) / name
     raw = base / "raw"
     prepared = base / ("prepared" if split == "random" else f"prepared-{split}")
     config = SynthConfig(seed=seed)

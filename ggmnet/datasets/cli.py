@@ -131,8 +131,7 @@ def _run_synth(options: SynthOptions) -> None:
     config = SynthConfig.from_dict({k: v for k, v in options.to_dict().items() if k != "out"})
     if Path(options.out).exists() and not Path(options.out).is_dir():
         raise UserError(f"--out {options.out}: exists and is not a folder")
-    paths = synthesize(options.out, config)
-    for key, path in paths.items():
+    for key, path in synthesize(options.out, config).items():
         logging.getLogger("ggmnet").info("%s: %s", key, path)
 
 

@@ -109,4 +109,3 @@ def random_thickness(shape: tuple[int, int], rng: np.random.Generator) -> np.nda
     depth = np.clip(field - cut, 0.0, None)
     peak = depth.max()
     return depth * (rng.uniform(1.0, 6.0) / peak) if peak > 0 else depth
-

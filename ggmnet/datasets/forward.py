@@ -34,7 +34,8 @@ REFERENCE_DENSITY = 2670.0
 
 
 def wavenumbers(shape: tuple[int, int], spacing_m: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Angular wavenumbers (rad/m) of an ``rfft2`` of an array of ``shape`` (ny, nx).
+    """Angular wavenumbers of an ``rfft2`` of an array of ``shape`` (ny, nx), in rad per unit of the spacing
+    ``(dy, dx)`` (rad/m here; :mod:`ggmnet.datasets.processing` passes km).
 
     Returns ``(ky, kx)`` shaped ``(ny, 1)`` and ``(1, nx // 2 + 1)`` for broadcasting.
     """

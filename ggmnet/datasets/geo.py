@@ -20,6 +20,7 @@ from ggmnet.errors import UserError
 #: Kilometres per degree of latitude (and of longitude at the equator) used for margins.
 KM_PER_DEG = 111.2
 
+
 def spacing_km(lon: np.ndarray, lat: np.ndarray, *, at_lat: float | None = None) -> tuple[float, float]:
     """Node spacing (north-south, east-west) in km of a regular longitude/latitude grid (either direction).
 
@@ -55,9 +56,17 @@ def cell_area_km2(lat: np.ndarray, dlon_deg: float, dlat_deg: float) -> np.ndarr
     top = np.radians(np.clip(lat + 0.5 * abs(dlat_deg), -90.0, 90.0))
     bottom = np.radians(np.clip(lat - 0.5 * abs(dlat_deg), -90.0, 90.0))
     return 0.5 * _WGS84_A_KM ** 2 * (1.0 - _WGS84_E2) * math.radians(abs(dlon_deg)) * (q(top) - q(bottom))
-# ----------------------------------------------------------------------------------------------------------------
-# Regions
-# ----------------------------------------------------------------------------------------------------------------
+
+
+def node_steps(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
+    """The node spacing ``(dlon, dlat)`` in degrees of a regular grid with nodes ``lon`` (nx,), ``lat`` (ny,)."""
+    return (lon[-1] - lon[0]) / max(lon.size - 1, 1), (lat[-1] - lat[0]) / max(lat.size - 1, 1)
+
+
+def node_cells(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """``(west, south, east, north, dlon, dlat)`` in degrees of the cells centred on regular ascending nodes."""
+    dlon, dlat = node_steps(lon, lat)
+    return lon[0] - dlon / 2, lat[0] - dlat / 2, lon[-1] + dlon / 2, lat[-1] + dlat / 2, dlon, dlat
 
 
 def _region_problem(west: float, east: float, south: float, north: float) -> str | None:
@@ -101,18 +110,15 @@ class Region:
     @classmethod
     def parse(cls, text: str, option: str = "--region") -> Region:
         """Parse ``"W,E,S,N"`` (degrees); bad text raises a :class:`UserError` naming ``option``."""
-        parts = [p.strip() for p in str(text).split(",")]
-        if len(parts) != 4:
-            raise UserError(f"{option} {text}: expected four numbers W,E,S,N in degrees, e.g. 65,95,40,55")
+        parts = str(text).split(",")
         try:
-            west, east, south, north = (float(p) for p in parts)
+            if len(parts) != 4:
+                raise ValueError
+            values = [float(p) for p in parts]
         except ValueError:
-            raise UserError(f"{option} {text}: expected four numbers W,E,S,N in degrees, e.g. 65,95,40,55") \
-                from None
-        problem = _region_problem(west, east, south, north)
-        if problem:
-            raise UserError(f"{option} {text}: {problem}")
-        return cls(west, east, south, north)
+            expected = "expected four numbers W,E,S,N in degrees, e.g. 65,95,40,55"
+            raise UserError(f"{option} {text}: {expected}") from None
+        return cls._checked(values, f"{option} {text}")
 
     @classmethod
     def from_dict(cls, mapping: dict[str, Any], source: str = "region") -> Region:
@@ -121,6 +127,10 @@ class Region:
             values = [float(mapping[k]) for k in ("west", "east", "south", "north")]
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{source}: expected numbers west, east, south, north in degrees") from None
+        return cls._checked(values, source)
+
+    @classmethod
+    def _checked(cls, values: list[float], source: str) -> Region:
         problem = _region_problem(*values)
         if problem:
             raise UserError(f"{source}: {problem}")
@@ -154,8 +164,7 @@ class Region:
 
     def contains_points(self, lon: np.ndarray | float, lat: np.ndarray | float) -> np.ndarray:
         """Boolean array: which points (degrees) lie inside this box, edges included."""
-        lon = np.asarray(lon)
-        lat = np.asarray(lat)
+        lon, lat = np.asarray(lon), np.asarray(lat)
         return (lon >= self.west) & (lon <= self.east) & (lat >= self.south) & (lat <= self.north)
 
     def overlaps(self, other: Region) -> bool:
@@ -166,11 +175,6 @@ class Region:
 
 #: The paper's study area: E65-95, N40-55.
 PAPER_REGION = Region(65.0, 95.0, 40.0, 55.0)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Grids
-# ----------------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -278,9 +282,7 @@ class GeoGrid:
         cos_phi = math.cos(math.radians(min(max(abs(south), abs(north)), 89.0)))
         dlon_margin = margin_km / (KM_PER_DEG * cos_phi)
         west, east = region.west - dlon_margin, region.east + dlon_margin
-        cols = _outward_slice(self.lon, west, east)
-        rows = _outward_slice(self.lat, south, north)
-        return self._take(cols, rows)
+        return self._take(_outward_slice(self.lon, west, east), _outward_slice(self.lat, south, north))
 
 
 def _outward_slice(coord: np.ndarray, low: float, high: float) -> slice:
@@ -289,5 +291,3 @@ def _outward_slice(coord: np.ndarray, low: float, high: float) -> slice:
     start = int(np.searchsorted(coord, low + tol, side="right")) - 1
     stop = int(np.searchsorted(coord, high - tol, side="left")) + 1
     return slice(max(start, 0), min(stop, coord.size))
-
-

@@ -20,13 +20,6 @@ from ggmnet.errors import UserError, one_line
 COLOUR_TOLERANCE = 12
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
-#: Label values a label grid of Table 1 may hold: the classes 0-9 and 255 for Cenozoic cover.
-VALID_LABELS = TABLE1.valid_labels
-
-# ----------------------------------------------------------------------------------------------------------------
-# Labels
-# ----------------------------------------------------------------------------------------------------------------
-
 
 def check_label_values(values: np.ndarray, path: Path | str, name: str,
                         classes: ClassList = TABLE1) -> np.ndarray:
@@ -50,20 +43,8 @@ def check_label_values(values: np.ndarray, path: Path | str, name: str,
 
 
 def read_label_grid(path: str | os.PathLike, variable: str | None = None) -> GeoGrid:
-    """Read a label grid: netCDF with lon/lat (or x/y) and class indices 0-9 plus 255 for Cenozoic cover.
-
-    Parameters
-    ----------
-    path : path
-        The netCDF file.
-    variable : str, optional
-        The label variable; default ``label``, else the only 2-D variable.
-
-    Returns
-    -------
-    GeoGrid
-        ``values`` (ny, nx) uint8.
-    """
+    """Read the label grid ``variable`` (default ``label``, else the only 2-D variable) of a netCDF file with
+    lon/lat (or x/y) axes: uint8 class indices 0-9, 255 for Cenozoic cover."""
     path = Path(path)
     lon, lat, values, name, _units, registration = read_geographic(
         path, variable, ("label",), "a label grid: netCDF with lon, lat and uint8 classes 0-9, 255 cover",
@@ -73,6 +54,8 @@ def read_label_grid(path: str | os.PathLike, variable: str | None = None) -> Geo
 
 
 def sidecar_bounds(path: Path) -> Region:
+    """The outer edges of an image without georeferencing from ``PATH.json`` (e.g. ``labels.png.json``) or
+    ``labels.json`` holding ``{"west":..,"east":..,"south":..,"north":..}`` in degrees."""
     candidates = [path.with_name(path.name + ".json"), path.with_suffix(".json")]
     for side in candidates:
         if side.is_file():
@@ -117,23 +100,10 @@ def colours_to_classes(rgb: np.ndarray, *, tolerance: int = COLOUR_TOLERANCE, so
 
 def read_label_image(path: str | os.PathLike, bounds: Region | None = None, *,
                      tolerance: int = COLOUR_TOLERANCE) -> GeoGrid:
-    """Read an RGB or palette PNG/TIFF label map drawn in Table 1's colours.
-
-    Parameters
-    ----------
-    path : path
-        The image. Row 0 is the north edge; pixels are areas (pixel registration).
-    bounds : Region, optional
-        The outer edges of the image in degrees; default from a sidecar ``PATH.json`` (e.g.
-        ``labels.png.json``) or ``labels.json`` holding ``{"west":..,"east":..,"south":..,"north":..}``.
-    tolerance : int
-        Largest absolute difference of any RGB channel from a palette colour (default 12).
-
-    Returns
-    -------
-    GeoGrid
-        uint8 class indices (ny, nx), latitude ascending (the image flipped), ``registration="pixel"``.
-    """
+    """Read an RGB or palette PNG/TIFF label map drawn in Table 1's colours (within ``tolerance`` on every
+    channel) as uint8 class indices, latitude ascending (row 0 of the image is the north edge) and
+    ``registration="pixel"``. ``bounds``: the image's outer edges in degrees; default from a sidecar
+    (:func:`sidecar_bounds`)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -162,12 +132,12 @@ def read_labels(path: str | os.PathLike, bounds: Region | None = None) -> GeoGri
     check_exists(path, "a label grid (netCDF) or a label image (PNG/TIFF)")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if any(head.startswith(m) for m in NETCDF_MAGIC):
+    if head.startswith(NETCDF_MAGIC):
         if bounds is not None:
             raise UserError(f"{path}: label bounds apply to images only; a netCDF label grid carries its own "
                             f"coordinates")
         return read_label_grid(path)
-    if any(head.startswith(m) for m in _IMAGE_MAGIC):
+    if head.startswith(_IMAGE_MAGIC):
         return read_label_image(path, bounds)
     raise UserError(f"{path}: neither netCDF nor PNG/TIFF (expected a label grid or a label image)")
 
@@ -179,14 +149,13 @@ def write_label_grid(path: str | os.PathLike, grid: GeoGrid, variable: str = "la
     path = Path(path)
     values = check_label_values(np.asarray(grid.values), path, variable, classes)
     meanings = classes.flag_meanings()
-    with atomic_path(path) as tmp:
-        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
-            ds.Conventions = "CF-1.8"
-            ds.node_offset = np.int32(1 if grid.registration == "pixel" else 0)
-            write_axes(ds, grid, "lon", "lat")
-            var = ds.createVariable(variable, "u1", ("lat", "lon"), zlib=True, complevel=4)
-            var.long_name = "bedrock class (Table 1)" if classes == TABLE1 else "bedrock class"
-            var.flag_values = np.asarray(classes.valid_labels, dtype=np.uint8)
-            var.flag_meanings = meanings
-            var[:] = values
+    with atomic_path(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+        ds.Conventions = "CF-1.8"
+        ds.node_offset = np.int32(1 if grid.registration == "pixel" else 0)
+        write_axes(ds, grid, "lon", "lat")
+        var = ds.createVariable(variable, "u1", ("lat", "lon"), zlib=True, complevel=4)
+        var.long_name = "bedrock class (Table 1)" if classes == TABLE1 else "bedrock class"
+        var.flag_values = np.asarray(classes.valid_labels, dtype=np.uint8)
+        var.flag_meanings = meanings
+        var[:] = values
     return path

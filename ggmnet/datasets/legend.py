@@ -88,13 +88,8 @@ class Legend:
         if unlisted not in UNLISTED_CHOICES:
             raise UserError(f"--unlisted-units {unlisted}: expected one of {', '.join(UNLISTED_CHOICES)}")
         keys = [unit_key(u) for u in units]
-        out = np.full(len(keys), COVER_INDEX, dtype=np.uint8)
-        missing = []
-        for i, key in enumerate(keys):
-            if key in self.units:
-                out[i] = self.units[key]
-            else:
-                missing.append(i)
+        out = np.array([self.units.get(key, COVER_INDEX) for key in keys], dtype=np.uint8)
+        missing = [i for i, key in enumerate(keys) if key not in self.units]
         if missing and unlisted == "error":
             areas = list(areas_km2(missing)) if areas_km2 is not None else [math.nan] * len(missing)
             order = sorted(range(len(missing)), key=lambda j: -(areas[j] if math.isfinite(areas[j]) else -1.0))
@@ -125,10 +120,7 @@ def names_legend(classes: ClassList = TABLE1) -> Legend:
 
 def _column(fieldnames: Sequence[str], *names: str) -> str | None:
     lowered = {f.strip().lower(): f for f in fieldnames if f is not None}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return None
+    return next((lowered[name] for name in names if name in lowered), None)
 
 
 def read_legend(path: str | os.PathLike, base: ClassList | None = None) -> Legend:

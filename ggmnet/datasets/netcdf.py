@@ -23,10 +23,6 @@ _LAT_NAMES = ("y", "lat", "latitude")
 #: The first bytes of a netCDF-3 or netCDF-4 (HDF5) file.
 NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 
-# ----------------------------------------------------------------------------------------------------------------
-# netCDF reading
-# ----------------------------------------------------------------------------------------------------------------
-
 
 def check_exists(path: Path, what: str) -> None:
     if not path.exists():
@@ -39,7 +35,7 @@ def _open_netcdf(path: Path, what: str) -> netCDF4.Dataset:
     check_exists(path, what)
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if not any(head.startswith(m) for m in NETCDF_MAGIC):
+    if not head.startswith(NETCDF_MAGIC):
         raise UserError(f"{path}: not a netCDF file (expected {what})")
     try:
         ds = netCDF4.Dataset(path, "r")
@@ -83,10 +79,9 @@ def _pick_variable(ds: netCDF4.Dataset, path: Path, variable: str | None, prefer
     two_d = [v for v in ds.variables.values() if v.ndim == 2 and v.name not in ds.dimensions]
     if not two_d:
         raise UserError(f"{path}: no 2-D variable (expected {what})")
-    for name in preferred:
-        for v in two_d:
-            if v.name == name:
-                return v
+    match = next((v for name in preferred for v in two_d if v.name == name), None)
+    if match is not None:
+        return match
     if len(two_d) > 1:
         names = ", ".join(v.name for v in two_d)
         raise UserError(f"{path}: several 2-D variables ({names}); name the one to use with --variable "
@@ -142,16 +137,14 @@ def read_geographic(path: Path, variable: str | None, preferred: tuple[str, ...]
     if not first_is_lat:
         data = data.T
     lon, lat, data = canonical_orientation(kinds["lon"], kinds["lat"], data, path)
-    registration = "pixel" if int(offset) == 1 else "gridline"
-    return lon, lat, data, name, units, registration
+    return lon, lat, data, name, units, "pixel" if int(offset) == 1 else "gridline"
 
 
 def canonical_orientation(lon: np.ndarray, lat: np.ndarray, data: np.ndarray,
                           path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Longitudes ascending in -180..180 (a repeated 360-degree seam column dropped), latitudes ascending,
     ``data`` (ny, nx) reordered with them; the axes checked regular (a :class:`UserError` naming ``path``)."""
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     if np.nanmin(lon) < -180.0 or np.nanmax(lon) > 360.0 or np.nanmin(lat) < -90.0 or np.nanmax(lat) > 90.0:
         raise UserError(f"{path}: coordinates are not longitude/latitude in degrees (x {np.nanmin(lon):g} to "
                         f"{np.nanmax(lon):g}, y {np.nanmin(lat):g} to {np.nanmax(lat):g}); a projected grid "
@@ -165,8 +158,7 @@ def canonical_orientation(lon: np.ndarray, lat: np.ndarray, data: np.ndarray,
     if np.any(np.diff(lon) < 0):
         order = np.argsort(lon, kind="stable")
         lon, data = lon[order], data[:, order]
-    lon = _regular_axis(lon, path, "longitude")
-    lat = _regular_axis(lat, path, "latitude")
+    lon, lat = _regular_axis(lon, path, "longitude"), _regular_axis(lat, path, "latitude")
     return lon, lat, np.ascontiguousarray(data)
 
 
@@ -176,22 +168,9 @@ def read_gravity_grid(path: str | os.PathLike, *, fill_nan: bool = False, variab
     Accepts ``x``/``y``/``z`` (WGM2012) or ``lon``/``lat`` names (or CF units/standard names), latitude in
     either order, longitudes in -180..180 or 0..360 (rolled to -180..180), a duplicated 360-degree seam
     column (dropped), and gridline (``node_offset = 0``) or pixel (``node_offset = 1``: nodes are cell
-    centres) registration, which is recorded.
-
-    Parameters
-    ----------
-    path : path
-        The netCDF file.
-    fill_nan : bool
-        Fill NaN (or ``_FillValue``) nodes by harmonic (Laplace) interpolation from their neighbours and warn
-        with the count, instead of refusing the file.
-    variable : str, optional
-        The data variable; default ``z``, else the only 2-D variable.
-
-    Returns
-    -------
-    GeoGrid
-        ``values`` (ny, nx) float32 or float64 in mGal, ``name`` the variable's, ``units`` ``"mGal"``.
+    centres) registration, which is recorded. ``variable``: the data variable (default ``z``, else the only
+    2-D variable). ``fill_nan``: fill NaN (or ``_FillValue``) nodes by :func:`fill_holes` and warn with the
+    count, instead of refusing the file. ``values`` come out (ny, nx) float32 or float64 in mGal.
     """
     path = Path(path)
     lon, lat, values, name, _units, registration = read_geographic(
@@ -204,8 +183,7 @@ def gravity_grid(lon: np.ndarray, lat: np.ndarray, values: np.ndarray, *, name: 
     """A gravity :class:`GeoGrid` (mGal) of canonical axes and values, its NaN nodes refused or filled."""
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
-    bad = ~np.isfinite(values)
-    n_bad = int(bad.sum())
+    n_bad = int((~np.isfinite(values)).sum())
     if n_bad:
         if not fill_nan:
             raise UserError(f"{path}: {n_bad} NaN nodes in {name}; pass --fill-nan to fill them")
@@ -250,11 +228,6 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Writers
-# ----------------------------------------------------------------------------------------------------------------
-
-
 def write_axes(ds: netCDF4.Dataset, grid: GeoGrid, lon_name: str, lat_name: str) -> None:
     """The longitude and latitude axes of ``grid`` as CF coordinate variables named ``lon_name`` and ``lat_name``."""
     for name, values, axis, units in ((lon_name, grid.lon, "longitude", "degrees_east"),
@@ -275,19 +248,16 @@ def write_gmt_grid(path: str | os.PathLike, grid: GeoGrid, *, title: str = "") -
     """
     path = Path(path)
     values = np.asarray(grid.values, dtype=np.float32)
-    with atomic_path(path) as tmp:
-        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
-            ds.Conventions = "COARDS, CF-1.5"
-            ds.title = title
-            ds.node_offset = np.int32(1 if grid.registration == "pixel" else 0)
-            write_axes(ds, grid, "x", "y")
-            z = ds.createVariable("z", "f4", ("y", "x"))
-            z.long_name = grid.name or "z"
-            z.units = grid.units
-            finite = values[np.isfinite(values)]
-            if finite.size:
-                z.actual_range = np.array([finite.min(), finite.max()], dtype=np.float32)
-            z[:] = values
+    with atomic_path(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+        ds.Conventions = "COARDS, CF-1.5"
+        ds.title = title
+        ds.node_offset = np.int32(1 if grid.registration == "pixel" else 0)
+        write_axes(ds, grid, "x", "y")
+        z = ds.createVariable("z", "f4", ("y", "x"))
+        z.long_name = grid.name or "z"
+        z.units = grid.units
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            z.actual_range = np.array([finite.min(), finite.max()], dtype=np.float32)
+        z[:] = values
     return path
-
-

@@ -22,7 +22,7 @@ import netCDF4
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES, TABLE1, ClassList, class_list
-from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region
+from ggmnet.datasets.geo import PAPER_REGION, GeoGrid, Region, node_steps
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
 from ggmnet.datasets.windows import (
@@ -55,7 +55,6 @@ FIELD_ATTRS = {
     "horizontal_gradient": ("total horizontal gradient of the residual anomaly", "mGal/km"),
     "tilt": ("tilt angle of the residual anomaly", "radians"),
 }
-FIELD_ORDER = tuple(FIELD_ATTRS)
 
 
 def field_statistics(values: np.ndarray) -> dict[str, float]:
@@ -94,7 +93,8 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
                     block_deg: float = 5.0, config: dict[str, Any] | None = None, variable: str | None = None,
                     label_variable: str | None = None, label_field: str | None = None,
                     legend: str | os.PathLike | None = None, unlisted_units: str = "error") -> Path:
-    """Make ``out_dir/grids.nc``, ``out_dir/manifest.json`` and ``out_dir/run.json`` (see docs/design.md).
+    """Make ``out_dir/grids.nc``, ``out_dir/manifest.json`` and ``out_dir/run.json`` (see docs/design.md);
+    returns ``out_dir`` as a Path.
 
     Parameters
     ----------
@@ -126,10 +126,6 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
     label_field, legend, unlisted_units
         A vector map's unit field; the legend CSV (units or codes -> classes; it sets the dataset's class list,
         recorded in the manifest); ``"error"`` or ``"ignore"`` for units the legend does not name.
-
-    Returns
-    -------
-    Path of ``out_dir``.
     """
     recipe = recipe if recipe is not None else ProcessingRecipe()
     if split not in SPLIT_METHODS:
@@ -169,7 +165,7 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
     lon, lat = np.asarray(fields["lon"]), np.asarray(fields["lat"])
     if lon.shape != nodes.lon.shape or lat.shape != nodes.lat.shape:
         raise RuntimeError("separate_regional returned other nodes than the region's")
-    names = [n for n in FIELD_ORDER if n in fields]
+    names = [n for n in FIELD_ATTRS if n in fields]
 
     region_labels = GeoGrid(lon, lat, label_values, name="label", units="")
     outcrop = [outcrop_fraction(w, region_labels) for w in windows]
@@ -186,20 +182,16 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
         window_entries.append({**w.to_dict(), "split": s, "outcrop_fraction": round(f, 6),
                                "nodes": int(block.size), "class_counts": class_counts(block, len(classes))})
 
-    sources = {"bouguer": {"path": str(bouguer.resolve()), "sha256": file_sha256(bouguer)},
-               "labels": {"path": str(labels.resolve()), "sha256": file_sha256(labels)}}
-    if bedrock is not None:
-        sources["bedrock"] = {"path": str(bedrock.resolve()), "sha256": file_sha256(bedrock)}
-    if legend is not None:
-        sources["legend"] = {"path": str(Path(legend).resolve()), "sha256": file_sha256(legend)}
+    inputs = {"bouguer": bouguer, "labels": labels, "bedrock": bedrock, "legend": legend}
+    sources = {key: {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+               for key, path in inputs.items() if path is not None}
     manifest = {
         "format": DATASET_FORMAT,
         "version": DATASET_VERSION,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "region": region.to_dict(),
         "shape": [int(lat.size), int(lon.size)],
-        "spacing_deg": [float((lon[-1] - lon[0]) / max(lon.size - 1, 1)),
-                        float((lat[-1] - lat[0]) / max(lat.size - 1, 1))],
+        "spacing_deg": [float(step) for step in node_steps(lon, lat)],
         "recipe": recipe.to_dict(),
         "margin_km": {k: float(v) for k, v in dict(fields["margin_km"]).items()},
         "sources": sources,
@@ -236,9 +228,8 @@ def prepare_dataset(bouguer: str | os.PathLike, labels: str | os.PathLike, out_d
         "label_variable": label_variable, "label_field": label_field,
         "legend": str(legend) if legend is not None else None, "unlisted_units": unlisted_units}
     write_run_metadata(out_dir, run_config, seed=seed)
-    counts = manifest["split"]["counts"]
     log.info("dataset in %s: %d windows (%s)", out_dir, len(windows),
-             ", ".join(f"{k} {v}" for k, v in counts.items()))
+             ", ".join(f"{k} {v}" for k, v in manifest["split"]["counts"].items()))
     return out_dir
 
 

@@ -24,6 +24,7 @@ import pyproj
 import scipy.fft
 from scipy import ndimage
 
+from ggmnet.datasets.forward import wavenumbers
 from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, Region
 from ggmnet.errors import UserError
 
@@ -106,10 +107,7 @@ class ProcessingRecipe:
         return cls(**mapping)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Projection
-# ----------------------------------------------------------------------------------------------------------------
-
+# --------------------------------------------------------------------------------------------- projection
 
 def fitted_projection(region: Region) -> pyproj.CRS:
     """A conformal Lambert conic (WGS84, km) fitted to ``region``.
@@ -133,10 +131,7 @@ def _transformer(crs: pyproj.CRS) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(4326), crs, always_xy=True)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Planar operators
-# ----------------------------------------------------------------------------------------------------------------
-
+# ------------------------------------------------------------------------------------------- planar operators
 
 def pad_for_fft(values: np.ndarray, *, pad_mode: str = "edge",
                 pad_fraction: float = 1.0 / 3.0) -> tuple[np.ndarray, tuple[slice, slice]]:
@@ -150,29 +145,16 @@ def pad_for_fft(values: np.ndarray, *, pad_mode: str = "edge",
     return padded, (slice(py, py + ny), slice(px, px + nx))
 
 
-def _wavenumber(shape: tuple[int, int], dx_km: float, dy_km: float) -> tuple[np.ndarray, np.ndarray]:
-    """Angular wavenumbers (rad/km) for ``rfft2`` of an array of ``shape``: ky (ny, 1), kx (1, nx//2+1)."""
-    ky = 2.0 * np.pi * scipy.fft.fftfreq(shape[0], d=dy_km)[:, None]
-    kx = 2.0 * np.pi * scipy.fft.rfftfreq(shape[1], d=dx_km)[None, :]
-    return ky, kx
-
-
-def spectral_filter(values: np.ndarray, dx_km: float, dy_km: float, response: Callable[[np.ndarray], np.ndarray],
-                    *, pad_mode: str = "edge", pad_fraction: float = 1.0 / 3.0) -> np.ndarray:
-    """Remove the mean, pad (:func:`pad_for_fft`), multiply the spectrum by ``response(|k|)`` (``|k|`` in
-    rad/km), crop. The mean is not added back."""
-    return spectral_filters(values, dx_km, dy_km, [response], pad_mode=pad_mode, pad_fraction=pad_fraction)[0]
-
-
 def spectral_filters(values: np.ndarray, dx_km: float, dy_km: float,
                      responses: Sequence[Callable[[np.ndarray], np.ndarray]], *, pad_mode: str = "edge",
                      pad_fraction: float = 1.0 / 3.0) -> list[np.ndarray]:
-    """:func:`spectral_filter` with each of ``responses``, from one forward transform."""
+    """For each of ``responses``: remove the mean, pad (:func:`pad_for_fft`), multiply the spectrum by
+    ``response(|k|)`` (``|k|`` in rad/km), crop; one forward transform for all. The mean is not added back."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or not np.all(np.isfinite(values)):
         raise ValueError("expected a 2-D array of finite values")
     padded, crop = pad_for_fft(values - values.mean(), pad_mode=pad_mode, pad_fraction=pad_fraction)
-    ky, kx = _wavenumber(padded.shape, dx_km, dy_km)
+    ky, kx = wavenumbers(padded.shape, (dy_km, dx_km))
     k = np.hypot(ky, kx)
     spectrum = scipy.fft.rfft2(padded, workers=-1)
     return [scipy.fft.irfft2(spectrum * response(k), s=padded.shape, workers=-1)[crop] for response in responses]
@@ -210,8 +192,8 @@ def upward_continue(values: np.ndarray, dx_km: float, dy_km: float, height_km: f
     if height_km < 0:
         raise ValueError(f"height_km ({height_km}) must be >= 0: downward continuation is unstable")
     values = np.asarray(values, dtype=np.float64)
-    continued = spectral_filter(values, dx_km, dy_km, lambda k: np.exp(-k * height_km),
-                        pad_mode=pad_mode, pad_fraction=pad_fraction)
+    continued = spectral_filters(values, dx_km, dy_km, [lambda k: np.exp(-k * height_km)],
+                                 pad_mode=pad_mode, pad_fraction=pad_fraction)[0]
     return continued + values.mean()
 
 
@@ -221,7 +203,8 @@ def vertical_derivative(values: np.ndarray, dx_km: float, dy_km: float, *, pad_m
 
     Parameters and padding as :func:`upward_continue`. Returns (ny, nx) in mGal/km.
     """
-    return spectral_filter(values, dx_km, dy_km, lambda k: k, pad_mode=pad_mode, pad_fraction=pad_fraction)
+    return spectral_filters(values, dx_km, dy_km, [lambda k: k], pad_mode=pad_mode,
+                            pad_fraction=pad_fraction)[0]
 
 
 def horizontal_gradient(values: np.ndarray, dx_km: float, dy_km: float) -> np.ndarray:
@@ -241,10 +224,7 @@ def tilt_angle(values: np.ndarray, dx_km: float, dy_km: float, *, pad_mode: str 
     return np.arctan2(vd, horizontal_gradient(values, dx_km, dy_km))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The recipe on a lon/lat grid
-# ----------------------------------------------------------------------------------------------------------------
-
+# ------------------------------------------------------------------------------- the recipe on a lon/lat grid
 
 def available_margins_km(source: GeoGrid, region: Region) -> dict[str, float]:
     """Data round ``region`` in ``source`` on each side, km (>= 0).
@@ -357,12 +337,8 @@ def separate_regional(grid: GeoGrid, region: Region, recipe: ProcessingRecipe | 
         pad = {"pad_mode": recipe.pad_mode, "pad_fraction": recipe.pad_fraction}
         vd = _interpolate(vertical_derivative(residual_m, spacing, spacing, **pad), rows, cols, order)
         thg = np.maximum(_interpolate(horizontal_gradient(residual_m, spacing, spacing), rows, cols, order), 0.0)
-        if "vertical_derivative" in wanted:
-            out["vertical_derivative"] = vd
-        if "horizontal_gradient" in wanted:
-            out["horizontal_gradient"] = thg
-        if "tilt" in wanted:
-            out["tilt"] = np.arctan2(vd, thg)
+        derived = {"vertical_derivative": vd, "horizontal_gradient": thg, "tilt": np.arctan2(vd, thg)}
+        out.update({name: values for name, values in derived.items() if name in wanted})
     out["margin_km"] = margins
     out["spacing_km"] = float(spacing)
     out["projection"] = crs.srs

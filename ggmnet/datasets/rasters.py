@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, TABLE1, ClassList
-from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, Region, cell_area_km2
+from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, Region, cell_area_km2, node_cells
 from ggmnet.datasets.labels import COLOUR_TOLERANCE, colours_to_classes, sidecar_bounds
 from ggmnet.datasets.legend import Legend, codes_to_classes
 from ggmnet.datasets.netcdf import canonical_orientation, gravity_grid
@@ -67,37 +67,22 @@ def _open(path: Path, what: str) -> Any:
         raise UserError(f"{path}: cannot be read as a raster ({one_line(err)}); expected {what}") from None
 
 
-def readable(path: str | os.PathLike) -> bool:
-    """Whether GDAL (through rasterio) opens ``path`` as a raster."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        with _quiet(), rasterio.open(path):
-            return True
-    except (RasterioIOError, OSError):
-        return False
-
-
-def georeferenced(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a raster that carries a CRS."""
+def readable(path: str | os.PathLike, *, georeferenced: bool = False) -> bool:
+    """Whether GDAL (through rasterio) opens ``path`` as a raster (``georeferenced``: one that carries a CRS)."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
         with _quiet(), rasterio.open(path) as src:
-            return src.crs is not None
+            return src.crs is not None or not georeferenced
     except (RasterioIOError, OSError):
         return False
 
 
 def _is_lonlat(crs: CRS | None) -> bool:
     """WGS 84 longitude/latitude (EPSG:4326 or OGC:CRS84), the processing grid's own coordinates."""
-    if crs is None:
-        return False
-    if crs.to_epsg() == 4326:
-        return True
-    return str(crs.to_string()).upper() in ("OGC:CRS84", "EPSG:4326")
+    return crs is not None and (crs.to_epsg() == 4326
+                                or crs.to_string().upper() in ("OGC:CRS84", "EPSG:4326"))
 
 
 def _axis_aligned(transform: Affine) -> bool:
@@ -114,31 +99,22 @@ def nice_spacing_deg(native_deg: float) -> float:
 def _native_spacing_deg(transform: Affine, crs: CRS) -> float:
     """A raster's finer pixel side in degrees of latitude (projected units converted through metres)."""
     side = min(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
-    if crs.is_geographic:
-        return side
-    return side * crs.linear_units_factor[1] / (KM_PER_DEG * 1000.0)
+    return side if crs.is_geographic else side * crs.linear_units_factor[1] / (KM_PER_DEG * 1000.0)
 
 
 def _trim_nan_border(values: np.ndarray) -> tuple[slice, slice]:
     """Rows and columns of ``values`` left after peeling off, edge by edge, the border rows and columns that
     hold NaN (the outside of a reprojected raster's footprint), worst edge first."""
     bad = ~np.isfinite(values)
-    r0, r1, c0, c1 = 0, values.shape[0], 0, values.shape[1]
-    while r1 - r0 > 1 and c1 - c0 > 1:
-        block = bad[r0:r1, c0:c1]
+    box = [0, values.shape[0], 0, values.shape[1]]  # first row, end row, first column, end column
+    while box[1] - box[0] > 1 and box[3] - box[2] > 1:
+        block = bad[box[0]:box[1], box[2]:box[3]]
         edges = (block[0].mean(), block[-1].mean(), block[:, 0].mean(), block[:, -1].mean())
         worst = int(np.argmax(edges))
         if edges[worst] == 0:
             break
-        if worst == 0:
-            r0 += 1
-        elif worst == 1:
-            r1 -= 1
-        elif worst == 2:
-            c0 += 1
-        else:
-            c1 -= 1
-    return slice(r0, r1), slice(c0, c1)
+        box[worst] += 1 if worst % 2 == 0 else -1  # that edge moves one row or column inwards
+    return slice(box[0], box[1]), slice(box[2], box[3])
 
 
 #: Largest error, in source pixels, of the approximated coordinate transformation of a warp. GDAL's default
@@ -206,10 +182,7 @@ def reproject_to_lonlat(values: np.ndarray, transform: Affine, crs: CRS,
     return lon, lat, np.ascontiguousarray(out)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Gravity
-# ----------------------------------------------------------------------------------------------------------------
-
+# --------------------------------------------------------------------------------------------- gravity
 
 def _band_index(path: Path, variable: str | None, descriptions: tuple[str | None, ...], what: str,
                 option: str = "--variable") -> int:
@@ -224,31 +197,20 @@ def _band_index(path: Path, variable: str | None, descriptions: tuple[str | None
     text = str(variable).strip()
     if text.isdigit() and 1 <= int(text) <= count:
         return int(text) - 1
-    for k, d in enumerate(descriptions):
-        if d is not None and d == text:
-            return k
+    if text in descriptions:
+        return descriptions.index(text)
     raise UserError(f"{option} {variable}: {path} has no such band ({listing}; expected {what})")
 
 
 def read_gravity_raster(path: str | os.PathLike, *, fill_nan: bool = False,
                         variable: str | None = None) -> GeoGrid:
-    """Read a gravity raster (mGal) in any CRS as a longitude/latitude :class:`GeoGrid`.
+    """Read the band ``variable`` (1-based number or description; default the only band) of a georeferenced
+    gravity raster (mGal; nodata masked, scale and offset applied) as a longitude/latitude :class:`GeoGrid`.
 
-    Parameters
-    ----------
-    path
-        A georeferenced raster (GeoTIFF, ...). Nodata is masked and scale/offset applied (rioxarray).
-    fill_nan
-        Fill NaN nodes by Laplace interpolation (see :func:`ggmnet.datasets.netcdf.fill_holes`).
-    variable
-        The band: its 1-based number or its description; default the only band.
-
-    Returns
-    -------
-    GeoGrid
-        North-up EPSG:4326: the pixel centres as nodes (``registration`` ``"gridline"`` for an
-        ``AREA_OR_POINT=Point`` raster, else ``"pixel"``). Any other CRS: reprojected (see
-        :func:`reproject_to_lonlat`), ``"gridline"``.
+    A north-up EPSG:4326 raster keeps its pixel centres as nodes (registration ``"gridline"`` for an
+    ``AREA_OR_POINT=Point`` raster, else ``"pixel"``); any other is reprojected (:func:`reproject_to_lonlat`,
+    ``"gridline"``). ``fill_nan``: fill NaN nodes (:func:`ggmnet.datasets.netcdf.fill_holes`) instead of
+    refusing them.
     """
     import rioxarray
 
@@ -330,17 +292,7 @@ def read_icgem_gdf(path: str | os.PathLike, *, fill_nan: bool = False, variable:
     return gravity_grid(lon, lat, values, name=name, path=path, registration="gridline", fill_nan=fill_nan)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Labels
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _node_cells(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, float, float, float]:
-    """``(west, south, east, north, dlon, dlat)`` of the cells centred on regular nodes (degrees)."""
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    return lon[0] - dlon / 2, lat[0] - dlat / 2, lon[-1] + dlon / 2, lat[-1] + dlat / 2, dlon, dlat
-
+# --------------------------------------------------------------------------------------------- labels
 
 def _read_window(src: Any, transform: Affine, crs: CRS, lon: np.ndarray, lat: np.ndarray,
                  path: Path) -> tuple[Any, Affine]:
@@ -353,7 +305,7 @@ def _read_window(src: Any, transform: Affine, crs: CRS, lon: np.ndarray, lat: np
     full = windows.Window(0, 0, src.width, src.height)
     if not _axis_aligned(transform):  # a rotated raster: read it whole
         return full, transform
-    west, south, east, north, _, _ = _node_cells(lon, lat)
+    west, south, east, north, _, _ = node_cells(lon, lat)
     if not _is_lonlat(crs):
         west, south, east, north = transform_bounds(CRS.from_epsg(4326), crs, west, south, east, north,
                                                     densify_pts=51)
@@ -422,30 +374,14 @@ def label_raster_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
                           bounds: Region | None = None, variable: str | None = None, legend: Legend | None = None,
                           unlisted: str = "error", classes: ClassList = TABLE1,
                           tolerance: int = COLOUR_TOLERANCE) -> np.ndarray:
-    """The classes of a label raster on the nodes ``lon`` (nx,) x ``lat`` (ny,) (ascending degrees), by majority.
+    """The classes (uint8 (ny, nx), 255 for cover and nodata) of a label raster on the nodes ``lon`` (nx,) x
+    ``lat`` (ny,) (ascending degrees), by majority.
 
-    Parameters
-    ----------
-    path
-        A raster GDAL reads: a GeoTIFF in any CRS, or a PNG/TIFF without georeferencing placed by ``bounds`` (or
-        a sidecar ``PATH.json``) in degrees.
-    bounds
-        Outer edges of a raster without georeferencing; refused for one that has its own.
-    variable
-        The band of a multi-band raster of codes (1-based number or description).
-    legend
-        Maps the codes of a single-band raster to classes (see :mod:`ggmnet.datasets.legend`).
-    unlisted
-        ``"error"`` or ``"ignore"``: codes the legend does not name.
-    classes
-        The class list the codes index (without ``legend``) and whose colours a colour raster uses.
-    tolerance
-        Largest channel difference of a colour from its class colour.
-
-    Returns
-    -------
-    ndarray (ny, nx) uint8
-        Class indices, 255 for cover and nodata.
+    ``path`` is a raster GDAL reads: a GeoTIFF in any CRS, or a PNG/TIFF without georeferencing placed by
+    ``bounds`` in degrees (or a sidecar ``PATH.json``; ``bounds`` is refused for a raster that has its own).
+    ``variable``, ``legend``, ``unlisted`` and ``classes`` are as :func:`ggmnet.datasets.readers.read_label_nodes`
+    (``classes`` also gives a colour raster's colours); ``tolerance`` is the largest channel difference of a
+    colour from its class colour.
     """
     from rasterio.crs import CRS
 
@@ -473,19 +409,16 @@ def label_raster_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
         valid = src.read_masks(bands[0], window=window) > 0
         colormap = None
         if len(bands) == 1:
-            try:
+            with contextlib.suppress(ValueError):  # no colour table
                 colormap = src.colormap(bands[0])
-            except ValueError:
-                colormap = None
         point = str(src.tags().get("AREA_OR_POINT", "Area")).lower() == "point"
     areas = _pixel_areas_km2(window_transform, crs, data.shape[1:])
     decoded = _decode(data, valid, colormap, path=path, legend=legend, unlisted=unlisted, classes=classes,
                       tolerance=tolerance, areas=areas)
     if _is_lonlat(crs) and _axis_aligned(window_transform):
-        rows, cols = decoded.shape
         t = window_transform
-        x = t.c + (np.arange(cols) + 0.5) * t.a
-        y = t.f + (np.arange(rows) + 0.5) * t.e
+        x = t.c + (np.arange(decoded.shape[1]) + 0.5) * t.a
+        y = t.f + (np.arange(decoded.shape[0]) + 0.5) * t.e
         x, y, decoded = canonical_orientation(x, y, decoded, path)
         grid = GeoGrid(x, y, decoded, name="label", units="", source=str(path),
                        registration="gridline" if point else "pixel")
@@ -499,7 +432,7 @@ def _warp_labels(decoded: np.ndarray, transform: Affine, crs: CRS, lon: np.ndarr
     from rasterio.enums import Resampling
     from rasterio.transform import from_origin
 
-    west, _, _, north, dlon, dlat = _node_cells(lon, lat)
+    west, _, _, north, dlon, dlat = node_cells(lon, lat)
     out = warp_to_lonlat(decoded.astype(np.int16), transform, crs, from_origin(west, north, dlon, dlat),
                          (lat.size, lon.size), Resampling.mode, -1)[::-1]
     outside = out < 0

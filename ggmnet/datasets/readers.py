@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ggmnet.classes import TABLE1, ClassList
-from ggmnet.datasets.geo import GeoGrid, Region, cell_area_km2
+from ggmnet.datasets.geo import GeoGrid, Region, cell_area_km2, node_cells
 from ggmnet.datasets.legend import codes_to_classes, names_legend, read_legend
 from ggmnet.datasets.netcdf import NETCDF_MAGIC, check_exists, read_geographic, read_gravity_grid
 from ggmnet.datasets.rasters import (
-    georeferenced,
     is_icgem,
     label_raster_on_nodes,
     read_gravity_raster,
@@ -45,11 +44,11 @@ def read_gravity(path: str | os.PathLike, *, fill_nan: bool = False, variable: s
     check_exists(path, "a gravity grid: netCDF, GeoTIFF or ICGEM .gdf")
     with open(path, "rb") as fh:
         head = fh.read(65536)
-    if any(head.startswith(m) for m in NETCDF_MAGIC):
+    if head.startswith(NETCDF_MAGIC):
         return read_gravity_grid(path, fill_nan=fill_nan, variable=variable)
     if is_icgem(path, head):
         return read_icgem_gdf(path, fill_nan=fill_nan, variable=variable)
-    if georeferenced(path):
+    if readable(path, georeferenced=True):
         return read_gravity_raster(path, fill_nan=fill_nan, variable=variable)
     raise UserError(f"{path}: not a gravity grid GGMNet reads (expected netCDF, a georeferenced raster such as "
                     f"GeoTIFF, or ICGEM .gdf)")
@@ -107,20 +106,20 @@ def read_label_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, 
     if field is not None:
         raise UserError(f"--label-field {field}: applies to vector maps; {path} is a grid (its codes are the "
                         f"units a --legend names)")
-    if any(head.startswith(m) for m in NETCDF_MAGIC):
+    if head.startswith(NETCDF_MAGIC):
         if bounds is not None:
             raise UserError(f"{path}: label bounds apply to images only; a netCDF label grid carries its own "
                             f"coordinates")
         grid_lon, grid_lat, raw, name, _units, registration = read_geographic(
             path, variable, ("label",), "a label grid: netCDF with lon, lat and class codes", mask=False)
-        dlon = (grid_lon[-1] - grid_lon[0]) / max(grid_lon.size - 1, 1)
-        per_row = cell_area_km2(grid_lat, dlon, (grid_lat[-1] - grid_lat[0]) / max(grid_lat.size - 1, 1))
+        *_, dlon, dlat = node_cells(grid_lon, grid_lat)
+        per_row = cell_area_km2(grid_lat, dlon, dlat)
         values = codes_to_classes(raw, legend=legend_map, classes=class_list, source=str(path), name=name,
                                   unlisted=unlisted, areas_km2=lambda mask: float((mask * per_row[:, None]).sum()))
         grid = GeoGrid(grid_lon, grid_lat, values, name=name, units="", source=str(path), registration=registration)
         return resample_labels(grid, lon, lat, method="mode"), class_list
     if readable(path):
         return label_raster_on_nodes(path, lon, lat, bounds=bounds, variable=variable, legend=legend_map,
-                                             unlisted=unlisted, classes=class_list), class_list
+                                     unlisted=unlisted, classes=class_list), class_list
     raise UserError(f"{path}: not a geological map GGMNet reads (expected a label grid in netCDF, a raster such as "
                     f"GeoTIFF or PNG, or a vector map: Shapefile, GeoPackage, GeoJSON)")

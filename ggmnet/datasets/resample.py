@@ -77,5 +77,3 @@ def _mode_resample(labels: GeoGrid, lon: np.ndarray, lat: np.ndarray, *, fallbac
     empty = counts.sum(axis=-1) == 0
     out[empty] = fallback[empty]
     return out
-
-

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ggmnet.classes import COVER_COLOUR, COVER_INDEX, TABLE1
+from ggmnet.datasets.geo import node_cells
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.engine.runio import atomic_path
 
@@ -30,9 +31,8 @@ def show_dataset(data_dir: str | os.PathLike, out: str | os.PathLike, *, dpi: in
     manifest = read_manifest(data_dir)
     grids = load_grids(data_dir, ["bouguer", "regional", "residual", "label"])
     lon, lat = grids["lon"], grids["lat"]
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    extent = (lon[0] - dlon / 2, lon[-1] + dlon / 2, lat[0] - dlat / 2, lat[-1] + dlat / 2)
+    west, south, east, north, _, _ = node_cells(lon, lat)
+    extent = (west, east, south, north)
     aspect = 1.0 / math.cos(math.radians(0.5 * (lat[0] + lat[-1])))
 
     fig, axes = plt.subplots(2, 2, figsize=(15, 9.5), layout="constrained")
@@ -53,8 +53,9 @@ def show_dataset(data_dir: str | os.PathLike, out: str | os.PathLike, *, dpi: in
     classes = manifest_classes(manifest)
     ax.imshow(classes.colourise(grids["label"]), origin="lower", extent=extent, interpolation="nearest", aspect=aspect)
     sizes = sorted({float(w["scale_deg"]) for w in manifest["windows"]})
+    styles = {s: SCALE_STYLES[i % len(SCALE_STYLES)] for i, s in enumerate(sizes)}
     for w in manifest["windows"]:
-        colour, width, style = SCALE_STYLES[sizes.index(float(w["scale_deg"])) % len(SCALE_STYLES)]
+        colour, width, style = styles[float(w["scale_deg"])]
         ax.add_patch(Rectangle((w["west"], w["south"]), w["east"] - w["west"], w["north"] - w["south"],
                                fill=False, edgecolor=colour, linewidth=width, linestyle=style))
     counts = manifest["split"].get("counts", {})
@@ -70,13 +71,13 @@ def show_dataset(data_dir: str | os.PathLike, out: str | os.PathLike, *, dpi: in
     n_windows = {s: sum(float(w["scale_deg"]) == s for w in manifest["windows"]) for s in sizes}
     handles += [Line2D([], [], color=c, linewidth=max(lw, 1.0), linestyle=ls,
                        label=f"{s:g}\N{DEGREE SIGN} windows ({n_windows[s]})")
-                for s, (c, lw, ls) in zip(sizes, SCALE_STYLES * (len(sizes) // len(SCALE_STYLES) + 1))]
+                for s, (c, lw, ls) in styles.items()]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     for ax in axes.flat:
         ax.set_xlabel("longitude (\N{DEGREE SIGN}E)")
         ax.set_ylabel("latitude (\N{DEGREE SIGN}N)")
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
+        ax.set_xlim(west, east)
+        ax.set_ylim(south, north)
     region = manifest["region"]
     fig.suptitle(f"{Path(data_dir).resolve().name}: E{region['west']:g}-{region['east']:g}, "
                  f"N{region['south']:g}-{region['north']:g}, {lat.size} x {lon.size} nodes")

@@ -229,8 +229,7 @@ def generate_scene(config: SynthConfig) -> SynthScene:
     pad = int(math.ceil(FFT_PAD_KM / cell_km))
     crust = layered_gravity(_density_slices(geology), spacing_m, pad=pad)
     crust = ndimage.gaussian_filter(crust, LOWPASS_SD_KM / cell_km, mode="nearest")
-    noise_rng = streams[1]
-    crust += config.correlated_noise_mgal * fractal_noise(crust.shape, noise_rng, spacing_km=cell_km,
+    crust += config.correlated_noise_mgal * fractal_noise(crust.shape, streams[1], spacing_km=cell_km,
                                                           corner_km=CORRELATED_NOISE_KM, beta=4.0)
     moho_score = fractal_noise(crust.shape, streams[2], spacing_km=cell_km, corner_km=600.0, beta=4.0)
     low, high = MOHO_DEPTH_KM

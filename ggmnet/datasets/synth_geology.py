@@ -23,6 +23,7 @@ per-pixel variation; the cover's density rises with depth, ``2.65 - 0.55 exp(-z 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,9 +116,7 @@ def fractal_noise(shape: tuple[int, int], rng: np.random.Generator, *, spacing_k
 def _quantile_cut(values: np.ndarray, sample: np.ndarray, fraction: float) -> float:
     """The value above which ``fraction`` of ``values[sample]`` lies (``inf`` for an empty sample)."""
     chosen = values[sample]
-    if chosen.size == 0:
-        return float("inf")
-    return float(np.quantile(chosen, 1.0 - fraction))
+    return float(np.quantile(chosen, 1.0 - fraction)) if chosen.size else float("inf")
 
 
 def _cover_quantile_function(p: np.ndarray) -> np.ndarray:
@@ -184,7 +183,7 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
     if not region_mask.any():  # a region smaller than a cell: tune over the whole grid
         region_mask = np.ones(shape, dtype=bool)
     streams = iter(rng.spawn(14))
-    noise = _NoiseMaker(shape, spacing_km)
+    noise = functools.partial(fractal_noise, shape, spacing_km=spacing_km)
 
     # Terranes: Voronoi cells of random seeds in warped coordinates.
     u = float(unit_scale)
@@ -269,15 +268,6 @@ def make_geology(x_km: np.ndarray, y_km: np.ndarray, region_mask: np.ndarray, rn
                                   density_contrast=density_contrast, within_class_sd=within_class_sd)
     return GeologyModel(bedrock=bedrock, unit=unit, terrane_kind=terrane_kind, cover_km=cover_km,
                         base_km=base_km, density_gcc=density)
-
-
-class _NoiseMaker:
-    def __init__(self, shape: tuple[int, int], spacing_km: float) -> None:
-        self.shape = shape
-        self.spacing_km = spacing_km
-
-    def __call__(self, rng: np.random.Generator, *, corner_km: float, beta: float) -> np.ndarray:
-        return fractal_noise(self.shape, rng, spacing_km=self.spacing_km, corner_km=corner_km, beta=beta)
 
 
 def _plutons(terrane_kind: np.ndarray, x_km: np.ndarray, y_km: np.ndarray, spacing_km: float,

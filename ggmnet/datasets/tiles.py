@@ -30,9 +30,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ggmnet.classes import COVER_INDEX, NUM_CLASSES
+from ggmnet.classes import COVER_INDEX
 from ggmnet.datasets.cover_sim import bury, random_thickness
-from ggmnet.datasets.geo import spacing_km
+from ggmnet.datasets.geo import node_steps, spacing_km
 from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern, prior_channels
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
 from ggmnet.datasets.windows import Window, windows_mask
@@ -42,11 +42,6 @@ from ggmnet.errors import UserError
 PHYSICAL_CHANNELS = ("residual", "vertical_derivative", "horizontal_gradient", "tilt")
 CHANNEL_MODES = ("pseudocolour", "physical")
 
-#: Number of extra channels with ``geology_prior=True`` and Table 1's classes: one-hot of the nearest known
-#: outcrop's class, a known/unknown mask and the distance to known outcrop (K + 2 for a dataset of K classes:
-#: :func:`ggmnet.datasets.hiding.prior_channels`).
-PRIOR_CHANNELS = NUM_CLASSES + 2
-
 #: Section 5.1.1 of the paper: rotation range (degrees), contrast and brightness factors, noise sd as a share of
 #: the image's range. Translation is up to this share of the tile size in x and y.
 ROTATION_DEG = (0.0, 180.0)
@@ -54,10 +49,6 @@ CONTRAST = (0.5, 1.5)
 BRIGHTNESS = (0.8, 1.2)
 NOISE_SHARE = (0.01, 0.10)
 TRANSLATE_SHARE = 0.1
-
-#: Training augmentations: ``paper`` (section 5.1.1, see :class:`TileDataset`), ``d4`` (the eight flips and
-#: right-angle rotations of the square: exact, no interpolation, no value changes) or ``none``.
-AUGMENTATIONS = ("paper", "d4", "none")
 
 
 @functools.cache
@@ -154,8 +145,7 @@ def sample_bilinear(values: np.ndarray, lon: np.ndarray, lat: np.ndarray,
 
 def _on_grid(lon: np.ndarray, lat: np.ndarray, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
     """(H, W) bool: which pixels of the tensor grid ``lat_t`` x ``lon_t`` lie within half a node of the grid."""
-    half_x = 0.5 * abs(lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    half_y = 0.5 * abs(lat[-1] - lat[0]) / max(lat.size - 1, 1)
+    half_x, half_y = (0.5 * abs(step) for step in node_steps(lon, lat))
     in_x = (lon_t >= lon[0] - half_x) & (lon_t <= lon[-1] + half_x)
     in_y = (lat_t >= lat[0] - half_y) & (lat_t <= lat[-1] + half_y)
     return in_y[:, None] & in_x[None, :]
@@ -250,12 +240,13 @@ class TileDataset(torch.utils.data.Dataset):
         crop with ``augment``, else the central crop. None: the whole tile. Only the cropped pixels are
         rendered, which gives the same pixels as rendering the tile and cropping it.
     augment
-        ``"paper"`` (or True), section 5.1.1: random crop, horizontal and vertical flips (p = 0.5 each), rotation by 0-180 degrees and
-        translation up to 10 % of the size (image exposed corners 0, mask corners 255 so they are ignored),
-        contrast 0.5-1.5 and brightness 0.8-1.2 (``ColorJitter``'s operations on pseudo-colour; on physical
-        channels the same multiplicative factors about the tile mean), Gaussian noise of sd 1-10 % of the
-        tile's range. Photometric changes come before the geometric ones so that exposed corners stay 0.
-        Parameters come from a generator seeded by (seed, epoch, index): a resumed run sees the same stream.
+        ``"paper"`` (or True), section 5.1.1: random crop, horizontal and vertical flips (p = 0.5 each),
+        rotation by 0-180 degrees and translation up to 10 % of the size (image exposed corners 0, mask corners
+        255 so they are ignored), contrast 0.5-1.5 and brightness 0.8-1.2 (``ColorJitter``'s operations on
+        pseudo-colour; on physical channels the same multiplicative factors about the tile mean), Gaussian
+        noise of sd 1-10 % of the tile's range. Photometric changes come before the geometric ones so that
+        exposed corners stay 0. Parameters come from a generator seeded by (seed, epoch, index): a resumed run
+        sees the same stream.
         ``"d4"``: the random crop (or random centre), then one of the eight flips and right-angle rotations
         (:func:`augment_d4`): the field's values and the pixel grid are kept exactly. ``"none"`` (or False): no
         augmentation, central crops.
@@ -266,11 +257,12 @@ class TileDataset(torch.utils.data.Dataset):
         every tile shows the same ground scale and the windows become areas to sample from. The mask then
         holds the labels of the pixels inside any window of ``split`` (255 elsewhere and outside the region),
         so nothing outside the split's own windows is learned or scored. ``crop_size`` must be None.
+    channels
         ``"pseudocolour"`` or ``"physical"`` (see :func:`input_channels_from_fields`).
     geology_prior
-        Append 12 channels (:func:`ggmnet.datasets.hiding.prior_channels`): one-hot of the nearest known outcrop's
-        class (10), known/unknown (1) and the distance to known outcrop (1). With ``augment``,
-        the outcrop under the cover of another part of the map is hidden (one-hot and known set to 0:
+        Append K + 2 channels (:func:`ggmnet.datasets.hiding.prior_channels`): one-hot of the nearest known
+        outcrop's class (K), known/unknown (1) and the distance to known outcrop (1). With ``augment``, the
+        outcrop under the cover of another part of the map is hidden (one-hot and known set to 0:
         :class:`ggmnet.datasets.hiding.CoverPattern`, so holes have the real cover's shapes, sizes and share),
         and ``mask`` is 255 everywhere except the hidden pixels. Without ``hide_outcrop`` nothing is hidden and
         ``mask`` is the label grid as usual: the cover is the unknown part and ``bedrock`` its answer.
@@ -289,7 +281,7 @@ class TileDataset(torch.utils.data.Dataset):
 
     Items are dicts: ``image`` float32 [C, H, W], ``mask`` int64 [H, W] (255 = ignore), optional ``bedrock``,
     ``window`` (int id). Attributes: ``windows``, ``in_channels``, ``num_classes``, ``class_counts`` (int64
-    (10,): outcrop pixels of each class over the selected windows, at tile resolution, for class weights),
+    (K,): outcrop pixels of each class over the selected windows, at tile resolution, for class weights),
     ``manifest``.
     """
 
@@ -306,12 +298,12 @@ class TileDataset(torch.utils.data.Dataset):
         if bad:
             raise UserError(f"split {', '.join(bad)}: expected train, val or test")
         # The options are trusted: a stage's RunConfig has checked them (this is the data layer).
-        augment = {True: "paper", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
+        if isinstance(augment, bool):
+            augment = "paper" if augment else "none"
         entries = [w for w in self.manifest["windows"] if w["split"] in names]
         if not entries:
             raise UserError(f"{self.data_dir / 'manifest.json'}: no windows in split {'+'.join(names)}")
-        self.windows = [Window(int(w["id"]), float(w["scale_deg"]), float(w["west"]), float(w["east"]),
-                               float(w["south"]), float(w["north"])) for w in entries]
+        self.windows = [Window.from_dict(w) for w in entries]
         variables = self.manifest["variables"]
         if return_bedrock and "bedrock" not in variables:
             raise UserError(f"{self.data_dir}: the dataset has no bedrock grid (only synthetic datasets do)")

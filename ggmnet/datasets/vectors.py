@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX
-from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid
+from ggmnet.datasets.geo import KM_PER_DEG, GeoGrid, node_cells
 from ggmnet.datasets.legend import Legend
 from ggmnet.datasets.resample import resample_labels
 from ggmnet.errors import UserError, one_line
@@ -62,28 +62,13 @@ def _read(path: Path, layer: str | None) -> Any:
 def label_vector_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndarray, *, field: str | None,
                           legend: Legend, layer: str | None = None, unlisted: str = "error",
                           oversample: int = OVERSAMPLE) -> np.ndarray:
-    """The classes of a polygon map on the nodes ``lon`` (nx,) x ``lat`` (ny,) (ascending degrees).
+    """The classes (uint8 (ny, nx); 255 for cover, for ignored units and outside every polygon) of a polygon
+    map on the nodes ``lon`` (nx,) x ``lat`` (ny,) (ascending degrees), as the module docstring describes.
 
-    Parameters
-    ----------
-    path
-        A vector map GDAL reads (Shapefile with its ``.prj``, GeoPackage, GeoJSON, ...) in any CRS.
-    field
-        The attribute that holds each polygon's unit (``--label-field``).
-    legend
-        Units -> classes (``--legend``, or the class names themselves).
-    layer
-        The layer of a file with several.
-    unlisted
-        ``"error"`` (units the legend does not name are listed with their areas in km^2) or ``"ignore"``
-        (they become 255).
-    oversample
-        Sample points per node cell along each axis.
-
-    Returns
-    -------
-    ndarray (ny, nx) uint8
-        Class indices; 255 for cover, for ignored units and outside every polygon.
+    ``path`` is a vector map GDAL reads (Shapefile with its ``.prj``, GeoPackage, GeoJSON, ...) in any CRS;
+    ``field`` the attribute that holds each polygon's unit; ``legend`` maps units to classes (``--legend``, or
+    the class names themselves); ``layer`` picks one of several; ``unlisted`` is ``"error"`` (units the legend
+    does not name are listed with their areas in km^2) or ``"ignore"`` (they become 255).
     """
     import geopandas
     import shapely
@@ -106,9 +91,7 @@ def label_vector_on_nodes(path: str | os.PathLike, lon: np.ndarray, lat: np.ndar
         raise UserError(f"{path}: no polygons (expected the geological units as polygons)")
     frame = frame[polygons]
 
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    west, east, south, north = lon[0] - dlon / 2, lon[-1] + dlon / 2, lat[0] - dlat / 2, lat[-1] + dlat / 2
+    west, south, east, north, dlon, dlat = node_cells(lon, lat)
     if not frame.crs.equals("EPSG:4326"):
         half_node_m = 0.5 * min(dlon, dlat) * KM_PER_DEG * 1000.0
         step = half_node_m / frame.crs.axis_info[0].unit_conversion_factor if frame.crs.is_projected \

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 #: Tolerance on window edges, in degrees (windows are laid out on multiples of their step).
 EDGE_TOL_DEG = 1e-9
 
-#: Split names a window can carry. ``unused``: dropped by the spatial-block split (straddles a block edge).
-SPLIT_NAMES = ("train", "val", "test", "unused")
-
 
 @dataclass(frozen=True)
 class Scale:
@@ -55,11 +52,8 @@ def parse_scales(text: str, option: str = "--scales") -> tuple[Scale, ...]:
     """Parse ``"SIZE:STEP,SIZE:STEP,..."`` (degrees), e.g. ``"1:1,5:2.5,10:2.5,15:5"`` (Table 2)."""
     scales = []
     for item in text.split(","):
-        parts = item.strip().split(":")
         try:
-            if len(parts) != 2:
-                raise ValueError
-            size, step = float(parts[0]), float(parts[1])
+            size, step = (float(part) for part in item.split(":"))  # not two parts: ValueError too
         except ValueError:
             raise UserError(f"{option} {text}: expected SIZE:STEP pairs in degrees, e.g. 1:1,5:2.5") from None
         if not (math.isfinite(size) and math.isfinite(step) and size > 0 and step > 0):
@@ -86,6 +80,12 @@ class Window:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> Window:
+        """The window of a manifest entry (which may hold more keys, such as its split)."""
+        return cls(int(entry["id"]), float(entry["scale_deg"]), float(entry["west"]), float(entry["east"]),
+                   float(entry["south"]), float(entry["north"]))
 
 
 def _count(span: float, size: float, step: float) -> int:
@@ -142,9 +142,7 @@ def outcrop_fraction(window: Window, labels: GeoGrid) -> float:
     """
     rows, cols = window_slices(window, np.asarray(labels.lon), np.asarray(labels.lat))
     block = np.asarray(labels.values)[rows, cols]
-    if block.size == 0:
-        return 0.0
-    return float(np.count_nonzero(block != COVER_INDEX) / block.size)
+    return float(np.count_nonzero(block != COVER_INDEX) / block.size) if block.size else 0.0
 
 
 def split_random(windows: Sequence[Window], outcrop: Sequence[float], seed: int, *,

@@ -1,17 +1,10 @@
 """The one checkpoint writer and reader: a dict of tensors and plain values with a ``format`` and ``version``.
 
-Every checkpoint of a run lies in ``RUN/checkpoints/``:
-
-* ``last.pt``, rewritten after every epoch, holds the **full state**: what ``best.pt`` holds plus the
-  optimiser, scheduler and gradient-scaler states and the generator states, so that ``--resume``
-  continues exactly where the run stopped;
-* ``best.pt``, rewritten when the validation FWIoU improves, holds **what it takes to use the weights of the
-  best epoch** (the network, its configuration, its scores and provenance) and no training state: the file
-  ``nas-export --checkpoint``, ``ggm-evaluate`` and ``ggm-predict`` read.
-
-Both are written atomically (an interrupted write leaves the previous file whole) and read with
-``weights_only=True`` (tensors and plain containers only). Each stage names its own :class:`CheckpointFormat`,
-so a file of one stage is refused by the other with a one-line message.
+``RUN/checkpoints/last.pt`` (every epoch) holds the full state ``--resume`` needs; ``best.pt`` (on a new best
+validation FWIoU) only what it takes to use the weights, the file ``nas-export --checkpoint``, ``ggm-evaluate``
+and ``ggm-predict`` read (see docs/design.md, "Checkpoints"). Both are written atomically and read with
+``weights_only=True``; each stage names its own :class:`CheckpointFormat`, so a file of one stage is refused by
+the other with a one-line message.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """Options, each defined once (type, default, unit, help, check) for the dataclass, the YAML file and the flags.
 
-A command's settings are a dataclass deriving from :class:`Config` whose fields are made by :meth:`Option.field`
-(or :func:`option` for an option of one command). An :class:`Option` holds what stays the same wherever it is
-used: its help (with units), the conversion and check of one value (a ``convert`` function that raises
-``ValueError("<what was expected>")``) and its metavar. The field adds the command's default, which may be
-:data:`DERIVED` from other options. From the dataclass come
-
-* the flags of :meth:`Config.parser` (``--tile-size PX``, ``--amp/--no-amp``; each help ends with the default);
-* the ``--config FILE.yaml`` file, whose keys are the long flags (``_`` or ``-``); unknown keys are refused;
-* :meth:`Config.check`: every value, whether a flag's text, a YAML value or a Python one, passes its option's
-  conversion (an option whose default is none also takes ``none``), then the derived defaults are filled in and
-  the command's rules across options (:meth:`Config.check_together`) applied. A bad value is one line
-  naming the option.
-
-Precedence: the defaults < the YAML file < the flags given on the command line. :class:`RunConfig` holds the
-options both training stages share; adding a field there adds it to both commands.
+A command's settings are a :class:`Config` dataclass whose fields come from :meth:`Option.field` (an option
+several commands share) or :func:`option` (one command's). From it come the flags of :meth:`Config.parser`, the
+``--config FILE.yaml`` file (keys as the long flags; unknown keys refused) and :meth:`Config.check`, which passes
+every value through its option's ``convert`` (raising ``ValueError("<what was expected>")``), fills in the
+:data:`DERIVED` defaults and applies the rules across options; a bad value is one line naming the option.
+Precedence: the defaults < the YAML file < the flags. :class:`RunConfig` holds the options both training stages
+share (see docs/design.md, "Options").
 """
 
 from __future__ import annotations
@@ -66,8 +58,8 @@ def _numeric(kind: type, test: Callable[[Any], bool], expected: str, metavar: st
                 value = kind(value.strip())
             except ValueError:
                 raise ValueError(expected) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not isinstance(value, kind if kind is int else (int, float)) or not test(value):
+        numeric = int if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value) or not test(value):
             raise ValueError(expected)
         return kind(value)
 
@@ -262,7 +254,8 @@ class Config:
     """Base of the commands' settings dataclasses (fields made with :meth:`Option.field`)."""
 
     def check(self: C) -> C:
-        """Convert and check every value, fill in the derived defaults, apply :meth:`check_together`.
+        """Convert and check every value (one whose default is None also takes ``none``), fill in the derived
+        defaults, apply :meth:`check_together`.
 
         Raises a one-line :class:`UserError` naming the option of the first bad value; returns self.
         """
@@ -309,11 +302,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-plain dict (as saved in ``run.json`` and in checkpoints)."""
-        out = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
     @classmethod
     def parser(cls, prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -397,9 +387,9 @@ def available_cpus() -> int:
 def num_workers_field(at_most: int) -> Any:
     """The ``--num-workers`` field of a stage: the cores this process may use, at most ``at_most`` (more
     loader workers than cores only compete with the training step, and PyTorch warns about them)."""
-    return NUM_WORKERS.field(min(at_most, available_cpus()),
-                             shown=f"the CPU cores this process may use, at most {at_most} (here "
-                                   f"{min(at_most, available_cpus())})")
+    here = min(at_most, available_cpus())
+    return NUM_WORKERS.field(here, shown=f"the CPU cores this process may use, at most {at_most} (here {here})")
+
 
 #: Largest training crop a derived ``--crop-size`` takes (the paper's 1024 px crops of 2048 px tiles).
 CROP_SIZE_MAX = 1024

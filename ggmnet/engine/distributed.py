@@ -123,7 +123,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _all_reduce_sum(tensor: torch.Tensor) -> None:
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place and return it (CPU tensors work with NCCL too)."""
+    if not _initialised():
+        return tensor
     # NCCL only reduces CUDA tensors: a CPU tensor (a running total, a counter) travels through the GPU.
     if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
         on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
@@ -131,12 +134,6 @@ def _all_reduce_sum(tensor: torch.Tensor) -> None:
         tensor.copy_(on_gpu)
     else:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-
-
-def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks in place and return it (CPU tensors work with NCCL too)."""
-    if _initialised():
-        _all_reduce_sum(tensor)
     return tensor
 
 
@@ -146,7 +143,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     if not out.is_floating_point():
         out = out.double()
     if _initialised():
-        _all_reduce_sum(out)
+        all_reduce_sum_(out)
         out /= dist.get_world_size()
     return out
 

@@ -16,14 +16,9 @@ A stage subclasses :class:`Engine`, sets its class attributes and fills the hook
         on_epoch_end(done, record)               every rank (a hook for tests and notebooks)
                          and returns finish(), after the callbacks' on_finish.
 
-Reporting is not a stage's step: it is a list of :class:`Callback` objects (the stage's
-:meth:`Engine.default_callbacks` plus any passed in, as Lightning's callbacks are), called on rank 0 only.
-
 A stage may replace :meth:`Engine.train_epoch` or :meth:`Engine.validate` whole (the scores must hold
-:attr:`Engine.monitor`). ``last.pt`` holds
-:meth:`Engine.checkpoint_state` plus :meth:`Engine.training_state` and the generator states; ``best.pt`` only
-:meth:`Engine.checkpoint_state` (see :mod:`ggmnet.engine.checkpoint`). Every rank runs the same steps; only
-rank 0 writes files and logs.
+:attr:`Engine.monitor`). Every rank runs the same steps; only rank 0 writes files and logs (see
+docs/design.md, "The engine").
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ the newest one again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib.metadata
@@ -89,8 +90,6 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
         return dataclasses.asdict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -133,9 +132,8 @@ def write_run_metadata(out_dir: str | os.PathLike, config: dict[str, Any], *, se
         "versions": package_versions(),
         "git_commit": git_commit(),
         "host": platform.node(),
+        **(extra or {}),
     }
-    if extra:
-        meta.update(extra)
     return write_json_atomic(Path(out_dir) / name, meta)
 
 
@@ -190,13 +188,9 @@ def latest_run_dir(root: str | os.PathLike, prefix: str | None = None) -> Path |
     root = Path(root)
     if not root.is_dir():
         return None
-    best: tuple[str, int] | None = None
-    found = None
+    runs = {}
     for path in root.iterdir():
         match = _RUN_PATTERN.match(path.name)
-        if not match or not path.is_dir() or (prefix is not None and match["prefix"] != prefix):
-            continue
-        key = (match["stamp"], int(match["n"] or 1))
-        if best is None or key > best:
-            best, found = key, path
-    return found
+        if match and path.is_dir() and prefix in (None, match["prefix"]):
+            runs[match["stamp"], int(match["n"] or 1)] = path
+    return runs[max(runs)] if runs else None

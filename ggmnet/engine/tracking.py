@@ -308,10 +308,7 @@ class Tracker:
                                  "time": round(time.time(), 3)}) + "\n")
         if self.run is not None:
             artifact = self._wandb.Artifact(_safe_name(name), type=type)
-            if path.is_dir():
-                artifact.add_dir(str(path))
-            else:
-                artifact.add_file(str(path))
+            (artifact.add_dir if path.is_dir() else artifact.add_file)(str(path))
             self.run.log_artifact(artifact)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -337,8 +334,7 @@ class Tracker:
 def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of ``out_dir/metrics.jsonl`` (a truncated last line, from a killed run, is skipped)."""
     rows = []
-    path = Path(out_dir) / "metrics.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in (Path(out_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

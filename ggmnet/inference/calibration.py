@@ -33,10 +33,7 @@ def _log(probability: np.ndarray) -> np.ndarray:
 def temper(probability: np.ndarray, temperature: float) -> np.ndarray:
     """``softmax(log p / T)`` along the first axis: probabilities ``[K, ...]`` at temperature ``T`` (1: as they
     are; above 1 softer, below 1 sharper)."""
-    z = _log(probability) / float(temperature)
-    z -= z.max(axis=0, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=0, keepdims=True)
+    return special.softmax(_log(probability) / float(temperature), axis=0)
 
 
 def fit_temperature(probability: np.ndarray, truth: np.ndarray) -> float:
@@ -50,9 +47,7 @@ def fit_temperature(probability: np.ndarray, truth: np.ndarray) -> float:
 
     def nll(log_t: float) -> float:
         z = logp / np.exp(log_t)
-        z -= z.max(axis=0, keepdims=True)
-        log_norm = np.log(np.exp(z).sum(axis=0))
-        return float(np.mean(log_norm - z[truth, np.arange(truth.size)]))
+        return float(np.mean(special.logsumexp(z, axis=0) - z[truth, np.arange(truth.size)]))
 
     lo, hi = np.log(TEMPERATURE_RANGE)
     result = optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
@@ -134,9 +129,8 @@ def plot_reliability(sets: dict[str, dict[str, Any]], path: str | Path, title: s
         rows = [r for r in rel["bins"] if r["nodes"]]
         if not rows:
             continue
-        ece = rel["ece"]
         ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", ms=3,
-                label=f"{name} (ECE {100 * ece:.1f}%)")
+                label=f"{name} (ECE {100 * rel['ece']:.1f}%)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-class probability)")

@@ -11,11 +11,6 @@ scalable predictive uncertainty estimation using deep ensembles"; test-time augm
   the eight predictions are turned back and averaged. Every input channel is a scalar field on the map (the
   residual anomaly or its colours, derivative magnitudes, the tilt, the outcrop classes and the distance to
   them), so turning the tile turns the question and nothing else.
-
-:class:`MeanProbabilities` is a module like any network: it maps ``[B, C, H, W]`` to ``log`` of the mean
-probabilities, so that ``softmax`` of its output (what the tiled prediction applies) is the mean itself.
-:func:`load_members` loads the members beside the main checkpoint and refuses one that does not read the same
-input.
 """
 
 from __future__ import annotations
@@ -47,8 +42,9 @@ def _unview(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
 class MeanProbabilities(nn.Module):
     """The mean class probabilities of ``members`` (each over the :data:`D4` views with ``tta``), as ``log``.
 
-    ``forward`` returns ``log(mean softmax)`` ``[B, K, H, W]``: its ``softmax`` and ``argmax`` are the mean's. One
-    member without ``tta`` gives that member's probabilities unchanged.
+    A module like any network: ``forward`` returns ``log(mean softmax)`` ``[B, K, H, W]``, so its ``softmax``
+    (what the tiled prediction applies) and ``argmax`` are the mean's. One member without ``tta`` gives that
+    member's probabilities unchanged.
     """
 
     def __init__(self, members: Sequence[nn.Module], *, tta: bool = False) -> None:

@@ -1,26 +1,14 @@
 """Scores of a retrained network on a dataset split (paper section 5.2, Table 7): ``ggm-evaluate``.
 
-Six sets of scores (:data:`ggmnet.inference.scoring.SCORE_SETS`), each a confusion matrix with MPA (Eq. 20),
-per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy:
-
-* ``outcrop``: the model on the labelled pixels (the paper's evaluation: cover pixels, 255, are ignored);
-* ``commonest_class``: on the same pixels, the commonest outcrop class of the training windows everywhere, the
-  score a network must beat to have learned anything;
-* ``under_cover`` (datasets with a ``bedrock`` grid, i.e. the synthetic benchmark): the model on the cover
-  pixels, against the true bedrock class there, the question the paper asks and could not score;
-* ``nearest_outcrop_baseline``: on the same cover pixels, a map made without gravity, extending the nearest
-  outcrop label of the window into the cover (``scipy.ndimage.distance_transform_edt``, distances in km). It
-  reads the labels only, never the bedrock, so a user sees whether the network adds anything to what a
-  geologist would draw by extending the map;
-* ``commonest_class_under_cover``: the commonest class on the same cover pixels;
-* ``outcrop_prior_under_cover``: on the same cover pixels, the model's probabilities read together with the
-  outcrop classes around each pixel (:func:`ggmnet.inference.rules.with_outcrop_prior`): gravity plus the
-  information the nearest-outcrop rule uses.
+Each score set of :data:`ggmnet.inference.scoring.SCORE_SETS` is a confusion matrix with MPA (Eq. 20),
+per-class IoU (Eq. 21), FWIoU (Eq. 22), mIoU and per-class accuracy: the model on the outcrop (the paper's
+evaluation, cover pixels ignored) beside the commonest class of the training windows and, with a ``bedrock``
+grid, the cover scored against the true bedrock beside the no-gravity rules (:mod:`ggmnet.inference.rules`).
 
 A checkpoint trained on fixed-resolution tiles (``--pixels-per-degree``) maps the whole region and each window
-is scored at its grid nodes (:class:`ggmnet.inference.scoring.WindowScorer`); a paper-style checkpoint renders every
-window as a tile as in training, without augmentation, with its input channels, normalisation and tile size
-unless told otherwise.
+is scored at its grid nodes (:class:`ggmnet.inference.scoring.WindowScorer`); a paper-style checkpoint renders
+every window as a tile as in training (:func:`score_model`), without augmentation, with its input channels,
+normalisation and tile size unless told otherwise.
 """
 
 from __future__ import annotations
@@ -54,9 +42,6 @@ from ggmnet.models import checkpoint_classes, load_model
 
 SPLITS = ("val", "test", "train")
 
-#: The scored sets: JSON key and Markdown heading.
-SECTIONS = SCORE_SETS
-
 
 def _km_sampling(window: Window, size: tuple[int, int]) -> tuple[float, float]:
     """Pixel size (rows, columns) in km of ``window`` rendered at ``size`` = (H, W) px (rows north-south)."""
@@ -68,45 +53,20 @@ def score_model(model: nn.Module, dataset: Sequence[dict[str, Any]] | torch.util
                 device: torch.device | str = "cpu", batch_size: int = 1, num_classes: int = NUM_CLASSES,
                 windows: Sequence[Window] | None = None, fallback_class: int = 0,
                 frequencies: np.ndarray | None = None, progress: bool = False) -> dict[str, ConfusionMatrix | None]:
-    """Confusion matrices of ``model`` over the items of ``dataset``.
+    """Confusion matrices of ``model`` (``[B, C, H, W] -> logits [B, K, H, W]``) over a paper-style tile dataset.
 
-    Parameters
-    ----------
-    model : nn.Module
-        ``[B, C, H, W] -> logits [B, K, H, W]``; run in eval mode.
-    dataset : Dataset
-        Items as :class:`~ggmnet.datasets.tiles.TileDataset` gives them: ``image`` [C, H, W], ``mask`` [H, W]
-        (255 = cover), optional ``bedrock`` [H, W] (true class everywhere), ``window`` (id).
-    device : torch.device or str
-        Where the model runs.
-    batch_size : int
-        Tiles per forward pass.
-    num_classes : int
-        K.
-    windows : sequence of Window, optional
-        The dataset's windows (looked up by the items' ``window`` id), so that the baseline measures
-        distances in km; without them, in pixels.
-    fallback_class : int
-        The commonest class of the training windows: the commonest-class rule's, and the nearest-outcrop
-        baseline's in a tile without outcrop (see :func:`nearest_outcrop_baseline`).
-    frequencies : np.ndarray, optional
-        ``(K,)`` the training windows' class frequencies: with them (and ``bedrock``), the cover is also
-        scored with the outcrop prior of each tile (:func:`with_outcrop_prior`).
-    progress : bool
-        Show a tqdm bar.
+    ``dataset`` items are :class:`~ggmnet.datasets.tiles.TileDataset`'s: ``image`` [C, H, W], ``mask`` [H, W]
+    (255 = cover), optional ``bedrock`` [H, W] (true class everywhere) and ``window`` (id, looked up in
+    ``windows`` so that the nearest-outcrop rule measures km; without them, pixels). ``fallback_class`` is the
+    commonest class of the training windows; with ``frequencies`` ``(K,)`` the cover is also scored with the
+    outcrop prior.
 
-    Returns
-    -------
-    dict
-        ``outcrop``: predictions against ``mask``, and ``commonest_class`` the fallback class there. With
-        ``bedrock`` in the items, ``under_cover``: predictions against ``bedrock`` on the pixels whose mask is
-        255 (outcrop pixels ignored), ``nearest_outcrop_baseline``: :func:`nearest_outcrop_baseline` of the mask
-        and ``commonest_class_under_cover`` on the same pixels; these three None without bedrock; and
-        ``outcrop_prior_under_cover`` with ``frequencies`` too.
+    Returns one entry per key of :data:`SCORE_SETS`: ``outcrop`` and ``commonest_class`` always, the cover sets of
+    :meth:`FillScores.matrices` with ``bedrock`` in the items (else None), the hidden-outcrop ones None.
     """
     by_id = {w.id: w for w in windows} if windows is not None else {}
     model.eval().to(device)
-    scores: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SECTIONS}
+    scores: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SCORE_SETS}
     scores["outcrop"] = ConfusionMatrix(num_classes)
     scores["commonest_class"] = ConfusionMatrix(num_classes)
     fill = None
@@ -168,9 +128,7 @@ def calibrate(scorer: WindowScorer, predictions: dict[str, np.ndarray], val_scor
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------- reports
 
 def confusion_table(matrix: np.ndarray, classes: ClassList = TABLE1) -> str:
     """A Markdown table of a confusion matrix ``[K, K]`` (rows: truth, columns: prediction, pixel counts)."""
@@ -207,7 +165,7 @@ def format_report(results: dict[str, Any]) -> str:
              + f", {results['channels']} input", "",
              markdown_table(["scored on", "pixels", "pixel accuracy (%)", "MPA (%)", "mIoU (%)", "FWIoU (%)"],
                             [[title, s["pixels"], *(percent(s[k]) for k in ("pixel_accuracy", "mpa", "miou", "fwiou"))]
-                             for key, title in SECTIONS if (s := results.get(key)) is not None]
+                             for key, title in SCORE_SETS if (s := results.get(key)) is not None]
                             ).rstrip()]
     if results.get("under_cover") is None:
         lines += ["", "This dataset has no bedrock grid, so nothing under the cover can be scored."]
@@ -226,7 +184,7 @@ def format_report(results: dict[str, Any]) -> str:
                                  ("under the cover", calibration.get("under_cover"))) if c and c["nodes"]]
         lines.append(markdown_table(["nodes", "count", "ECE raw (%)", "ECE calibrated (%)", "NLL raw", "NLL calibrated",
                                      "AUROC raw", "AUROC calibrated"], rows).rstrip())
-    for key, title in SECTIONS:
+    for key, title in SCORE_SETS:
         s = results.get(key)
         if s is None:
             continue
@@ -235,9 +193,7 @@ def format_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------- the command
 
 def _run_dir(checkpoint: Path) -> Path:
     """The run folder of a checkpoint: ``RUN`` for ``RUN/checkpoints/best.pt``, else the file's folder."""
@@ -264,40 +220,34 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
 
     Parameters
     ----------
-    checkpoint : str or Path
+    checkpoint
         A retrain checkpoint (``best.pt``/``last.pt``).
-    data_dir : str or Path, optional
+    data_dir
         A prepared dataset (``grids.nc`` + ``manifest.json``); default the checkpoint's training dataset (its
         config's ``data``), or the synthetic default when it was trained on that.
-    split : str
+    split
         ``val``, ``test`` or ``train``.
-    tile_size : int, optional
+    tile_size
         Pixels per side each window is rendered at; default the checkpoint's.
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    out_dir : str or Path, optional
+    device, batch_size, progress
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; tiles per forward pass; show a progress bar.
+    out_dir
         Where the reports go; default the checkpoint's run folder (``RUN`` of ``RUN/checkpoints/best.pt``).
-    batch_size : int
-        Tiles per forward pass.
-    progress : bool
-        Show a progress bar.
-    config : dict, optional
+    config
         The resolved command-line options, recorded with the results (default: these arguments).
-    members : sequence of paths
-        Checkpoints of the same recipe and dataset (other training seeds) whose probabilities are averaged with
-        ``checkpoint``'s (:mod:`ggmnet.inference.ensemble`).
-    tta : bool
-        Average each network's probabilities over the eight flips and right-angle turns of every tile.
+    members, tta
+        Checkpoints of the same recipe and dataset (other seeds) whose probabilities are averaged with
+        ``checkpoint``'s, and/or the mean over the eight flips and turns of every tile
+        (:mod:`ggmnet.inference.ensemble`).
 
     Returns
     -------
     dict
-        What ``evaluation_<split>.json`` holds: ``outcrop``, ``under_cover`` and ``nearest_outcrop_baseline``
-        (each :meth:`ConfusionMatrix.compute`'s scores plus ``confusion_matrix``, the last two None without a
-        bedrock grid), the checkpoint path and sha256, the dataset and its manifest sha256, and the run
-        metadata of :func:`ggmnet.engine.runio.write_run_metadata`, the networks read (``members``: each
-        checkpoint and its sha256) and ``tta``; plus ``report`` (the Markdown) and ``paths``
-        (``json``, ``markdown``), which the JSON file does not hold. Scores are fractions in [0, 1].
+        What ``evaluation_<split>.json`` holds: one entry per key of :data:`SCORE_SETS` (the scores of
+        :meth:`ConfusionMatrix.compute`, fractions in [0, 1], plus ``confusion_matrix``; None where not scored),
+        ``calibration``, the checkpoint, dataset, networks read (``members``) and ``tta``, and the run metadata
+        of :func:`ggmnet.engine.runio.write_run_metadata`; plus ``report`` (the Markdown) and ``paths``
+        (``json``, ``markdown``), which the JSON file does not hold.
     """
     if split not in SPLITS:
         raise UserError(f"--split {split}: expected one of {', '.join(SPLITS)}")
@@ -321,18 +271,20 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
     tile = int(tile_size or data["tile_size"])
     ppd = data.get("pixels_per_degree")
     if ppd is not None:
-        scorer = WindowScorer(data_path, split, pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
-                              normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
-                              batch_size=batch_size, device=dev)
+        def scorer_of(part: str) -> WindowScorer:
+            return WindowScorer(data_path, part, pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
+                                normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
+                                batch_size=batch_size, device=dev)
+
+        scorer = scorer_of(split)
         predictions = scorer.predict(model)
         matrices, _ = scorer.score_predictions(predictions)
         windows = len(scorer.windows)
-        val_scorer = scorer if split == "val" else WindowScorer(
-            data_path, "val", pixels_per_degree=ppd, tile_size=tile, channels=data["channels"],
-            normalisation=data["normalisation"], geology_prior=bool(data.get("geology_prior")),
-            batch_size=batch_size, device=dev)
-        calibration = calibrate(scorer, predictions, val_scorer,
-                                predictions if val_scorer is scorer else val_scorer.predict(model))
+        if split == "val":
+            calibration = calibrate(scorer, predictions, scorer, predictions)
+        else:
+            val_scorer = scorer_of("val")
+            calibration = calibrate(scorer, predictions, val_scorer, val_scorer.predict(model))
     else:
         dataset = TileDataset(data_path, split, tile_size=tile, augment=False, channels=data["channels"],
                               geology_prior=bool(data.get("geology_prior")), return_bedrock=has_bedrock)
@@ -358,7 +310,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path | None = None, split: 
         "windows": windows, "tile_size": tile, "pixels_per_degree": ppd, "channels": data["channels"],
         "geology_prior": bool(data.get("geology_prior")), "classes": classes.to_dict(),
     }
-    for key, _ in SECTIONS:
+    for key, _ in SCORE_SETS:
         cm = matrices.get(key)
         results[key] = None if cm is None else {**cm.compute(), "confusion_matrix": cm.matrix.tolist()}
     results["calibration"] = calibration

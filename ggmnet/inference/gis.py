@@ -1,22 +1,11 @@
 """GIS-ready maps of a prediction, beside ``prediction.nc``: layers that QGIS, ArcGIS and GDAL open as they are.
 
-:func:`write_gis_outputs` writes, on the prediction's nodes (each node the centre of a pixel, EPSG:4326,
-north up):
-
-* ``prediction_class.tif``: Cloud-Optimised GeoTIFF (uint8) of the mapped class, with the class list's colour
-  table, the class names as band metadata (``class_<k>``), in a GDAL ``.aux.xml`` (category names) and in a
-  QGIS style ``prediction_class.qml`` that QGIS loads with the layer (a legend of codes and names);
-* ``prediction_probability.tif``: COG (float32) of the class probabilities, one band per class, each band
-  described by its class's name;
-* ``prediction_entropy.tif``: COG (float32) of the entropy of the probabilities in nats;
-* ``prediction_units.gpkg``: GeoPackage of the predicted units as polygons (4-connected nodes of one class),
-  layer ``units`` with ``class``, ``code``, ``name``, ``colour``, ``mean_probability`` (the mean probability
-  of the polygon's class over its nodes), ``area_km2`` (on the WGS 84 ellipsoid) and ``nodes``;
-* with the geological map (``labels``): ``merged_class.tif`` (COG, colour table), the mapped outcrop kept and
-  the cover filled with the prediction, ``merged_source.tif`` (COG: 1 = geological map, 2 = prediction), and
-  the layer ``merged_units`` of the GeoPackage (the same attributes plus ``source``).
-
-Every file is written under a temporary name and renamed into place.
+:func:`write_gis_outputs` writes, on the prediction's nodes (each node the centre of a pixel, EPSG:4326, north
+up), Cloud-Optimised GeoTIFFs of the class (with colour table, category names and a QGIS style), the
+probabilities and the entropy, a GeoPackage of the predicted units as polygons, and with the geological map the
+merged map (outcrop kept, cover filled by the prediction) and where each of its classes came from.
+``docs/own-data.md`` ("What ``ggm-predict`` writes") lists every file and attribute. Every file is written
+under a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -29,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ggmnet.classes import COVER_INDEX, ClassList
-from ggmnet.datasets.geo import cell_area_km2
+from ggmnet.datasets.geo import cell_area_km2, node_steps
 from ggmnet.engine.runio import atomic_path
 
 #: Values of ``merged_source.tif`` and the ``source`` of ``merged_units``: where each node's class came from.
@@ -43,8 +32,7 @@ def node_transform(lon: np.ndarray, lat: np.ndarray) -> Any:
     regular, degrees)."""
     from rasterio.transform import from_origin
 
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
+    dlon, dlat = node_steps(lon, lat)
     return from_origin(lon[0] - dlon / 2, lat[-1] + dlat / 2, dlon, dlat)
 
 
@@ -69,21 +57,20 @@ def write_cog(path: str | Path, bands: np.ndarray, lon: np.ndarray, lat: np.ndar
     profile = {"driver": "COG", "width": width, "height": height, "count": count, "dtype": bands.dtype.name,
                "crs": "EPSG:4326", "transform": node_transform(lon, lat), "nodata": nodata, "compress": "deflate",
                "overview_resampling": overview_resampling, "blocksize": 512}
-    with atomic_path(path, suffix=".tif") as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(bands[:, ::-1])
-            for k, text in enumerate(descriptions, start=1):
-                dst.set_band_description(k, text)
-            if colormap is not None:
-                dst.write_colormap(1, {v: (*c, 255) for v, c in colormap.items()})
-            if band_tags:
-                dst.update_tags(1, **band_tags)
-            if tags:
-                dst.update_tags(**tags)
+    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(bands[:, ::-1])
+        for k, text in enumerate(descriptions, start=1):
+            dst.set_band_description(k, text)
+        if colormap is not None:
+            dst.write_colormap(1, {v: (*c, 255) for v, c in colormap.items()})
+        if band_tags:
+            dst.update_tags(1, **band_tags)
+        if tags:
+            dst.update_tags(**tags)
     return Path(path)
 
 
-def _category_sidecars(path: Path, entries: list[tuple[int, tuple[int, int, int], str, str]]) -> list[Path]:
+def _category_sidecars(path: Path, entries: list[tuple[int, tuple[int, int, int], str, str]]) -> None:
     """A GDAL ``PATH.aux.xml`` with the category names of a paletted raster and a QGIS style ``PATH.qml``
     (paletted renderer: value, colour and label of each entry), so that both show the names. ``entries``:
     ``(value, colour, category name, legend label)``."""
@@ -99,12 +86,9 @@ def _category_sidecars(path: Path, entries: list[tuple[int, tuple[int, int, int]
            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
            f'      <rasterTransparency/>\n      <colorPalette>\n{palette}\n      </colorPalette>\n'
            '    </rasterrenderer>\n  </pipe>\n</qgis>\n')
-    written = []
     for side, text in ((path.with_name(path.name + ".aux.xml"), aux), (path.with_suffix(".qml"), qml)):
         with atomic_path(side, suffix=side.suffix) as tmp:
             tmp.write_text(text)
-        written.append(side)
-    return written
 
 
 def write_class_cog(path: str | Path, classes: np.ndarray, lon: np.ndarray, lat: np.ndarray,
@@ -166,9 +150,7 @@ def unit_polygons(values: np.ndarray, probability: np.ndarray, lon: np.ndarray, 
         return geopandas.GeoDataFrame({c: [] for c in columns + (["source"] if source is not None else [])},
                                       geometry=[], crs="EPSG:4326")
     flat = ids.ravel()
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    area = np.broadcast_to(cell_area_km2(lat, dlon, dlat)[:, None], values.shape).ravel()
+    area = np.broadcast_to(cell_area_km2(lat, *node_steps(lon, lat))[:, None], values.shape).ravel()
     safe = np.where(values == COVER_INDEX, 0, values).astype(np.int64)
     p_own = np.take_along_axis(np.asarray(probability, dtype=np.float64), safe[None], axis=0)[0].ravel()
     nodes = np.bincount(flat, minlength=count + 1)
@@ -209,26 +191,11 @@ def write_gis_outputs(out_dir: str | Path, lon: np.ndarray, lat: np.ndarray, pro
                       labels: np.ndarray | None = None, title: str = "GGMNet prediction") -> dict[str, Path]:
     """Write the GIS layers of a prediction (see the module docstring) into ``out_dir``.
 
-    Parameters
-    ----------
-    lon, lat
-        Nodes, ascending degrees (nx,), (ny,).
-    probability
-        ``[K, ny, nx]`` class probabilities.
-    classes
-        ``(ny, nx)`` the mapped class (the argmax, or with the outcrop prior).
-    class_list
-        The K classes' names, codes and colours.
-    entropy
-        ``(ny, nx)`` entropy of ``probability`` in nats.
-    labels
-        ``(ny, nx)`` the geological map on the nodes (255 = cover): adds the merged map.
-
-    Returns
-    -------
-    dict[str, Path]
-        ``class_tif``, ``probability_tif``, ``entropy_tif``, ``units_gpkg``, and with ``labels``
-        ``merged_tif`` and ``merged_source_tif``.
+    ``probability`` ``[K, ny, nx]``, ``classes`` ``(ny, nx)`` the mapped class (the argmax, or with the outcrop
+    prior) and ``entropy`` ``(ny, nx)`` in nats lie on the nodes ``lon`` (nx,), ``lat`` (ny,) (ascending
+    degrees); ``labels`` ``(ny, nx)``, the geological map on the nodes (255 = cover), adds the merged map.
+    Returns the paths ``class_tif``, ``probability_tif``, ``entropy_tif``, ``units_gpkg``, and with ``labels``
+    ``merged_tif`` and ``merged_source_tif``.
     """
     out = Path(out_dir)
     classes = np.asarray(classes, dtype=np.uint8)

@@ -21,10 +21,8 @@ A Bouguer grid and a region become a map of the bedrock class under the cover:
    between pixels at a fractional density), so the outputs lie on the Bouguer grid's own lon/lat nodes inside
    the region.
 
-Outputs: ``prediction.nc`` (CF-1.8: ``class``, ``probability``, ``entropy`` in nats), ``prediction.png`` (a map in
-the classes' colours, optionally with the mapped cover outlined), the GIS layers of :mod:`ggmnet.inference.gis`
-(Cloud-Optimised GeoTIFFs of the class, the probabilities and the entropy, a GeoPackage of the predicted units,
-and with ``labels`` the merged map of the mapped outcrop and the predicted cover) and ``run.json``.
+Outputs: ``prediction.nc`` (CF-1.8: ``class``, ``probability``, ``entropy`` in nats), ``prediction.png``, the
+GIS layers of :mod:`ggmnet.inference.gis` and ``run.json`` (``docs/own-data.md`` lists them).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from ggmnet.datasets.geo import Region
 from ggmnet.datasets.prepare import class_counts
 from ggmnet.datasets.processing import ProcessingRecipe, separate_regional
 from ggmnet.datasets.readers import read_gravity, read_label_nodes
-from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.engine.device import resolve_device
 from ggmnet.engine.runio import atomic_path, prepare_out_dir, require_file, write_run_metadata
 from ggmnet.errors import UserError
@@ -52,7 +49,7 @@ from ggmnet.inference.calibration import entropy
 from ggmnet.inference.ensemble import load_members
 from ggmnet.inference.gis import write_gis_outputs
 from ggmnet.inference.rules import with_outcrop_prior
-from ggmnet.inference.scoring import node_factors, node_spacing_km
+from ggmnet.inference.scoring import input_field_names, node_factors, node_spacing_km
 from ggmnet.inference.tiling import DEFAULT_OVERLAP, predict_nodes
 from ggmnet.models import checkpoint_classes
 
@@ -60,9 +57,7 @@ from ggmnet.models import checkpoint_classes
 DEFAULT_SCALE_DEG = 5.0
 
 
-# --------------------------------------------------------------------------------------------------------------
-# From a region's node grid to the model's pixels
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------ from a region's node grid to the model's pixels
 
 def upsampling_factors(spacing_deg: tuple[float, float], scale_deg: float, tile_size: int) -> tuple[int, int]:
     """Pixels per node step ``(f_lat, f_lon)`` giving a pixel size close to a training window's.
@@ -76,9 +71,7 @@ def upsampling_factors(spacing_deg: tuple[float, float], scale_deg: float, tile_
     return max(1, int(round(dlat / pixel_deg))), max(1, int(round(dlon / pixel_deg)))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------- outputs
 
 _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
               'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
@@ -87,29 +80,14 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 def write_prediction_netcdf(path: str | Path, lon: np.ndarray, lat: np.ndarray, probability: np.ndarray, *,
                             attrs: dict[str, Any], classes: np.ndarray | None = None,
                             class_list: ClassList = TABLE1) -> Path:
-    """Write ``prediction.nc`` (CF-1.8) atomically.
+    """Write ``prediction.nc`` (CF-1.8) atomically and return ``path``.
 
-    Parameters
-    ----------
-    path : str or Path
-        Destination.
-    lon, lat : np.ndarray
-        Ascending node coordinates, degrees east ``(nx,)`` and north ``(ny,)``.
-    probability : np.ndarray
-        ``[K, ny, nx]`` class probabilities (summing to 1 over K).
-    attrs : dict
-        Extra global attributes (strings or numbers), e.g. the checkpoint and the recipe.
-    classes : np.ndarray, optional
-        ``(ny, nx)`` the mapped class, when it is not the argmax of ``probability`` (the outcrop prior).
-    class_list : ClassList
-        Names and codes of the K classes (default Table 1).
-
-    Returns
-    -------
-    Path
-        ``path``. Variables: ``lat``, ``lon`` (coordinate variables), ``class_index`` (K), ``class`` uint8
-        (lat, lon) = ``classes`` or the argmax of ``probability``, with CF flags, ``probability`` float32 (class_index, lat, lon),
-        ``entropy`` float32 (lat, lon) in nats, and ``crs``, the WGS 84 grid mapping.
+    ``probability`` ``[K, ny, nx]`` (summing to 1 over K) lies on the ascending nodes ``lon`` (nx,, degrees
+    east), ``lat`` (ny,, degrees north); ``attrs`` are extra global attributes (strings or numbers);
+    ``classes`` ``(ny, nx)`` is the mapped class when it is not the argmax of ``probability`` (the outcrop
+    prior); ``class_list`` names the K classes. Variables: ``lat``, ``lon``, ``class_index`` (K), ``class``
+    uint8 (lat, lon) with CF flags, ``probability`` float32 (class_index, lat, lon), ``entropy`` float32
+    (lat, lon) in nats, and ``crs``, the WGS 84 grid mapping.
     """
     import netCDF4
 
@@ -208,15 +186,7 @@ def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, cla
     return Path(path)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The whole prediction
-# --------------------------------------------------------------------------------------------------------------
-
-def _input_fields(channels: str, fields: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The fields the input transformation reads: the residual, plus the derivative channels for physical."""
-    names = ["residual"] if channels == "pseudocolour" else [n for n in PHYSICAL_CHANNELS if n in fields]
-    return {name: np.asarray(fields[name]) for name in names}
-
+# --------------------------------------------------------------------------------------- the whole prediction
 
 def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region | str, out_dir: str | Path, *,
                    tile_size: int | None = None, overlap: float = DEFAULT_OVERLAP,
@@ -248,10 +218,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         Window size in degrees that one tile covers: sets the pixel size (see the module docstring). Default:
         the checkpoint's ``pixels_per_degree`` when it was trained on fixed-resolution tiles (the network sees
         the ground scale it was trained at), else :data:`DEFAULT_SCALE_DEG`.
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    batch_size : int
-        Tiles per forward pass.
+    device, batch_size, progress
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; tiles per forward pass; show a progress bar over the tiles.
     labels : str or Path, optional
         Geological map (any the dataset preparation reads: :func:`ggmnet.datasets.readers.read_label_nodes`)
         used to outline the cover on the PNG, for the merged map, and as the geology prior when the model
@@ -262,8 +230,6 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         outcrop class frequencies). Needs ``labels``. ``prediction.nc``'s ``probability`` stays the network's.
     fill_nan : bool
         Fill NaN holes in the Bouguer grid instead of refusing it.
-    progress : bool
-        Show a progress bar over the tiles.
     variable, label_variable, label_field, legend, unlisted_units
         As ``ggm-data prepare``'s: the grid of a file with several, a vector map's unit field, the legend
         CSV (its classes must be the checkpoint's) and what to do with units it does not name.
@@ -297,17 +263,17 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
     if outcrop_prior and label_path is None:
         raise UserError("--outcrop-prior: needs --labels, the geological map whose outcrop it reads")
     ppd = data.get("pixels_per_degree")
+    dlon, dlat = grid.spacing_deg()
     if scale_deg is None and ppd is not None:
-        dlon, dlat = grid.spacing_deg()
         factors = node_factors(np.array([0.0, dlon]), np.array([0.0, dlat]), ppd)
         density = f"{checkpoint}: its {ppd:g} px per degree"
     else:
         scale_deg = DEFAULT_SCALE_DEG if scale_deg is None else scale_deg
-        factors = upsampling_factors(grid.spacing_deg(), scale_deg, tile)
+        factors = upsampling_factors((dlon, dlat), scale_deg, tile)
         density = f"--scale-deg {scale_deg:g}"
     if max(factors) >= tile:
         raise UserError(f"{density}: a {tile}-px tile would span less than one node step of "
-                        f"{bouguer} ({max(grid.spacing_deg()):g} deg); expected a larger window")
+                        f"{bouguer} ({max(dlon, dlat):g} deg); expected a larger window")
     fields = separate_regional(grid, region, ProcessingRecipe.from_dict(data["recipe"]))
     lon, lat = np.asarray(fields["lon"]), np.asarray(fields["lat"])
     node_labels = None
@@ -315,7 +281,8 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         node_labels, _ = read_label_nodes(label_path, lon, lat, variable=label_variable, field=label_field,
                                           legend=legend, unlisted=unlisted_units, classes=class_list)
     out = prepare_out_dir(out_dir)
-    probability = predict_nodes(model, _input_fields(data["channels"], fields), lon, lat,
+    inputs = {name: np.asarray(fields[name]) for name in input_field_names(data["channels"], fields)}
+    probability = predict_nodes(model, inputs, lon, lat,
                                 normalisation=data["normalisation"], channels=data["channels"], factors=factors,
                                 tile_size=tile, overlap=overlap, batch_size=batch_size, device=dev,
                                 prior=node_labels if data.get("geology_prior") else None, progress=progress)
@@ -326,7 +293,6 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
         classes = with_outcrop_prior(probability, node_labels, counts / max(counts.sum(), 1.0),
                                      sampling=node_spacing_km(lon, lat, slice(None)))
 
-    dlon, dlat = grid.spacing_deg()
     sha = networks[0]["sha256"]
     attrs = {
         "checkpoint": str(Path(checkpoint).resolve()),

@@ -126,5 +126,3 @@ def with_outcrop_prior(probability: np.ndarray, labels: np.ndarray, frequencies:
     prior = outcrop_prior(labels, frequencies, sampling=sampling, length_km=length_km, pseudo_count=pseudo_count)
     fused = (np.log(np.clip(probability, 1e-12, None)) + weight * np.log(np.clip(prior, 1e-12, None))).argmax(axis=0)
     return np.where(cover, fused, classes)
-
-

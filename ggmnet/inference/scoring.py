@@ -1,9 +1,9 @@
 """A model's map of a whole prepared dataset, scored window by window at the grid nodes.
 
 Fixed-resolution training (``--pixels-per-degree``) sees every window at one ground scale, so its model can map
-the whole region in one pass of overlapping tiles (:func:`ggmnet.inference.predict.predict_nodes`, blended with a
-Hann window) and every window can be scored on its own grid nodes: no window is scored without the gravity
-around it, and windows of every size are scored alike. Each window is scored on
+the whole region in one pass of overlapping tiles (:func:`ggmnet.inference.tiling.predict_nodes`) and every
+window can be scored on its own grid nodes: no window is scored without the gravity around it, and windows of
+every size are scored alike. Each window is scored on
 
 * ``outcrop``: its labelled nodes (the paper's evaluation; cover, 255, ignored),
 * ``under_cover``: its cover nodes against the true bedrock (datasets with a ``bedrock`` grid),
@@ -18,15 +18,11 @@ for the fill-in tasks the **nearest outcrop** (:func:`nearest_outcrop_baseline`)
 exposed around each node. The rules, the prior and a network that reads the outcrop all read the same outcrop:
 that of the scored split's windows (:func:`score_fill`). Overlapping windows count their shared nodes once per
 window, as the paper's tiles do.
-
-The tiled prediction itself (overlapping tiles, Hann blending, node grids upsampled to the training pixel
-size: :func:`predict_tiled`, :func:`predict_nodes`) and the nearest-outcrop rule live here, so that
-``ggm-predict``, ``ggm-evaluate`` and a stage's validation use one implementation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +31,9 @@ import torch
 from torch import nn
 
 from ggmnet.classes import COVER_INDEX, NUM_CLASSES
-from ggmnet.datasets.geo import spacing_km
+from ggmnet.datasets.geo import node_steps, spacing_km
 from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern
+from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 from ggmnet.datasets.windows import Window, window_slices, windows_mask
 from ggmnet.errors import UserError
 from ggmnet.inference.rules import nearest_outcrop_baseline, training_class_frequencies, with_outcrop_prior
@@ -62,6 +59,13 @@ SCORE_SETS = (
 FILL_SETS = {"cover": ("under_cover", "outcrop_prior_under_cover", "nearest_outcrop_baseline",
                        "commonest_class_under_cover"),
              "hidden": ("hidden_outcrop", "outcrop_prior_hidden", "nearest_outcrop_hidden", "commonest_class_hidden")}
+#: The matrices of a fill-in task in the order of :data:`FILL_SETS` (the prior's None when not scored).
+FillMatrices = tuple[ConfusionMatrix, ConfusionMatrix | None, ConfusionMatrix, ConfusionMatrix]
+
+
+def input_field_names(channels: str, available: Collection[str]) -> list[str]:
+    """The fields the input transformation reads: the residual, plus the derivative channels for ``physical``."""
+    return ["residual"] if channels == "pseudocolour" else [n for n in PHYSICAL_CHANNELS if n in available]
 
 
 def node_spacing_km(lon: np.ndarray, lat: np.ndarray, rows: slice) -> tuple[float, float]:
@@ -105,16 +109,14 @@ class FillScores:
             fused = with_outcrop_prior(probability, seen, frequencies, sampling=sampling or (1.0, 1.0))[inner]
             self.prior.update(fused.astype(np.int64), target)
 
-    def matrices(self) -> tuple[ConfusionMatrix, ConfusionMatrix | None, ConfusionMatrix, ConfusionMatrix]:
+    def matrices(self) -> FillMatrices:
         """In the order of :data:`FILL_SETS`: model, with the prior, nearest outcrop, commonest class."""
         return self.model, self.prior, self.nearest, self.commonest
 
 
 def score_fill(classes: np.ndarray, truth: np.ndarray, known: np.ndarray, lon: np.ndarray, lat: np.ndarray,
                windows: Sequence[Window], *, commonest: int, probability: np.ndarray | None = None,
-               frequencies: np.ndarray | None = None,
-               num_classes: int = NUM_CLASSES) -> tuple[ConfusionMatrix, ConfusionMatrix | None,
-                                                        ConfusionMatrix, ConfusionMatrix]:
+               frequencies: np.ndarray | None = None, num_classes: int = NUM_CLASSES) -> FillMatrices:
     """Scores of filling in what the map does not show (the cover, or hidden outcrop), window by window.
 
     Parameters
@@ -189,8 +191,7 @@ def score_windows(classes: np.ndarray, label: np.ndarray, lon: np.ndarray, lat: 
         :meth:`WindowScorer.score`).
     """
     out: dict[str, ConfusionMatrix | None] = {key: None for key, _ in SCORE_SETS}
-    for key in ("outcrop", "commonest_class"):
-        out[key] = ConfusionMatrix(num_classes)
+    out.update(outcrop=ConfusionMatrix(num_classes), commonest_class=ConfusionMatrix(num_classes))
     for window in windows:
         rows, cols = window_slices(window, lon, lat)
         truth = label[rows, cols].astype(np.int64)
@@ -212,9 +213,8 @@ def node_factors(lon: np.ndarray, lat: np.ndarray, pixels_per_degree: float) -> 
     def snap(value: float) -> float:
         return float(round(value)) if abs(value - round(value)) < 1e-6 and round(value) >= 1 else value
 
-    dlat = abs(lat[-1] - lat[0]) / max(lat.size - 1, 1)
-    dlon = abs(lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    return snap(dlat * pixels_per_degree), snap(dlon * pixels_per_degree)
+    dlon, dlat = node_steps(lon, lat)
+    return snap(abs(dlat) * pixels_per_degree), snap(abs(dlon) * pixels_per_degree)
 
 
 class WindowScorer:
@@ -244,26 +244,23 @@ class WindowScorer:
                  channels: str, normalisation: dict[str, Any] | None = None, geology_prior: bool = False,
                  batch_size: int = 4, device: torch.device | str = "cpu") -> None:
         from ggmnet.datasets.prepare import load_grids, read_manifest
-        from ggmnet.datasets.tiles import PHYSICAL_CHANNELS
 
         manifest = read_manifest(data_dir)
-        self.windows = [Window(int(w["id"]), float(w["scale_deg"]), float(w["west"]), float(w["east"]),
-                               float(w["south"]), float(w["north"]))
-                        for w in manifest["windows"] if w["split"] == split]
+        self.windows = [Window.from_dict(w) for w in manifest["windows"] if w["split"] == split]
         if not self.windows:
             raise UserError(f"{Path(data_dir) / 'manifest.json'}: no windows in split {split}")
         variables = manifest["variables"]
-        self.fields = ["residual"] if channels == "pseudocolour" else [n for n in PHYSICAL_CHANNELS if n in variables]
+        self.fields = input_field_names(channels, variables)
         self.has_bedrock = "bedrock" in variables
         self.grids = load_grids(data_dir, [*self.fields, "label", *(["bedrock"] if self.has_bedrock else [])])
         #: the training windows' outcrop class frequencies: the commonest-class rule and the prior's far field
         self.frequencies = training_class_frequencies(manifest)
         self.commonest = int(np.argmax(self.frequencies))
         lon, lat, label = self.grids["lon"], self.grids["lat"], self.grids["label"]
-        #: the outcrop of the split's windows (255 elsewhere): what the rules read, and the outcrop input of a
-        #: network conditioned on it (nothing else is known to a run)
         #: the nodes inside the split's windows
         self.inside = windows_mask(self.windows, lon, lat)
+        #: the outcrop of the split's windows (255 elsewhere): what the rules read, and the outcrop input of a
+        #: network conditioned on it (nothing else is known to a run)
         self.known = np.where(self.inside, label, COVER_INDEX).astype(np.uint8)
         #: the known outcrop withheld for the hidden-outcrop scores: what lies under the map's cover moved
         #: elsewhere (:class:`ggmnet.datasets.hiding.CoverPattern`), the same nodes for every run

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ggmnet.classes import NUM_CLASSES
+from ggmnet.datasets.geo import node_steps
 from ggmnet.datasets.hiding import prior_channels
 from ggmnet.datasets.tiles import input_channels_from_fields, sample_bilinear, sample_nearest
 
@@ -34,9 +35,7 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     if length <= tile:
         return [0]
     stride = max(1, int(round(tile * (1.0 - overlap))))
-    origins = list(range(0, length - tile, stride))
-    origins.append(length - tile)
-    return origins
+    return [*range(0, length - tile, stride), length - tile]
 
 
 def blend_window(tile: int) -> np.ndarray:
@@ -138,8 +137,7 @@ def node_field_renderer(fields: dict[str, np.ndarray], lon: np.ndarray, lat: np.
     pixel's nearest node as training does.
     """
     fy, fx = factors
-    dlon = (lon[-1] - lon[0]) / max(lon.size - 1, 1)
-    dlat = (lat[-1] - lat[0]) / max(lat.size - 1, 1)
+    dlon, dlat = node_steps(lon, lat)
 
     def render(row0: int, col0: int, size: int) -> np.ndarray:
         lon_t = lon[0] + np.arange(col0, col0 + size) * (dlon / fx)
@@ -195,5 +193,3 @@ def interpolate_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray)
     c0, c1, wc = corners(np.asarray(cols, dtype=np.float64), values.shape[2])
     across = values[:, :, c0] * (1.0 - wc) + values[:, :, c1] * wc
     return (across[:, r0] * (1.0 - wr)[:, None] + across[:, r1] * wr[:, None]).astype(np.float32)
-
-

@@ -66,15 +66,13 @@ from torch.nn.modules.utils import _pair
 
 from ggmnet.errors import UserError
 
-#: Environment variable choosing the kernel: ``auto`` (fast path on CPU, torchvision's elsewhere) or
-#: ``torchvision`` (torchvision's everywhere).
+#: Environment variable choosing the kernel (module docstring).
 KERNEL_ENV = "GGMNET_DEFORM_CONV"
 KERNELS = ("auto", "torchvision")
 
 IntPair = int | tuple[int, int]
 
-#: Bilinear corners sampled per chunk of output rows on the CPU path without autograd (4 per tap and output
-#: pixel): bounds the per-sample index and weight arrays to a few tens of MiB.
+#: Bilinear corners sampled per chunk of output rows on the CPU path without autograd (module docstring).
 _CORNERS_PER_CHUNK = 2 ** 21
 
 
@@ -122,8 +120,7 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     Returns
     -------
     Tensor
-        ``[N, C_out, Ho, Wo]``. CPU float32/float64 tensors with ``groups == 1`` take the fast path described in
-        the module docstring; everything else goes to torchvision's kernel.
+        ``[N, C_out, Ho, Wo]``.
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     if kernel_choice() == "auto" and _fast_path_applies(input, offset, weight, bias, mask, stride, padding,

@@ -156,10 +156,7 @@ class _Aggregation(nn.Module):
 
 
 class FasterSeg(SegmentationModel):
-    """FasterSeg's released student network (module docstring), built from ggmnet cells.
-
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
-    """
+    """FasterSeg's released student network (module docstring), built from ggmnet cells."""
 
     name, title = "fasterseg", "FasterSeg"
 

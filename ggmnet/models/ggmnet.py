@@ -64,11 +64,8 @@ def _upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionRefinement(nn.Module):
-    """The Attention Refinement Module (section 4.3, Figure 3B): ``x * sigmoid(conv1x1(avgpool(x)))``.
-
-    ``[N, C, H, W] -> [N, C, H, W]``. The 1x1 convolution has a bias and no BatchNorm follows it (see the
-    module docstring), so the attention depends on the tile alone, in training and in evaluation alike.
-    """
+    """The Attention Refinement Module (section 4.3, Figure 3B): ``x * sigmoid(conv1x1(avgpool(x)))``, without
+    BiSeNet's BatchNorm (module docstring); ``[N, C, H, W] -> [N, C, H, W]``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -83,20 +80,9 @@ class AttentionRefinement(nn.Module):
 
 
 class FeatureFusion(nn.Module):
-    """Fusion of the branch features at 1/8: concatenation, 1x1 conv-BN-ReLU, then (FFM) channel re-weighting.
-
-    Parameters
-    ----------
-    in_channels
-        Sum of the branch widths.
-    out_channels
-        Width of the fused feature.
-    attention
-        True for BiSeNet's Feature Fusion Module (Figure 3C): ``x + x * w`` with
-        ``w = sigmoid(conv1x1(relu(conv1x1(avgpool(x)))))``; False for the plain concatenation + 1x1 conv.
-    reduction
-        Channel reduction inside the weight vector's bottleneck.
-    """
+    """Fusion of the branch features at 1/8: concatenation, 1x1 conv-BN-ReLU to ``out_channels``, then with
+    ``attention`` BiSeNet's Feature Fusion Module (Figure 3C): ``x + x * w``, with
+    ``w = sigmoid(conv1x1(relu(conv1x1(avgpool(x)))))`` through a bottleneck ``reduction`` times narrower."""
 
     def __init__(self, in_channels: int, out_channels: int, *, attention: bool = True, reduction: int = 4) -> None:
         super().__init__()
@@ -121,11 +107,9 @@ class FeatureFusion(nn.Module):
 class DeformConvNormAct(nn.Module):
     """3x3 deformable convolution + BN + ReLU, ``[N, C_in, H, W] -> [N, C_out, H, W]``.
 
-    The sampling offsets (two per kernel tap) come from an ordinary 3x3 convolution of the input whose
-    weights and bias start at zero, so at initialisation the layer is exactly a plain 3x3 conv-BN-ReLU and
-    learns to deform its sampling grid from there (Dai et al. 2017). The convolution is
-    :class:`ggmnet.models.deform_conv.DeformConv2d`: torchvision's module (same state-dict keys) with a fast
-    CPU path.
+    The offsets (two per kernel tap) come from an ordinary 3x3 convolution of the input whose weights and bias
+    start at zero, so the layer starts as a plain 3x3 conv-BN-ReLU and learns to deform its sampling grid from
+    there (Dai et al. 2017).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3) -> None:
@@ -171,10 +155,6 @@ class GGMNet(SegmentationModel):
     share_cells
         The MRFEM branches share the cells of their common prefix (``MRFEM``); ``False`` is the layout of
         checkpoints written before sharing (their ``model_config`` has no ``share_cells``).
-
-    Notes
-    -----
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
     """
 
     name, title = "ggmnet", "GGMNet"

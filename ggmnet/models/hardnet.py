@@ -52,24 +52,11 @@ CHANNEL_WEIGHT = 1.7
 
 def harmonic_links(num_layers: int, in_channels: int, growth_rate: int,
                    weight: float = CHANNEL_WEIGHT) -> tuple[list[list[int]], list[int]]:
-    """The inputs and widths of the layers of a HarDBlock.
+    """The inputs and widths of the ``num_layers`` layers of a HarDBlock of growth rate ``growth_rate`` (the
+    width of a layer with a single link) and channel weighting factor ``weight`` (``m``).
 
-    Parameters
-    ----------
-    num_layers
-        Layers of the block (``n``).
-    in_channels
-        Width of the block's input (layer 0).
-    growth_rate
-        Width of a layer with a single link (``k`` in the paper).
-    weight
-        Channel weighting factor ``m``.
-
-    Returns
-    -------
-    links, widths
-        ``links[k]`` lists the layers (0 = the block input) whose outputs layer ``k`` concatenates, nearest
-        last (``links[0] == []``); ``widths[k]`` is layer ``k``'s output width (``widths[0] == in_channels``).
+    ``links[k]`` lists the layers (0 = the block input) whose outputs layer ``k`` concatenates, nearest last
+    (``links[0] == []``); ``widths[k]`` is layer ``k``'s output width (``widths[0] == in_channels``).
     """
     links: list[list[int]] = [[]]
     widths = [in_channels]
@@ -82,20 +69,8 @@ def harmonic_links(num_layers: int, in_channels: int, growth_rate: int,
 
 
 class HarDBlock(nn.Module):
-    """Harmonic dense block: ``[N, in_channels, H, W] -> [N, out_channels, H, W]``.
-
-    Parameters
-    ----------
-    in_channels
-        Input width.
-    growth_rate, num_layers
-        The block's growth rate and depth.
-
-    Attributes
-    ----------
-    out_channels
-        Sum of the widths of the odd-numbered layers and of the last layer.
-    """
+    """Harmonic dense block: ``[N, in_channels, H, W] -> [N, out_channels, H, W]``, ``out_channels`` the sum of
+    the widths of the odd-numbered layers and of the last layer."""
 
     def __init__(self, in_channels: int, growth_rate: int, num_layers: int) -> None:
         super().__init__()
@@ -116,24 +91,10 @@ class HarDBlock(nn.Module):
 class FCHarDNet(SegmentationModel):
     """FC-HarDNet (Chao et al. 2019): a HarDNet encoder and a U-shaped HarDBlock decoder.
 
-    Parameters
-    ----------
-    in_channels, num_classes
-        Input channels and classes.
-    stem_channels
-        Widths of the four stem convolutions (the first and third have stride 2).
-    blocks
-        Per encoder block: (growth rate, layers, width of the 1x1 transition after it).
-
-    Attributes
-    ----------
-    feature_info
-        One dict per encoder block, as timm declares encoder features: ``num_chs`` (the block's output width,
-        the decoder's skip) and ``reduction`` (its stride). The decoder is built from it.
-
-    Notes
-    -----
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
+    ``stem_channels``: widths of the four stem convolutions (the first and third at stride 2); ``blocks``: per
+    encoder block, (growth rate, layers, width of the 1x1 transition after it). :attr:`feature_info` declares
+    each encoder block's output as timm does (``num_chs``, ``reduction``: its stride); the decoder is built
+    from it.
     """
 
     name, title = "fc_hardnet70", "FC-HarDNet"

@@ -30,11 +30,7 @@ HRNET_STRIDE = 32
 
 
 class HRNetSegmentation(SegmentationModel):
-    """HRNetV1-W32 (timm ``hrnet_w32``, ``features_only``) with a light segmentation head (module docstring).
-
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``. Random
-    initialisation, as every network of the paper was trained from scratch (5.1).
-    """
+    """HRNetV1-W32 (timm ``hrnet_w32``, ``features_only``, random weights) with a light segmentation head."""
 
     name, title = "hrnet_w32", "HRNet"
 

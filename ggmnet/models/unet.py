@@ -30,10 +30,7 @@ UNET_ENCODERS = {"unet": "resnet34", "unet_resnet18": "resnet18"}
 
 
 class UNet(SegmentationModel):
-    """smp ``Unet`` with a randomly initialised encoder; ``variant`` is a key of :data:`UNET_ENCODERS`.
-
-    ``forward(x [N, in_channels, H, W]) -> logits [N, num_classes, H, W]`` for any ``H, W >= 1``.
-    """
+    """smp ``Unet`` with a randomly initialised encoder; ``variant`` is a key of :data:`UNET_ENCODERS`."""
 
     title = "U-Net"
 

@@ -15,7 +15,6 @@ from ggmnet.engine.config import (
     OUT,
     TILE_SIZE,
     Config,
-    Option,
     boolean,
     choice,
     option,
@@ -44,23 +43,11 @@ curves.png, metrics.jsonl, tables/ and images/.
 Interrupt at any time and rerun with --resume (and the same --out) to continue exactly where it stopped.
 """
 
-#: ``--checkpoint`` of ggm-evaluate and ggm-predict.
-CHECKPOINT_FILE = Option("retrain checkpoint (best.pt or last.pt): the model, its processing recipe and "
-                         "normalisation", metavar="FILE")
-
 
 def paths(value: Any) -> tuple[str, ...]:
     """File paths, from a sequence or comma-separated text (empty: none)."""
     items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(",")
     return tuple(item.strip() for item in items if item.strip())
-
-
-#: ``--members`` and ``--tta`` of ggm-evaluate and ggm-predict (:mod:`ggmnet.inference.ensemble`).
-MEMBERS = Option("more checkpoints of the same recipe and dataset (retrained with other --seed values) whose "
-                 "probabilities are averaged with --checkpoint's: better-calibrated probabilities", paths,
-                 metavar="FILE,FILE")
-TTA = Option("test-time augmentation: average each network over the eight flips and right-angle turns of every "
-             "tile (8x the prediction time)", boolean)
 
 
 def build_retrain_parser() -> argparse.ArgumentParser:
@@ -80,11 +67,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 @dataclasses.dataclass
 class NetworkOptions(Config):
-    """The network that ``ggm-evaluate`` and ``ggm-predict`` read: a checkpoint, and what to average it with."""
+    """The network that ``ggm-evaluate`` and ``ggm-predict`` read: a checkpoint, and what to average it with
+    (:mod:`ggmnet.inference.ensemble`)."""
 
-    checkpoint: str = CHECKPOINT_FILE.field()
-    members: tuple[str, ...] = MEMBERS.field((), shown="none")
-    tta: bool = TTA.field(False)
+    checkpoint: str = option(dataclasses.MISSING, "retrain checkpoint (best.pt or last.pt): the model, its "
+                                                  "processing recipe and normalisation", metavar="FILE")
+    members: tuple[str, ...] = option((), "more checkpoints of the same recipe and dataset (retrained with other "
+                                          "--seed values) whose probabilities are averaged with --checkpoint's: "
+                                          "better-calibrated probabilities", paths, metavar="FILE,FILE",
+                                      shown="none")
+    tta: bool = option(False, "test-time augmentation: average each network over the eight flips and right-angle "
+                              "turns of every tile (8x the prediction time)", boolean)
 
 
 @dataclasses.dataclass

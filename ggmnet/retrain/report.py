@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ggmnet.datasets.tiles import colour_lut
 from ggmnet.engine.device import autocast_for
 from ggmnet.engine.loop import Callback, Engine
 from ggmnet.engine.tracking import Tracker, plot_curves
@@ -28,8 +29,6 @@ def residual_picture(image: torch.Tensor, channels: str) -> np.ndarray:
     for ``physical`` tiles the first channel (the standardised residual) is stretched between its 2nd and
     98th percentiles and coloured the same way.
     """
-    from ggmnet.datasets.tiles import colour_lut
-
     array = image.detach().float().cpu().numpy()
     if channels == "pseudocolour":
         rgb = np.moveaxis(array[:3], 0, -1)
@@ -49,11 +48,10 @@ class RetrainReport(Callback):
             genotype_path = engine.run_dir / "genotype.json"
             Genotype.from_dict(engine.model_config["genotype"]).save(genotype_path)
             tracker.log_artifact(genotype_path, name=f"genotype-{engine.run_dir.name}", type="genotype")
+        name = f"ggmnet ablation {cfg.ablation}" if cfg.model == "ggmnet" else engine.model_config["name"]
         log.info("retrain: %s (%.2f M parameters), %d train windows, %d val tiles, %d steps/epoch, "
-                 "%d process(es) on %s -> %s", engine.model_config["name"] if cfg.model != "ggmnet"
-                 else f"ggmnet ablation {cfg.ablation}", count_parameters(engine.model) / 1e6,
-                 len(engine.train_data), len(engine.val_ids), engine.steps_per_epoch, engine.ctx.world_size, engine.device,
-                 engine.run_dir)
+                 "%d process(es) on %s -> %s", name, count_parameters(engine.model) / 1e6, len(engine.train_data),
+                 len(engine.val_ids), engine.steps_per_epoch, engine.ctx.world_size, engine.device, engine.run_dir)
 
     @staticmethod
     def log_pictures(engine: Engine, tracker: Tracker, step: int) -> None:
@@ -77,11 +75,8 @@ class RetrainReport(Callback):
 
     def on_epoch(self, engine: Engine, tracker: Tracker, epoch: int, record: dict[str, Any],
                  scores: dict[str, Any], best: bool, seconds: float) -> None:
-        tracker.log_table("val/per_class", ["class", "name", "IoU", "accuracy", "pixels"],
-                          [[c, n, iou, acc, px] for c, n, iou, acc, px in
-                           zip(engine.classes.codes, engine.classes.names, scores["iou"], scores["accuracy"],
-                               scores["support"])],
-                          step=epoch)
+        rows = zip(engine.classes.codes, engine.classes.names, scores["iou"], scores["accuracy"], scores["support"])
+        tracker.log_table("val/per_class", ["class", "name", "IoU", "accuracy", "pixels"], rows, step=epoch)
         plot_curves(engine.run_dir, ["loss", "fwiou", "lr"], engine.run_dir / "curves.png")
         if epoch % engine.config.image_every == 0 or epoch == engine.config.epochs:
             self.log_pictures(engine, tracker, epoch)

@@ -1,17 +1,9 @@
 """The two-phase optimiser schedule of paper section 5.1.3: Adam until the loss flattens, then SGD.
 
-Phase 1 trains with Adam at a constant learning rate (1e-3; Adam adapts its steps itself). The switch to
-phase 2 happens either at a fixed epoch (``switch_epoch``) or when the epoch's training loss stops
-improving: its relative improvement ``(L[e-1] - L[e]) / |L[e-1]|`` stays below ``plateau_threshold`` for
-``plateau_patience`` epochs in a row. Phase 2 is SGD with momentum 0.9 and weight decay 5e-4, starting from
-Adam's last learning rate, under a WarmupMultiStepLR policy stepped once per epoch: the learning rate
-rises linearly from ``warmup_factor * lr`` to ``lr`` over the first ``warmup_epochs`` SGD epochs, then
-drops tenfold every ``step_epochs`` epochs. With the defaults the drops come 55, 105, 155, ... SGD epochs
-after the switch (5 epochs of warm-up plus 50 at the full rate, and so on).
-
-The schedule is built from torch's own schedulers (``LinearLR`` for the warm-up, ``MultiStepLR`` for the
-drops, chained), and its ``state_dict`` holds the phase, the switch epoch, the plateau counter and the
-optimiser and scheduler states, so a resumed run continues exactly where it stopped.
+SGD starts from Adam's last learning rate under a WarmupMultiStepLR policy (torch's ``LinearLR`` warm-up chained
+with ``MultiStepLR`` drops) stepped once per epoch: with the defaults the rate rises over 5 SGD epochs, then
+drops tenfold 55, 105, 155, ... SGD epochs after the switch. The ``state_dict`` holds the phase, the switch
+epoch, the plateau counter and the optimiser and scheduler states, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -41,8 +33,9 @@ class OptimizerSchedule:
     switch_epoch
         Epoch (0-based) whose training runs with SGD first; None switches by the plateau rule instead.
     plateau_patience, plateau_threshold
-        The plateau rule: switch once the relative improvement of the epoch training loss has stayed below
-        ``plateau_threshold`` for ``plateau_patience`` consecutive epochs.
+        The plateau rule: switch once the relative improvement of the epoch training loss,
+        ``(L[e-1] - L[e]) / |L[e-1]|``, has stayed below ``plateau_threshold`` for ``plateau_patience``
+        consecutive epochs.
     momentum, weight_decay
         SGD's momentum and L2 weight decay (0.9 and 5e-4 in the paper).
     warmup_epochs, warmup_factor
@@ -65,17 +58,12 @@ class OptimizerSchedule:
         if not 0.0 < warmup_factor <= 1.0:
             raise ValueError(f"warmup_factor must be in (0, 1], got {warmup_factor}")
         self.params = [p for p in params if p.requires_grad]
-        self.max_epochs = int(max_epochs)
-        self.lr = float(lr)
+        self.max_epochs, self.lr = int(max_epochs), float(lr)
         self.configured_switch_epoch = switch_epoch
-        self.plateau_patience = int(plateau_patience)
-        self.plateau_threshold = float(plateau_threshold)
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.warmup_epochs = int(warmup_epochs)
-        self.warmup_factor = float(warmup_factor)
-        self.step_epochs = int(step_epochs)
-        self.gamma = float(gamma)
+        self.plateau_patience, self.plateau_threshold = int(plateau_patience), float(plateau_threshold)
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.warmup_epochs, self.warmup_factor = int(warmup_epochs), float(warmup_factor)
+        self.step_epochs, self.gamma = int(step_epochs), float(gamma)
 
         self.phase: Phase = "adam"
         self.epochs_done = 0

@@ -1,37 +1,17 @@
 """Retraining a searched network from scratch (paper sections 5.1-5.2): the training loop behind ``retrain``.
 
-One run trains GGMNet (from a genotype, with Table 5's switches) or the HRNet-W32 baseline on the training
-windows of a prepared dataset and scores it on the validation windows after every epoch:
+One run trains GGMNet (from a genotype, with Table 5's switches) or a baseline of :mod:`ggmnet.models` on the
+training windows of a prepared dataset with Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`) and section
+5.1.3's Adam-then-SGD schedule (:class:`~ggmnet.retrain.schedule.OptimizerSchedule`), and scores it on the
+validation windows after every epoch. The epoch loop, the checkpoints and ``--resume`` are the engine's
+(:class:`ggmnet.engine.loop.Engine`); what a run reports is :class:`ggmnet.retrain.report.RetrainReport`'s.
+With ``ema_decay`` the validated and saved ``model`` is timm's moving average of the weights (``last.pt`` keeps
+the trained weights beside it to resume).
 
-* **data**: :class:`~ggmnet.datasets.tiles.TileDataset` tiles of ``tile_size`` px; training takes random
-  ``crop_size`` crops with section 5.1.1's augmentation, validation whole tiles without augmentation;
-* **loss**: Eq. 19, the weighted bootstrapped cross-entropy (K = 0.15 N), with class weights from the pixel
-  counts of the training windows (:func:`~ggmnet.losses.class_weights_from_counts`);
-* **optimiser**: section 5.1.3's Adam-then-SGD schedule (:class:`~ggmnet.retrain.schedule.OptimizerSchedule`),
-  switched at ``switch_epoch`` or when the epoch training loss flattens (plateau rule);
-* **scores**: the validation loss and a :class:`~ggmnet.metrics.ConfusionMatrix` (FWIoU, MPA, mIoU, per-class
-  IoU); the training FWIoU comes from the training batches' predictions (Figure 4B);
-* **checkpoints**: ``RUN/checkpoints/last.pt`` after every epoch (atomically; model, optimiser, schedule,
-  phase, gradient scaler and generator states) and ``best.pt`` (the model, without training state) at the
-  best validation FWIoU. With ``ema_decay`` the validated and saved ``model`` is timm's moving average of the
-  weights (``last.pt`` keeps the trained weights beside it to resume). The format is the one ``ggm-evaluate`` and ``ggm-predict`` read
-  (:func:`ggmnet.models.load_model`); the epoch loop is the engine's (:class:`ggmnet.engine.loop.Engine`);
-* **tracking** (:class:`~ggmnet.engine.tracking.Tracker`, W&B plus local copies): train and validation loss and FWIoU
-  curves (Figure 4; also drawn to ``RUN/curves.png`` after every epoch), learning rate and optimiser phase,
-  a per-class IoU table, the confusion matrix as a heatmap and validation tiles with predicted and true
-  masks (Figure 5) every ``image_every`` epochs and at the end, the genotype and the best checkpoint as
-  artifacts.
-
-``resume=True`` continues ``RUN`` from ``last.pt`` and reaches the same weights as an uninterrupted run: the
-sampler's order and the augmentation are functions of (seed, epoch, index), and the generator states, the
-optimiser phase and the schedule are restored.
-
-Several processes (``torchrun --nproc_per_node=N -m ggmnet.retrain.cli ...``): DistributedDataParallel over
-shards of the training windows (a ``DistributedSampler``), SyncBatchNorm on CUDA, the epoch losses and the
-confusion matrices summed over the ranks so that every rank takes the same schedule decision; only rank 0
-writes files and logs. ``batch_size`` is per process, as in the paper (4 GPUs x 4 tiles).
+Several processes (``torchrun --nproc_per_node=N -m ggmnet.retrain.cli ...``) train with DistributedDataParallel
+over shards of the training windows, SyncBatchNorm on CUDA; ``batch_size`` is per process, as in the paper
+(4 GPUs x 4 tiles).
 """
-
 
 from __future__ import annotations
 
@@ -46,6 +26,8 @@ import torch
 from timm.utils import ModelEmaV3
 
 from ggmnet.datasets import ensure_synthetic_default
+from ggmnet.datasets.tiles import TileDataset, read_manifest
+from ggmnet.engine.checkpoint import read_checkpoint
 from ggmnet.engine.config import (
     EPOCHS,
     NON_NEGATIVE_INT,
@@ -64,7 +46,6 @@ from ggmnet.engine.distributed import (
     DistContext,
     maybe_sync_batchnorm,
     process_group,
-    unwrap_model,
     wrap_ddp,
 )
 from ggmnet.engine.loaders import make_loader, reshuffled, validation_loader
@@ -76,6 +57,7 @@ from ggmnet.losses import InstanceWeighted, WeightedBootstrappedCE
 from ggmnet.metrics import ConfusionMatrix, percent
 from ggmnet.models import CHECKPOINT, build_model, count_parameters, list_models
 from ggmnet.models.ggmnet import ABLATIONS
+from ggmnet.retrain.report import RetrainReport
 from ggmnet.retrain.schedule import OptimizerSchedule
 from ggmnet.search_space.genotype import Genotype
 
@@ -159,17 +141,10 @@ class RetrainConfig(RunConfig):
                             "--channels pseudocolour")
 
 
-def _genotype_architecture(genotype: dict[str, Any]) -> dict[str, Any]:
-    """A genotype dict without its provenance: what decides the network."""
-    return {k: v for k, v in genotype.items() if k != "provenance"}
-
-
-def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if a.get("name") != b.get("name"):
-        return False
-    strip = {k: (_genotype_architecture(v) if k == "genotype" else v) for k, v in a.items()}
-    other = {k: (_genotype_architecture(v) if k == "genotype" else v) for k, v in b.items()}
-    return strip == other
+def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
+    """A model configuration without its genotype's provenance: what decides the network."""
+    return {k: ({g: x for g, x in v.items() if g != "provenance"} if k == "genotype" else v)
+            for k, v in model_config.items()}
 
 
 def warm_start(model: torch.nn.Module, checkpoint: str) -> None:
@@ -178,8 +153,6 @@ def warm_start(model: torch.nn.Module, checkpoint: str) -> None:
     decoder's last, which reads the input image as its long skip, when --geology-prior adds the outcrop
     channels after the gravity ones) gets the checkpoint's values in its first channels and zeros after, so
     the network starts with the checkpoint's map. Anything else that differs is an error naming the file."""
-    from ggmnet.engine.checkpoint import read_checkpoint
-
     path = require_file(checkpoint, "--init-from", "a retrain checkpoint (best.pt)")
     source = read_checkpoint(path, CHECKPOINT, option="--init-from")["model"]
     target = model.state_dict()
@@ -233,8 +206,6 @@ class Retrainer(Engine):
         return self.config.model
 
     def setup(self, state: dict[str, Any] | None) -> None:
-        from ggmnet.datasets.tiles import TileDataset, read_manifest
-
         cfg = self.config
         self.manifest = read_manifest(self.data_dir)
         train = TileDataset.for_run(cfg, self.data_dir, "train", train=True)
@@ -296,7 +267,7 @@ class Retrainer(Engine):
             raise UserError(f"--resume: no checkpoint in {self.run_dir} to continue, and no --genotype to start from")
         else:
             return dict(resume_state["model_config"])
-        if resume_state is not None and not _same_model(config, resume_state["model_config"]):
+        if resume_state is not None and _architecture(config) != _architecture(resume_state["model_config"]):
             raise UserError(f"--genotype {cfg.genotype}: differs from the architecture of the run in {self.run_dir} "
                             "(resume with the same genotype, or leave --genotype out)")
         return config
@@ -318,10 +289,8 @@ class Retrainer(Engine):
                             f"({', '.join(self.classes.names)})")
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if self.ema is None:
-            self.model.load_state_dict(state["model"])
-        else:
-            self.ema.module.load_state_dict(state["model"])
+        self.network.load_state_dict(state["model"])
+        if self.ema is not None:
             self.model.load_state_dict(state["trained_model"])
         self.schedule.load_state_dict({**state["scheduler"], "optimizer": state["optimizer"]})
         self.scaler.load_state_dict(state["scaler"])
@@ -343,7 +312,7 @@ class Retrainer(Engine):
         }
 
     def checkpoint_state(self, epoch: int, scores: dict[str, Any]) -> dict[str, Any]:
-        return {"model": unwrap_model(self.network).state_dict(), "model_config": self.model_config,
+        return {"model": self.network.state_dict(), "model_config": self.model_config,
                 "data": self.data_block(), "metrics": {"latest": scores, "best": self.best},
                 "config": self.config.to_dict()}
 
@@ -352,7 +321,7 @@ class Retrainer(Engine):
         state = {"optimizer": schedule.pop("optimizer"), "scheduler": schedule, "phase": self.schedule.phase,
                  "scaler": self.scaler.state_dict()}
         if self.ema is not None:  # "model" holds the average; resuming needs the weights being trained too
-            state["trained_model"] = unwrap_model(self.model).state_dict()
+            state["trained_model"] = self.model.state_dict()
         return state
 
     def run_info(self) -> dict[str, Any]:
@@ -372,9 +341,7 @@ class Retrainer(Engine):
         self.model.train()
         self.train_matrix = ConfusionMatrix(self.model.num_classes)
         loss = super().train_epoch(epoch)["loss"]
-        scores = self.train_matrix.all_reduce().compute()
-        scores["loss"] = loss
-        return scores
+        return {**self.train_matrix.all_reduce().compute(), "loss": loss}
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         image, mask, pixel_weights = self.inputs(batch)
@@ -407,8 +374,6 @@ class Retrainer(Engine):
 
     # ------------------------------------------------------------------ outputs
     def default_callbacks(self) -> list[Callback]:
-        from ggmnet.retrain.report import RetrainReport
-
         return [RetrainReport()]
 
     def epoch_record(self, epoch: int, scalars: dict[str, Any], train: dict[str, Any],
@@ -419,7 +384,7 @@ class Retrainer(Engine):
         record.update(scores.get("beside", {}))
         return record
 
-    def summary(self) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         """Final figures: epochs, best epoch and its validation scores, switch epoch, folder, checkpoints."""
         scores = self.best.get("scores") or {}
         return {
@@ -434,13 +399,10 @@ class Retrainer(Engine):
             "last_checkpoint": str(self.last_path),
         }
 
-    def finish(self) -> dict[str, Any]:
-        return self.summary()
-
 
 def run_retrain(config: RetrainConfig, ctx: DistContext | None = None, *,
                 on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a retrain run with ``config``; returns :meth:`Retrainer.summary`.
+    """Run (or resume) a retrain run with ``config``; returns :meth:`Retrainer.finish`.
 
     The run folder holds ``run.json``, ``genotype.json`` (GGMNet), ``checkpoints/last.pt`` and ``best.pt``,
     ``curves.png`` and the tracker's local copies (``metrics.jsonl``, ``tables/``, ``images/``,

@@ -77,8 +77,7 @@ def export_genotype(out: str | Path, *, run: str | Path | None = None, checkpoin
         Genotype JSON to write. An existing file is replaced only when it holds the same genotype (then it
         is left untouched) or with ``force``.
     run, checkpoint
-        The run folder (its ``checkpoints/best.pt``, else ``last.pt``) or a checkpoint file; neither: the
-        newest run under ``runs/search``.
+        As :func:`resolve_checkpoint` takes them.
     force
         Overwrite an existing, different file.
 

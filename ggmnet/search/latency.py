@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils import benchmark
+from tqdm import tqdm
 
 from ggmnet.engine.runio import write_json_atomic
 from ggmnet.errors import UserError
@@ -99,18 +99,13 @@ def required_keys(supernet: Supernet) -> set[Key]:
     return keys
 
 
-def operator_module(op: str, c_in: int, c_out: int) -> nn.Module:
-    """The module a derived network runs for a table entry."""
-    if op == SHORTCUT:
-        return ConvNormAct(c_in, c_out, 1, relu=False)
-    return build_op(op, c_in, c_out)
-
-
 def time_entry(key: Key, size: int, device: torch.device, repeats: int) -> float:
     """Median milliseconds of one entry's operator on ``[1, c_in, h, h]``, ``h`` its input's side."""
     op, stride, c_in, c_out = key
     side = max(1, size // (stride // 2 if op in DOWN_OPS else stride))
-    module = operator_module(op, c_in, c_out).to(device).eval()
+    # the module a derived network runs for the entry
+    module = ConvNormAct(c_in, c_out, 1, relu=False) if op == SHORTCUT else build_op(op, c_in, c_out)
+    module = module.to(device).eval()
     x = torch.randn(1, c_in, side, side, device=device)
     with torch.no_grad():
         module(x)  # warm-up
@@ -122,12 +117,7 @@ def measure_latency_table(keys: Iterable[Key], *, size: int, device: str | torch
                           repeats: int = 10, progress: bool = True) -> LatencyTable:
     """Time every entry of ``keys`` (see the module docstring)."""
     device = torch.device(device)
-    keys = sorted(set(keys))
-    iterator = keys
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(keys, desc="latency table", unit="op")
-    entries = {key: time_entry(key, size, device, repeats) for key in iterator}
+    keys = tqdm(sorted(set(keys)), desc="latency table", unit="op", disable=not progress)
+    entries = {key: time_entry(key, size, device, repeats) for key in keys}
     return LatencyTable(entries, size, str(device), {"threads": torch.get_num_threads(), "repeats": repeats,
                                                      "torch": torch.__version__})

@@ -57,4 +57,3 @@ class SearchReport(Callback):
                  engine.tau, record["arch/mean_op_probability"], record["arch/mean_width_probability"],
                  record["arch/mean_residual_probability"], record["cost/fraction_of_largest"], cost, seconds,
                  "  (best)" if best else "")
-

@@ -11,50 +11,31 @@ weights generalise rather than by how well they fit. An epoch is either
   differentiates the loss with respect to the architecture logits only, so it leaves no gradient on the
   weights: FasterSeg let its architecture step's weight gradients leak into the weight update.
 
-The weight step follows the **sandwich rule** (``sandwich``, :mod:`ggmnet.search.steps`): the largest network
-(widest widths, residual connections; operators and paths drawn) on the labels, then the smallest and random
-networks on the labels plus their divergence from the largest's prediction, residual connections kept on in
-the warm-up. So every width and every residual choice is trained and can be compared, and the search decides
-all four of the paper's choices per cell: operator, width expansion, residual connection and downsampling
-path. With ``sandwich=0`` each step trains one sampled network: the largest (``train_largest``: in the
-warm-up, always or never) or a random one.
-
-The architecture step's estimator is ``arch_estimator`` (:meth:`Supernet.forward`'s modes): ``"pairs"`` (the
-default) draws every choice twice and, where the draws differ, computes the rival candidate too, so each
-logit learns from the difference of the two candidates' outputs (candidates compete; the planted task of
-``tests/test_planted_search.py`` is solved); ``"sample"``, one straight-through draw, is the estimator that
-fails that task, kept for comparison; ``"soft"`` mixes every candidate (DARTS, tens of times slower). Draws
-come from ``softmax(logits / tau)``, ``tau`` kept at ``tau_start`` through the warm-up, then annealed
-geometrically each epoch to ``tau_end``. ``fixed_largest`` takes widths and residual connections out of the
-search altogether. The loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`, class weights from
-the training windows' class counts, K = 0.15 N by default) summed over the three heads at strides 8, 16, 32.
+The weight step follows the **sandwich rule** (``sandwich``; :mod:`ggmnet.search.steps`, docs/search.md),
+so every width and residual choice is trained and the search decides all four of the paper's choices per cell:
+operator, width expansion, residual connection and downsampling path. The architecture step's estimator is
+``arch_estimator`` (:meth:`Supernet.forward`'s modes ``"pairs"``, ``"sample"``, ``"soft"``). Draws come from
+``softmax(logits / tau)``, ``tau`` kept at ``tau_start`` through the warm-up, then annealed geometrically each
+epoch to ``tau_end``. The loss is Eq. 19 (:class:`~ggmnet.losses.WeightedBootstrappedCE`) summed over the three
+heads at strides 8, 16, 32.
 
 **Cost.** ``cost_target`` (a fraction of the largest network's cost, or GMACs of MRFEM at 1024 x 1024, or
-milliseconds of a ``latency_table``) adds the cost term of :class:`~ggmnet.search.steps.CostControl` to the
-architecture loss, its weight adapted by dual ascent so that the derived architecture meets the target, and
-the derivation gives up the least likely choices where the most likely architecture is still over it
-(:meth:`Supernet.constrain`); ``min_real_cells`` keeps a floor of non-skip cells in every branch. The cost is
-multiply-accumulates by default (:func:`~ggmnet.search_space.supernet.macs_per_pixel`) or a latency table
-measured by ``nas-latency-table`` on the machine that will run the network (:mod:`ggmnet.search.latency`).
+milliseconds of a ``latency_table`` measured by ``nas-latency-table``, :mod:`ggmnet.search.latency`) adds the
+cost term of :class:`~ggmnet.search.steps.CostControl` to the architecture loss, and the derivation brings the
+most likely architecture to the target (:meth:`Supernet.constrain`); ``min_real_cells`` keeps a floor of
+non-skip cells in every branch.
 
 After every epoch the currently derived architecture (``mode="argmax"``) gets BatchNorm statistics of its own
-(:func:`recalibrate_batchnorm` on ``bn_batches`` fixed training batches) and is validated on a fixed set of
-validation tiles, or with ``pixels_per_degree`` on the validation windows of its map of the region (FWIoU,
-MPA); the genotype is derived and written with its provenance (including each chosen option's probability
-and each choice kind's entropy) to ``RUN/genotype.json``, the architecture probabilities are logged as
-heatmaps, and the state is checkpointed atomically to ``RUN/checkpoints/last.pt`` (``best.pt``: the supernet
-of the best validation FWIoU among the search epochs). The epoch loop, checkpoints and resume are the
-engine's (:class:`ggmnet.engine.loop.Engine`); ``resume=True`` continues from ``last.pt`` and reaches the
-same architecture parameters as an uninterrupted run.
+(:func:`recalibrate_batchnorm`) and is validated; its genotype is written with its provenance to
+``RUN/genotype.json``, the architecture probabilities are logged as heatmaps (:mod:`ggmnet.search.report`), and
+the state is checkpointed by the engine (:class:`ggmnet.engine.loop.Engine`: ``last.pt``, ``best.pt`` of the
+best validation FWIoU among the search epochs, resume to the same architecture parameters).
 
-Several processes (``torchrun --nproc_per_node=N``): the weights are trained with DistributedDataParallel on
-shards of the data (DistributedSampler); every rank keeps the same generator seed, so all ranks draw the same
-architecture sample in a step (one sampled network trained on the global batch, DDP's unused parameters agree
-across ranks, and SyncBatchNorm on CUDA sees the same layers everywhere). The architecture logits are frozen
-outside the architecture step, so DDP leaves them out; their gradients are averaged over the ranks (one
-all-reduce) before each architecture step and the parameters are broadcast from rank 0 at the start, so they
-stay identical on every rank. On CPU (gloo) each rank keeps BatchNorm statistics of its own
-batch, since SyncBatchNorm only runs on CUDA. Only rank 0 writes files and logs.
+Several processes (``torchrun --nproc_per_node=N``): DistributedDataParallel on shards of the data, every rank
+with the same generator seed, so all ranks draw the same architecture in a step. The architecture logits are
+frozen outside the architecture step, so DDP leaves them out; their gradients are averaged over the ranks
+before each architecture step and the logits broadcast from rank 0 at the start. On CPU (gloo) each rank keeps
+BatchNorm statistics of its own batch (SyncBatchNorm runs on CUDA only). Only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -120,6 +101,8 @@ RUNS_ROOT = Path("runs") / "search"
 DEPTH_RANGE = (16, 24)
 #: The input side at which an absolute cost target in GMACs is counted (``--cost-target 12GMAC``).
 GMAC_SIZE = 1024
+#: Share of the epochs that warm up the weights when ``--warmup-epochs`` is not given (the paper's 20 of 50).
+WARMUP_SHARE = 0.4
 
 
 def cost_target(value: Any) -> float | str:
@@ -143,8 +126,6 @@ def cost_target(value: Any) -> float | str:
     if isinstance(value, bool) or not 0 < fraction <= 1:
         raise ValueError(expected)
     return fraction
-#: Share of the epochs that warm up the weights when ``--warmup-epochs`` is not given (the paper's 20 of 50).
-WARMUP_SHARE = 0.4
 
 
 @dataclasses.dataclass
@@ -544,7 +525,7 @@ class ArchitectureSearch(Engine):
         self.recalibrate_batchnorm()
         scores = super().validate()
         self.supernet.train()
-        scores["search_fwiou"] = scores.get("fwiou") if self.searching else None
+        scores["search_fwiou"] = scores.get("fwiou")
         return scores
 
     # ------------------------------------------------------------------ outputs

@@ -18,15 +18,13 @@ once-for-all networks: the largest is the teacher of the others). Their gradient
 choice drawn twice and the rival candidate computed too, so candidates compete) with respect to the
 architecture logits only, plus the cost term of :class:`CostControl`.
 
-**The cost target** (:class:`CostControl`): the architecture loss gets ``lambda * E[cost] / target``, with
-``E[cost]`` the supernet's differentiable expected cost (shared cells counted once) and ``lambda`` a
-non-negative weight adapted after every architecture step by dual ascent, ``lambda += rate * (cost / target -
-1)`` floored at 0, where ``cost`` is the expected cost. The term acts only while that cost is over the
-target: ``lambda`` grows until the cost comes down, and inside the target the term is zero, so the search is
-left to accuracy alone there (a term that kept pushing inside the target, while ``lambda`` decayed, overshot
-it: a 70 % target ended at 18 % on a planted task; switching on the most likely architecture's cost instead
-held the distribution far under the target while its argmax lagged above). The derivation then brings the
-derived network to the distribution's cost, within the target (:meth:`Supernet.constrain`).
+**The cost target** (:class:`CostControl`): the architecture loss gets ``lambda * E[cost] / target`` (the
+supernet's differentiable expected cost, shared cells counted once) while that cost is over the target, and
+nothing inside it; ``lambda`` is adapted after every architecture step by dual ascent, ``lambda += rate *
+(cost / target - 1)`` floored at 0 (a term that kept pushing inside the target overshot it: a 70 % target
+ended at 18 % on a planted task; switching on the most likely architecture's cost held the distribution far
+under the target while its argmax lagged above). The derivation then brings the derived network to the
+distribution's cost, within the target (:meth:`Supernet.constrain`).
 """
 
 from __future__ import annotations
@@ -45,17 +43,16 @@ from ggmnet.search_space.supernet import Supernet
 #: ``loss_fn(logits, target, pixel_weights) -> per-head losses``: each head's loss against the labels (``None``
 #: for a head without labels); a step's loss is their sum.
 LossFn = Callable[[list[torch.Tensor], Any, "torch.Tensor | None"], list["torch.Tensor | None"]]
-
-
-def total(losses: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """The sum of the heads' losses that exist."""
-    return sum(loss for loss in losses if loss is not None)
-
 #: Pins of the sandwich's fixed members (``Supernet.pin`` indices): the largest network (widest widths, residual
 #: connections, every branch at its own resolution from its first layers, so that the coarse branches' early
 #: cells, which few drawn paths pass, are trained in every step) and the smallest (narrowest widths).
 LARGEST = {"width": -1, "residual": 1, "source": 0}
 SMALLEST = {"width": 0, "residual": 1}
+
+
+def total(losses: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The sum of the heads' losses that exist."""
+    return sum(loss for loss in losses if loss is not None)
 
 
 def labelled_pixels(target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -189,17 +186,12 @@ class SearchSteps:
         self.weight_opt.zero_grad(set_to_none=True)
         out: dict[str, float] = {}
         try:
-            if self.sandwich <= 0:
-                logits = self._forward(image, dict(pins or {}))
-                loss = total(self.loss_fn(logits, target, pixel_weights))
-                self.weight_scaler.scale(loss).backward()
-                out["loss"] = float(loss.detach())
-            else:
-                teacher = self._forward(image, LARGEST)
-                loss = total(self.loss_fn(teacher, target, pixel_weights))
-                self.weight_scaler.scale(loss).backward()
-                out["loss"] = float(loss.detach())
-                teacher = [t.detach() for t in teacher]
+            logits = self._forward(image, LARGEST if self.sandwich > 0 else pins or {})
+            loss = total(self.loss_fn(logits, target, pixel_weights))
+            self.weight_scaler.scale(loss).backward()
+            out["loss"] = float(loss.detach())
+            if self.sandwich > 0:
+                teacher = [t.detach() for t in logits]
                 labelled = self.labelled(target)
                 children, divergences = [], []
                 for n in range(self.sandwich):

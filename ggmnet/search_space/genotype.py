@@ -129,14 +129,8 @@ class Genotype:
         as this branch's: the branch that computes the cell in the derived MRFEM, where branches share the
         cells of their common prefix (a searched genotype's branches form a tree and share their first cells).
         """
-        owners = []
-        for b, branch in enumerate(self.branches):
-            row = []
-            for i in range(len(branch.cells)):
-                row.append(next(a for a in range(b + 1)
-                                if self.branches[a].cells[: i + 1] == branch.cells[: i + 1]))
-            owners.append(row)
-        return owners
+        return [[next(a for a in range(b + 1) if self.branches[a].cells[: i + 1] == branch.cells[: i + 1])
+                 for i in range(len(branch.cells))] for b, branch in enumerate(self.branches)]
 
     def out_channels(self) -> list[int]:
         """Output width of each branch (its last cell's)."""

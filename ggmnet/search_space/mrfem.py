@@ -98,7 +98,6 @@ class MRFEM(nn.Module):
                 c_in = c_out
             self.branches.append(cells)
         self.out_channels = genotype.out_channels()
-        self.strides = [b.output_stride for b in genotype.branches]
         # branch b starts after its first shared_len[b] cells, from the output its owner keeps for it
         self.shared_len = [sum(o != b for o in row) for b, row in enumerate(self.owners)]
         self._kept = {(self.owners[b][n - 1], n - 1) for b, n in enumerate(self.shared_len) if n}

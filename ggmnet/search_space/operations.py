@@ -124,17 +124,20 @@ class ConvNormAct(nn.Module):
 
 
 class Skip(nn.Module):
-    """Identity; a 1x1 conv + BN projection when the input width differs from the active output width.
+    """Identity; a 1x1 conv + BN (+ ReLU with ``relu``) projection when the input width differs from the
+    active output width.
 
     Built with ``widths`` (supernet) the projection always exists and is used only when the widths differ;
     built exactly (``widths=None``) it exists only when ``c_in != c_out``.
     """
 
-    def __init__(self, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> None:
+    name = "skip"
+
+    def __init__(self, c_in: int, c_out: int, *, widths: Sequence[int] | None = None, relu: bool = False) -> None:
         super().__init__()
         self.c_out = c_out
         needs_projection = widths is not None or c_in != c_out
-        self.proj = ConvNormAct(c_in, c_out, 1, relu=False, widths=widths) if needs_projection else None
+        self.proj = ConvNormAct(c_in, c_out, 1, relu=relu, widths=widths) if needs_projection else None
 
     def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
         """``x`` ``[N, c, H, W]`` -> ``[N, out_channels, H, W]`` (``x`` itself when the widths agree)."""
@@ -142,16 +145,8 @@ class Skip(nn.Module):
         if x.shape[1] == out:
             return x
         if self.proj is None:
-            raise ValueError(f"skip: input width {x.shape[1]} differs from {out} and there is no projection")
+            raise ValueError(f"{self.name}: input width {x.shape[1]} differs from {out} and there is no projection")
         return self.proj(x, out)
-
-
-class Conv(ConvNormAct):
-    """``conv3x3`` / ``conv5x5``: k x k conv + BN + ReLU at stride 1."""
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, *,
-                 widths: Sequence[int] | None = None) -> None:
-        super().__init__(c_in, c_out, kernel_size, widths=widths)
 
 
 class ZoomedConv(nn.Module):
@@ -174,24 +169,17 @@ class ZoomedConv(nn.Module):
         return F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)
 
 
-class MaxPoolDown(nn.Module):
-    """``maxpool``: 3x3 max-pool stride 2 (padding 1), then 1x1 conv + BN + ReLU when the width changes."""
+class MaxPoolDown(Skip):
+    """``maxpool``: 3x3 max-pool stride 2 (padding 1), then :class:`Skip` with a ReLU after its projection."""
+
+    name = "maxpool"
 
     def __init__(self, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self.c_out = c_out
-        needs_projection = widths is not None or c_in != c_out
-        self.proj = ConvNormAct(c_in, c_out, 1, widths=widths) if needs_projection else None
+        super().__init__(c_in, c_out, widths=widths, relu=True)
 
     def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
         """``x`` ``[N, c, H, W]`` -> ``[N, out_channels, ceil(H/2), ceil(W/2)]``."""
-        out = self.c_out if out_channels is None else out_channels
-        y = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
-        if y.shape[1] == out:
-            return y
-        if self.proj is None:
-            raise ValueError(f"maxpool: input width {x.shape[1]} differs from {out} and there is no projection")
-        return self.proj(y, out)
+        return super().forward(F.max_pool2d(x, kernel_size=3, stride=2, padding=1), out_channels)
 
 
 def build_op(name: str, c_in: int, c_out: int, *, widths: Sequence[int] | None = None) -> nn.Module:
@@ -212,7 +200,7 @@ def build_op(name: str, c_in: int, c_out: int, *, widths: Sequence[int] | None =
     if name == "skip":
         return Skip(c_in, c_out, widths=widths)
     if name in ("conv3x3", "conv5x5"):
-        return Conv(c_in, c_out, int(name[-1]), widths=widths)
+        return ConvNormAct(c_in, c_out, int(name[-1]), widths=widths)
     if name in ("zoomed_conv3x3", "zoomed_conv5x5"):
         return ZoomedConv(c_in, c_out, int(name[-1]), widths=widths)
     if name == "conv3x3_s2":

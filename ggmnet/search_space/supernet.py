@@ -45,21 +45,16 @@ candidates. Only the nodes that feed a head through their drawn sources are comp
   not cancel. The wider of the two drawn widths is computed and the narrower zero-padded into it (a
   following convolution reads the padded map exactly as the narrower one).
 
-  *Nested choices at the midpoint.* A narrower width or a missing residual connection is the drawn output with
-  some of its features removed. Trained weights are near a stationary point of the loss in the scale of the
-  features they use, so the slope at the drawn network says little about removing them (on a planted task
-  whose label needs every channel it even favoured the narrowest width). For the kinds in :attr:`midpoint`
-  (``width`` and ``residual``) the node's value is the midpoint ``y - (y - y_b) / 2`` of the pair, where the
-  slope gives ``L(y) - L(y_b)`` to second order (exactly for a quadratic loss); operators and downsampling
-  operators, which compute other functions rather than fewer features, are linearised at the drawn output.
+  *Nested choices at the midpoint* (docs/search.md, "How the architecture is learned"). For the kinds in
+  :attr:`midpoint` (``width`` and ``residual``: fewer features, not another function) the node's value is the
+  midpoint ``y - (y - y_b) / 2`` of the pair, where the slope gives ``L(y) - L(y_b)`` to second order; the
+  operators and downsampling operators are linearised at the drawn output.
 
   *Paths by whole paths.* With :attr:`path_estimator` ``"reinforce"`` (the default) the source choices get no
-  gate: a rival source changes everything downstream, which a slope at one node does not capture (and a
-  branch's early downsampling pays only when every node of its path is early). Instead the search runs the
-  network with the second draws' sources too (:meth:`path_rival_plan`, ``mode="plan"``, no graph) and weighs
-  each head's loss difference by the log-probability ratio of that head's two paths (:meth:`path_log_ratio`):
-  the paired REINFORCE estimate, per head (:class:`ggmnet.search.steps.SearchSteps`). ``"pairs"`` keeps the
-  per-node rival source (computed without a graph through its own drawn sources where no head needs it).
+  gate: the search runs the network with the second draws' sources too (:meth:`path_rival_plan`,
+  ``mode="plan"``, no graph) and weighs each head's loss difference by the log-probability ratio of that
+  head's two paths (:meth:`path_log_ratio`), a paired REINFORCE per head. ``"pairs"`` keeps the per-node rival
+  source (computed without a graph through its own drawn sources where no head needs it).
 
   Use it in train mode (each candidate normalised by its own batch statistics) with
   ``torch.autograd.grad(loss, arch_parameters())``.
@@ -70,22 +65,15 @@ candidates. Only the nodes that feed a head through their drawn sources are comp
 * ``"argmax"``: the architecture :meth:`Supernet.derive` returns, computed with the supernet's weights:
   equals :meth:`Supernet.subnet` (``GenotypeNetwork(derive())`` with inherited weights) exactly.
 
-Derivation: per branch (output stride 8, 16, 32) the path from the stem to (depth-1, s) maximising the
-product of its nodes' source probabilities (dynamic programming over the grid; the branches form a tree
-because each node keeps one best predecessor), with each node's most likely operator, width, residual and
-downsampling operator; then the constraints of :meth:`Supernet.constrain` (a floor of real cells per branch,
-a cost limit). The derived MRFEM computes each cell of the branches' common prefix once.
+Derivation (:meth:`Supernet.derive`): per branch the most probable path through the grid (dynamic
+programming; each node keeps one best predecessor, so the branches form a tree), each node's most likely
+options, then the constraints of :meth:`Supernet.constrain` (a floor of real cells, a cost limit).
 
-Cost: :meth:`Supernet.expected_cost` is the expected multiply-accumulates per input pixel of MRFEM (stem and
-heads excluded), differentiable in the logits: the sum over the nodes of the probability that some branch's
-path passes the node (a node several branches pass is computed once, :meth:`Supernet.feed_probabilities`)
-times the node's expected cost under its op, width, residual and down probabilities and its predecessor's
-width distribution. :meth:`Supernet.largest_cost` is the reference of cost targets (the largest network of
-the space) and :func:`genotype_cost` the cost of a derived genotype. With the default analytic table
-a k x k convolution ``c_in -> c_out`` producing a map at stride s costs ``k^2 c_in c_out / s^2`` per input
-pixel; a zoomed one a quarter of that; ``maxpool``, ``skip`` and the shortcut cost ``c_in c_out / s^2`` (1x1
-projection) only when the widths differ. So cost grows with the square of the width and falls 4x per stride
-doubling. A measured table (e.g. latency) plugs in through ``cost_table``: a mapping keyed
+Cost (:meth:`Supernet.expected_cost`, :meth:`Supernet.largest_cost`, :func:`genotype_cost`): by default the
+multiply-accumulates of MRFEM per input pixel (:func:`macs_per_pixel`: a k x k convolution ``c_in -> c_out``
+at stride s costs ``k^2 c_in c_out / s^2``, a zoomed one a quarter of that; ``maxpool``, ``skip`` and the
+shortcut cost a 1x1 projection where the widths differ), so cost grows with the square of the width and
+falls 4x per stride doubling. A measured table (e.g. latency) plugs in through ``cost_table``, keyed
 ``(op, stride, c_in, c_out)`` with ``op`` in ``CELL_OPS + DOWN_OPS + ("shortcut",)``.
 """
 
@@ -128,6 +116,8 @@ CostTable = Mapping[tuple[str, int, int, int], float]
 #: A node's choices as indices, in the order of ``PLAN_KINDS``.
 Plan = tuple[int, int, int, int, int]
 PLAN_KINDS = ("source", "op", "width", "residual", "down")
+#: What a genotype shares with the supernet it is a path of.
+GRID_FIELDS = ("depth", "num_classes", "in_channels", "stem_channels", "unit_channels")
 
 
 def macs_per_pixel(op: str, stride: int, c_in: int, c_out: int) -> float:
@@ -279,7 +269,7 @@ class SearchNode(nn.Module):
             c_z = max(t.shape[1] for t in parts)
             z = sum(_pad_channels(t, c_z) for t in parts)
             y = sum(p * self.ops[name](z, w) for name, p in zip(CELL_OPS, probs["op"]))
-            y = y + probs["residual"][1] * (z if c_z == w else self.shortcut(z, w))
+            y = y + probs["residual"][1] * self._shortcut(z, w)
             out = out + p_w * _pad_channels(y, c_max)
         return out
 
@@ -375,13 +365,10 @@ class Supernet(nn.Module):
         self._derived_cache: tuple[Any, ...] | None = None
         self.stem = Stem(in_channels, stem_channels)
         self.nodes = nn.ModuleDict()
-        for i in range(depth):
-            for k in range(len(STRIDES)):
-                if self.node_exists(i, k):
-                    self.nodes[self._key(i, k)] = SearchNode(
-                        STRIDES[k], self._widths(i, k),
-                        self._widths(i - 1, k) if self.node_exists(i - 1, k) else None,
-                        self._widths(i - 1, k - 1) if k > 0 and self.node_exists(i - 1, k - 1) else None)
+        for i, k in self._nodes():
+            self.nodes[self._key(i, k)] = SearchNode(
+                STRIDES[k], self._widths(i, k), self._widths(i - 1, k) if self.node_exists(i - 1, k) else None,
+                self._widths(i - 1, k - 1) if k > 0 and self.node_exists(i - 1, k - 1) else None)
         self.heads = nn.ModuleList(SegHead(max(self._widths(depth - 1, k)), head_channels, num_classes)
                                    for k in range(len(STRIDES)))
         sizes = {"op": len(CELL_OPS), "width": len(self.expansions), "residual": 2, "source": 2,
@@ -408,6 +395,9 @@ class Supernet(nn.Module):
         """The node at layer ``i``, stride index ``k`` (0, 1, 2 for 8, 16, 32)."""
         return self.nodes[self._key(i, k)]
 
+    def _nodes(self) -> Iterator[tuple[int, int]]:
+        return ((i, k) for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k))
+
     def _widths(self, i: int, k: int) -> tuple[int, ...]:
         if i < 0:
             return (self.stem_channels[-1],)
@@ -415,17 +405,12 @@ class Supernet(nn.Module):
 
     def _valid_mask(self, kind: str, n: int) -> torch.Tensor:
         mask = torch.zeros(self.depth, len(STRIDES), n, dtype=torch.bool)
-        for i in range(self.depth):
-            for k in range(len(STRIDES)):
-                if not self.node_exists(i, k):
-                    continue
-                if kind == "source":
-                    mask[i, k, 0] = self.node_exists(i - 1, k)
-                    mask[i, k, 1] = k > 0 and self.node_exists(i - 1, k - 1)
-                elif kind == "down":
-                    mask[i, k, :] = k > 0 and self.node_exists(i - 1, k - 1)
-                else:
-                    mask[i, k, :] = True
+        for i, k in self._nodes():
+            has_down = k > 0 and self.node_exists(i - 1, k - 1)
+            if kind == "source":
+                mask[i, k, 0], mask[i, k, 1] = self.node_exists(i - 1, k), has_down
+            else:
+                mask[i, k, :] = has_down if kind == "down" else True
         return mask
 
     def uniform_path_prior_logits(self) -> torch.Tensor:
@@ -512,9 +497,8 @@ class Supernet(nn.Module):
         out = {}
         with torch.no_grad():
             for kind, p in self._probabilities().items():
-                valid = getattr(self, f"valid_{kind}")
-                exists = valid.any(-1, keepdim=True).expand_as(p)
-                out[kind] = torch.where(exists, p, torch.full_like(p, float("nan"))).cpu().numpy()
+                exists = getattr(self, f"valid_{kind}").any(-1, keepdim=True)
+                out[kind] = p.masked_fill(~exists, float("nan")).cpu().numpy()
         return out
 
     def choice_entropy(self) -> dict[str, float]:
@@ -523,12 +507,9 @@ class Supernet(nn.Module):
         out = {}
         with torch.no_grad():
             for kind, p in self._probabilities().items():
-                valid = getattr(self, f"valid_{kind}")
-                rows = valid.sum(-1) >= 2
-                if not rows.any():
-                    continue
-                entropy = -(torch.special.xlogy(p, p)).sum(-1)
-                out[kind] = float(entropy[rows].mean())
+                rows = getattr(self, f"valid_{kind}").sum(-1) >= 2
+                if rows.any():
+                    out[kind] = float(-torch.special.xlogy(p, p).sum(-1)[rows].mean())
         return out
 
     def choice_probabilities(self, genotype: Genotype) -> list[list[dict[str, float]]]:
@@ -544,9 +525,8 @@ class Supernet(nn.Module):
                 k = STRIDES.index(cell.stride)
                 entry = {"op_probability": probs["op"][i, k, CELL_OPS.index(cell.op)],
                          "expansion_probability": probs["width"][i, k, self.expansions.index(cell.expansion)],
-                         "residual_probability": probs["residual"][i, k, int(cell.residual)]}
-                source = int(cell.down is not None)
-                entry["source_probability"] = probs["source"][i, k, source]
+                         "residual_probability": probs["residual"][i, k, int(cell.residual)],
+                         "source_probability": probs["source"][i, k, int(cell.down is not None)]}
                 if cell.down is not None:
                     entry["down_probability"] = probs["down"][i, k, DOWN_OPS.index(cell.down)]
                 cells.append({key: round(float(value), 6) for key, value in entry.items()})
@@ -577,9 +557,6 @@ class Supernet(nn.Module):
         else:
             raise ValueError(f"Supernet.forward: mode {mode!r} (expected 'sample', 'pairs', 'soft' or 'argmax')")
         return [head(f) for head, f in zip(self.heads, features)]
-
-    def _nodes(self) -> Iterator[tuple[int, int]]:
-        return ((i, k) for i in range(self.depth) for k in range(len(STRIDES)) if self.node_exists(i, k))
 
     def _forward_sample(self, x8: torch.Tensor, tau: float) -> list[torch.Tensor]:
         hard = {kind: F.gumbel_softmax(self._logits(kind) / tau, hard=True) for kind in CHOICE_KINDS}
@@ -669,17 +646,19 @@ class Supernet(nn.Module):
             raise RuntimeError("Supernet.path_rival_plan: no mode='pairs' forward yet")
         plan, sources = self.last_pairs["plan"], self.last_pairs["sources"]
         rival = {node: (sources[node], *choices[1:]) for node, choices in plan.items()}
-        heads = range(len(STRIDES))
-        if all(self._path(plan, end) == self._path(rival, end) for end in heads):
-            return None
-        return rival
+        return None if self._paths(plan) == self._paths(rival) else rival
 
     def _path(self, plan: Mapping[tuple[int, int], Plan], end: int) -> list[tuple[int, int]]:
+        """The nodes of head ``end``'s path through ``plan``'s sources, from the last layer back."""
         node, path = (self.depth - 1, end), []
         while node[0] >= 0:
             path.append(node)
             node = (node[0] - 1, node[1] - plan[node][0])
         return path
+
+    def _paths(self, plan: Mapping[tuple[int, int], Plan]) -> list[list[int]]:
+        """Per branch, the stride index of its path through ``plan`` at every layer."""
+        return [[k for _, k in reversed(self._path(plan, end))] for end in range(len(STRIDES))]
 
     def path_log_ratio(self, end: int, rival: Mapping[tuple[int, int], Plan]) -> torch.Tensor:
         """``log p(path of head end in the last pairs draw) - log p(its path in rival)`` under the sampling law
@@ -700,13 +679,7 @@ class Supernet(nn.Module):
 
     def _feeding(self, plan: Mapping[tuple[int, int], Plan]) -> set[tuple[int, int]]:
         """The nodes that feed a head through ``plan``'s sources."""
-        needed: set[tuple[int, int]] = set()
-        for end in range(len(STRIDES)):
-            node = (self.depth - 1, end)
-            while node[0] >= 0 and node not in needed:
-                needed.add(node)
-                node = (node[0] - 1, node[1] - plan[node][0])
-        return needed
+        return {node for end in range(len(STRIDES)) for node in self._path(plan, end)}
 
     def _run_plan(self, x8: torch.Tensor, plan: Mapping[tuple[int, int], Plan],
                   gate: Callable[[int, int], torch.Tensor] | None) -> list[torch.Tensor]:
@@ -722,11 +695,9 @@ class Supernet(nn.Module):
     def _forward_soft(self, x8: torch.Tensor) -> list[torch.Tensor]:
         probs = self._probabilities()
         values: dict[tuple[int, int], torch.Tensor] = {(-1, 0): x8}
-        for i in range(self.depth):
-            for k in range(len(STRIDES)):
-                if self.node_exists(i, k):
-                    p = {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
-                    values[(i, k)] = self.node(i, k).mix(values.get((i - 1, k)), values.get((i - 1, k - 1)), p)
+        for i, k in self._nodes():
+            p = {kind: probs[kind][i, k] for kind in CHOICE_KINDS}
+            values[(i, k)] = self.node(i, k).mix(values.get((i - 1, k)), values.get((i - 1, k - 1)), p)
         return [values[(self.depth - 1, k)] for k in range(len(STRIDES))]
 
     # ------------------------------------------------------------------ derivation
@@ -739,24 +710,13 @@ class Supernet(nn.Module):
             log_source = np.log(probs["source"])
         score = {(-1, 0): 0.0}
         plan = {}
-        for i in range(self.depth):
-            for k in range(len(STRIDES)):
-                if not self.node_exists(i, k):
-                    continue
-                candidates = [(score.get((i - 1, k - src), -np.inf) + log_source[i, k, src], -src)
-                              for src in (0, 1) if k - src >= 0 and self.node_exists(i - 1, k - src)]
-                best, neg_src = max(candidates)  # ties: prefer the same resolution
-                score[(i, k)] = best
-                plan[(i, k)] = (-neg_src, int(np.argmax(probs["op"][i, k])), int(np.argmax(probs["width"][i, k])),
-                                int(np.argmax(probs["residual"][i, k])), int(np.argmax(probs["down"][i, k])))
-        paths = []
-        for end in range(len(STRIDES)):
-            path, k = [], end
-            for i in range(self.depth - 1, -1, -1):
-                path.append(k)
-                k -= plan[(i, k)][0]
-            paths.append(path[::-1])
-        return plan, paths
+        for i, k in self._nodes():
+            candidates = [(score.get((i - 1, k - src), -np.inf) + log_source[i, k, src], -src)
+                          for src in (0, 1) if k - src >= 0 and self.node_exists(i - 1, k - src)]
+            best, neg_src = max(candidates)  # ties: prefer the same resolution
+            score[(i, k)] = best
+            plan[(i, k)] = (-neg_src, *(int(np.argmax(probs[kind][i, k])) for kind in PLAN_KINDS[1:]))
+        return plan, self._paths(plan)
 
     def constrain(self, *, cost_limit: float | None = None, min_real_cells: int = 0) -> None:
         """Constraints of the derivation (:meth:`derive`, ``mode="argmax"``).
@@ -765,14 +725,10 @@ class Supernet(nn.Module):
         ----------
         cost_limit
             Largest cost (:meth:`genotype_cost`) of the derived network, or ``None``. The most likely
-            architecture is brought to the limit where the limit binds (the expected cost of the current
-            distribution, :meth:`expected_cost`, is at least ``BINDING`` of it: the search was held at its
-            target, whose cost control keeps the expectation near it from below), and otherwise to the expected
-            cost, by changing one choice of one cell at a time, each time the one
-            that loses the least log-probability per unit of cost saved (over it) or added (under it, while it
-            still fits): a search that ends above its cost target still exports a network that meets it, and a
-            search held at its target in expectation derives a network of about that cost (taking each choice's
-            likeliest option alone can land far below the target, where the distribution is not yet sharp).
+            architecture is brought (:meth:`_fit_budget`) to the limit where it binds (:meth:`expected_cost`
+            is at least ``BINDING`` of it), else to the expected cost: a search that ends above its target still
+            exports a network that meets it, and one held at its target in expectation derives a network of
+            about that cost (each choice's likeliest option alone can land far below it).
         min_real_cells
             Fewest cells of each branch whose operator is not ``skip``. Where a branch has fewer, its skip cells
             with the most probable other operator take that operator (a cost term alone, to which ``skip`` is
@@ -801,9 +757,6 @@ class Supernet(nn.Module):
                          for kind, p in self._probabilities().items()}
             self._apply_floor(plan, paths, log_p)
             if self.cost_limit is not None:
-                # the derived network keeps the cost of the distribution it comes from, within the limit: a
-                # search held at its target in expectation derives a network of about that cost (taking each
-                # choice's likeliest option alone can land far below it)
                 with torch.no_grad():
                     expected = float(self.expected_cost())
                 binds = expected >= BINDING * self.cost_limit
@@ -838,8 +791,7 @@ class Supernet(nn.Module):
                     row[skip] = -np.inf
                     candidates.append((-float(row.max()), i, k, int(row.argmax())))
             for _, i, k, op in sorted(candidates)[:missing]:
-                src, _, w, res, down = plan[(i, k)]
-                plan[(i, k)] = (src, op, w, res, down)
+                plan[(i, k)] = (plan[(i, k)][0], op, *plan[(i, k)][2:])
 
     def _fit_budget(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
                     log_p: Mapping[str, np.ndarray], budget: float) -> None:
@@ -853,52 +805,45 @@ class Supernet(nn.Module):
             if i > 0:
                 readers[(i - 1, k - plan[(i, k)][0])].append((i, k))
         cost = {node: self._node_cost(plan, *node) for node in fed}
-        for shrink in (True, False):  # under the budget first, then fill what a last big saving left
-            self._greedy(plan, paths, log_p, budget, shrink, through, readers, cost)
-
-    def _greedy(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
-                log_p: Mapping[str, np.ndarray], budget: float, shrink: bool,
-                through: Mapping[tuple[int, int], list[int]], readers: Mapping[tuple[int, int], list[tuple[int, int]]],
-                cost: dict[tuple[int, int], float]) -> None:
         skip = CELL_OPS.index("skip")
         floor = min(self.min_real_cells, self.depth)
-        fed = set(through)
-        total = sum(cost.values())
-        while total > budget if shrink else True:
-            real = self._real_cells(plan, paths)
-            best = None
-            for node in fed:
-                i, k = node
-                current = plan[node]
-                src, op, w, res, down = current
-                moves = []
-                if "width" not in self.fixed:
-                    moves += [(src, op, v, res, down) for v in (w - 1, w + 1) if 0 <= v < len(self.expansions)]
-                if "op" not in self.fixed:
-                    moves += [(src, o, w, res, down) for o in range(len(CELL_OPS)) if o != op and not (
-                        o == skip and any(real[b] <= floor for b in through[node]))]
-                if "residual" not in self.fixed:
-                    moves.append((src, op, w, 1 - res, down))
-                if src == 1 and "down" not in self.fixed:
-                    moves += [(src, op, w, res, d) for d in range(len(DOWN_OPS)) if d != down]
-                for new in moves:
-                    loss = sum(log_p[kind][i, k, a] - log_p[kind][i, k, b]
-                               for kind, a, b in zip(PLAN_KINDS, current, new) if a != b)
-                    plan[node] = new
-                    changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
-                    plan[node] = current
-                    delta = sum(c - cost[n] for n, c in changed.items())
-                    if (shrink and delta < -1e-12 * max(total, 1.0)) or (
-                            not shrink and delta > 1e-12 * max(total, 1.0) and total + delta <= budget):
-                        score = max(float(loss), 0.0) / abs(delta)
-                        if best is None or score < best[0]:
-                            best = (score, node, new, changed)
-            if best is None:  # nothing left to give up (or to add within the budget)
-                break
-            _, node, new, changed = best
-            plan[node] = new
-            cost.update(changed)
+        for shrink in (True, False):  # under the budget first, then fill what a last big saving left
             total = sum(cost.values())
+            while total > budget if shrink else True:
+                real = self._real_cells(plan, paths)
+                best = None
+                for node in fed:
+                    i, k = node
+                    current = plan[node]
+                    src, op, w, res, down = current
+                    moves = []
+                    if "width" not in self.fixed:
+                        moves += [(src, op, v, res, down) for v in (w - 1, w + 1) if 0 <= v < len(self.expansions)]
+                    if "op" not in self.fixed:
+                        moves += [(src, o, w, res, down) for o in range(len(CELL_OPS)) if o != op and not (
+                            o == skip and any(real[b] <= floor for b in through[node]))]
+                    if "residual" not in self.fixed:
+                        moves.append((src, op, w, 1 - res, down))
+                    if src == 1 and "down" not in self.fixed:
+                        moves += [(src, op, w, res, d) for d in range(len(DOWN_OPS)) if d != down]
+                    for new in moves:
+                        loss = sum(log_p[kind][i, k, a] - log_p[kind][i, k, b]
+                                   for kind, a, b in zip(PLAN_KINDS, current, new) if a != b)
+                        plan[node] = new
+                        changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
+                        plan[node] = current
+                        delta = sum(c - cost[n] for n, c in changed.items())
+                        if (shrink and delta < -1e-12 * max(total, 1.0)) or (
+                                not shrink and delta > 1e-12 * max(total, 1.0) and total + delta <= budget):
+                            score = max(float(loss), 0.0) / abs(delta)
+                            if best is None or score < best[0]:
+                                best = (score, node, new, changed)
+                if best is None:  # nothing left to give up (or to add within the budget)
+                    break
+                _, node, new, changed = best
+                plan[node] = new
+                cost.update(changed)
+                total = sum(cost.values())
 
     def derive(self) -> Genotype:
         """The most likely architecture as a validated :class:`Genotype` of this supernet's depth, under the
@@ -915,8 +860,7 @@ class Supernet(nn.Module):
         for node in self._nodes():
             rows = [probs[kind][node] for kind in PLAN_KINDS]
             plan[node] = tuple(int(rng.choice(len(r), p=r / r.sum())) if r.sum() > 0 else 0 for r in rows)
-        paths = [[k for _, k in reversed(self._path(plan, end))] for end in range(len(STRIDES))]
-        return self._genotype(plan, paths)
+        return self._genotype(plan, self._paths(plan))
 
     def _genotype(self, plan: Mapping[tuple[int, int], Plan], paths: Sequence[Sequence[int]]) -> Genotype:
         branches = []
@@ -927,10 +871,12 @@ class Supernet(nn.Module):
                 cells.append(CellSpec(op=CELL_OPS[op], expansion=self.expansions[w], stride=STRIDES[k],
                                       residual=bool(res), down=DOWN_OPS[down] if src == 1 else None))
             branches.append(BranchSpec(output_stride=STRIDES[end], cells=tuple(cells)))
-        genotype = Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
-                            stem_channels=self.stem_channels, unit_channels=self.unit_channels,
-                            branches=tuple(branches), provenance={"derived_by": "ggmnet.Supernet.derive"})
-        return genotype.validate()
+        return self._space_genotype(branches, provenance={"derived_by": "ggmnet.Supernet.derive"})
+
+    def _space_genotype(self, branches: Sequence[BranchSpec], **fields: Any) -> Genotype:
+        """A validated genotype of ``branches`` with this supernet's depth, channels and classes."""
+        return Genotype(branches=tuple(branches), **{name: getattr(self, name) for name in GRID_FIELDS},
+                        **fields).validate()
 
     def subnet(self, genotype: Genotype | None = None) -> GenotypeNetwork:
         """``GenotypeNetwork(genotype or derive())`` with the supernet's weights, sliced to exact widths.
@@ -938,9 +884,7 @@ class Supernet(nn.Module):
         Any genotype with this supernet's depth, channels and classes is a path of the grid.
         """
         genotype = self.derive() if genotype is None else genotype.validate()
-        if (genotype.depth, genotype.stem_channels, genotype.unit_channels, genotype.num_classes,
-                genotype.in_channels) != (self.depth, self.stem_channels, self.unit_channels,
-                                          self.num_classes, self.in_channels):
+        if any(getattr(genotype, name) != getattr(self, name) for name in GRID_FIELDS):
             raise ValueError("Supernet.subnet: the genotype's depth, channels or classes differ from the supernet's")
         net = GenotypeNetwork(genotype, head_channels=self.head_channels).to(self.arch_op.device)
         source = self.state_dict()
@@ -1028,20 +972,15 @@ class Supernet(nn.Module):
         for b, out_stride in enumerate(STRIDES):
             stride, c_in, cells = STRIDES[0], self.stem_channels[-1], []
             for i in range(self.depth):
-                down = None
-                if i < b:
-                    stride *= 2
-                    c_out = e * self.unit_channels[STRIDES.index(stride)]
-                    down = max(DOWN_OPS, key=lambda d, s=stride, a=c_in, c=c_out: cost(d, s, a, c))
+                stride = 2 * stride if i < b else stride
                 c_out = e * self.unit_channels[STRIDES.index(stride)]
+                down = max(DOWN_OPS, key=lambda d, s=stride, a=c_in, c=c_out: cost(d, s, a, c)) if i < b else None
                 mid = c_out if down else c_in
                 op = max(CELL_OPS, key=lambda o, s=stride, a=mid, c=c_out: cost(o, s, a, c))
                 cells.append(CellSpec(op=op, expansion=e, stride=stride, residual=True, down=down))
                 c_in = c_out
             branches.append(BranchSpec(output_stride=out_stride, cells=tuple(cells)))
-        return Genotype(depth=self.depth, num_classes=self.num_classes, in_channels=self.in_channels,
-                        stem_channels=self.stem_channels, unit_channels=self.unit_channels,
-                        branches=tuple(branches)).validate()
+        return self._space_genotype(branches)
 
     def feed_probabilities(self) -> dict[tuple[int, int], torch.Tensor]:
         """P(node (i, k) is computed) in a network drawn from the current logits: some head's path passes it.

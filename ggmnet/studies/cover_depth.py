@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(checkpoint: Path, data: Path, scene: Path, split: str, bins: list[float]) -> list[dict]:
+    """The table's rows: per thickness bin its label, its cover nodes and each rule's pixel accuracy there."""
     from ggmnet.inference.evaluate import bedrock_scorer
 
     model, scorer = bedrock_scorer(checkpoint, data, split)
@@ -105,15 +106,7 @@ def run(checkpoint: Path, data: Path, scene: Path, split: str, bins: list[float]
     per_bin = scores_by_thickness(probability.argmax(axis=0), grids["label"], grids["bedrock"], thickness,
                                   grids["lon"], grids["lat"], scorer.windows, commonest=scorer.commonest,
                                   bins_km=bins, probability=probability, frequencies=scorer.frequencies)
-    edges = [*bins, None]
-    rows = []
-    for low, high, matrices in zip(edges[:-1], edges[1:], per_bin):
-        row = {"bin": f"{low:g}-{high:g} km" if high is not None else f">= {low:g} km",
-               "nodes": int(matrices["under_cover"].matrix.sum())}
-        row.update({key: matrices[key].compute()["pixel_accuracy"] for key, _ in RULES if matrices[key] is not None})
-        rows.append(row)
-    return rows
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return [{"bin": f"{low:g}-{high:g} km" if high is not None else f">= {low:g} km",
+             "nodes": int(matrices["under_cover"].matrix.sum()),
+             **{key: matrices[key].compute()["pixel_accuracy"] for key, _ in RULES if matrices[key] is not None}}
+            for low, high, matrices in zip(bins, [*bins[1:], None], per_bin)]

@@ -28,11 +28,8 @@ network namespace or behind a firewall.
 
 The settings of every trial's search and retrain come from the dataclass defaults (the paper's scale),
 overridden by ``--search-config`` and ``--retrain-config`` YAML recipes (keys as in ``nas-search`` and
-``retrain``); the sweep sets ``depth``, ``data``, ``out`` and ``genotype`` itself. Usage::
-
-    python experiments/nni_depth_sweep.py --search-config experiments/search_cpu.yaml \\
-        --retrain-config experiments/retrain_cpu.yaml --data data/prepared --out runs/depth-sweep
-    python experiments/nni_depth_sweep.py --depths 16,20,24 --engine loop ...
+``retrain``); the sweep sets ``depth``, ``data``, ``out`` and ``genotype`` itself. The command line is
+``experiments/nni_depth_sweep.py`` (its docstring shows how to run it).
 """
 
 from __future__ import annotations
@@ -128,16 +125,9 @@ def run_trial(depth: int, *, out: str, data: str | None, search: dict[str, Any],
                                            "out": str(trial_dir / "retrain")}).check())
     best = Path(summary["best_checkpoint"])
     model, _ = load_model(best if best.is_file() else summary["last_checkpoint"])
-    row = {
-        "depth": depth,
-        "parameters": count_parameters(model),
-        "fwiou": summary["best_val_fwiou"],
-        "mpa": summary["best_val_mpa"],
-        "best_epoch": summary["best_epoch"],
-        "search_dir": str(search_dir),
-        "genotype": str(genotype_path),
-        "retrain_dir": summary["run_dir"],
-    }
+    row = {"depth": depth, "parameters": count_parameters(model), "fwiou": summary["best_val_fwiou"],
+           "mpa": summary["best_val_mpa"], "best_epoch": summary["best_epoch"], "search_dir": str(search_dir),
+           "genotype": str(genotype_path), "retrain_dir": summary["run_dir"]}
     write_json_atomic(trial_dir / "trial.json", row)
     log.info("depth %d: %.2f M parameters, val FWIoU %s, MPA %s", depth, row["parameters"] / 1e6,
              percent(row["fwiou"], "%"), percent(row["mpa"], "%"))
@@ -154,10 +144,6 @@ def _nni_trial(model: Any, **settings: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ engines
-
-def _sweep_loop(depths: Sequence[int], settings: dict[str, Any]) -> list[dict[str, Any]]:
-    return [run_trial(d, report=False, **settings) for d in depths]
-
 
 def _sweep_nni(depths: Sequence[int], settings: dict[str, Any], work_dir: Path) -> list[dict[str, Any]]:
     """The trials as an NNI 3.0 multi-trial NAS experiment: GridSearch, sequential engine, no NNI manager."""
@@ -214,28 +200,14 @@ def _sweep_nni(depths: Sequence[int], settings: dict[str, Any], work_dir: Path) 
 def run_depth_sweep(depths: Sequence[int], *, out: str | Path, data: str | Path | None = None,
                     search: dict[str, Any] | None = None, retrain: dict[str, Any] | None = None,
                     engine: str = "auto") -> dict[str, Any]:
-    """Run the trials at ``depths`` with ``engine`` and write ``out/table4.md`` and ``out/table4.json``.
+    """Run one trial per MRFEM depth of ``depths`` with ``engine`` (``nni``, ``loop``, or ``auto``: ``nni`` when it
+    imports) and write ``out/table4.md`` and ``out/table4.json``; ``out`` must not yet hold any of their trials.
 
-    Parameters
-    ----------
-    depths
-        MRFEM depths, one trial each (the paper: 16, 18, 20, 22, 24).
-    out
-        Sweep folder; must not yet hold a trial of any of ``depths``.
-    data
-        Prepared dataset folder for every search and retrain; None: the synthetic default.
-    search, retrain
-        Recipe values (:func:`load_recipe`) over the ``SearchConfig`` / ``RetrainConfig`` defaults. A search
-        ``depth`` is ignored; ``data``, ``out``, ``resume``, ``genotype`` and a ``model`` other than ``ggmnet``
-        are refused.
-    engine
-        ``nni``, ``loop`` or ``auto`` (``nni`` when it imports).
-
-    Returns
-    -------
-    dict
-        The contents of ``table4.json``: the engine used and one row per depth (depth, parameters, FWIoU,
-        MPA, run folders, the paper's figures, and for ``nni`` what NNI recorded).
+    ``data`` is the prepared dataset of every search and retrain (None: the synthetic default); ``search`` and
+    ``retrain`` are recipe values (:func:`load_recipe`) over the ``SearchConfig`` / ``RetrainConfig`` defaults: a
+    search ``depth`` is ignored; ``data``, ``out``, ``resume``, ``genotype`` and a ``model`` other than ``ggmnet``
+    are refused. Returns ``table4.json``'s contents: the engine used and one row per depth (depth, parameters,
+    FWIoU, MPA, run folders, the paper's figures, and for ``nni`` what NNI recorded).
     """
     if engine not in ENGINES:
         raise UserError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
@@ -264,7 +236,10 @@ def run_depth_sweep(depths: Sequence[int], *, out: str | Path, data: str | Path 
     settings = {"out": str(out), "data": None if data is None else str(data), "search": search, "retrain": retrain}
     write_run_metadata(out, {"depths": list(depths), "engine": engine, **settings}, seed=None, name="sweep.json")
     log.info("depth sweep over %s with engine %s -> %s", ", ".join(map(str, depths)), engine, out)
-    rows = _sweep_nni(depths, settings, out / "nni") if engine == "nni" else _sweep_loop(depths, settings)
+    if engine == "nni":
+        rows = _sweep_nni(depths, settings, out / "nni")
+    else:
+        rows = [run_trial(d, report=False, **settings) for d in depths]
     for row in rows:
         reported = paper.TABLE4.get(row["depth"])
         row["paper"] = None if reported is None else dict(zip(("parameters_m", "mpa_pct", "fwiou_pct"), reported))
@@ -338,4 +313,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                             retrain=load_recipe(args.retrain_config, "retrain"), engine=args.engine)
     sys.stdout.write(format_table4(table))
     return 0
-

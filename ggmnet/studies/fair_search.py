@@ -132,14 +132,19 @@ def matched_random_genotypes(searched: Genotype, count: int, *, tolerance: float
                        f"genotype's cost in {max_draws} draws")
 
 
-def retrain(genotype: Genotype, name: str, data: Path, out: Path, seed: int, config: str) -> dict[str, Any]:
-    """Train and score ``genotype`` (``retrain`` with ``config``, training seed ``seed``)."""
+def retrain(genotype: Genotype | str, name: str, data: Path, out: Path, seed: int, config: str) -> dict[str, Any]:
+    """Train and score ``genotype``, or the registered model of that name (a baseline), in ``out/runs/NAME-seedS``
+    (``retrain`` with ``config``, training seed ``seed``)."""
     from ggmnet.studies.trial import train_and_score
 
-    path = out / "genotypes" / f"{name}.json"
-    if not path.is_file():
-        genotype.save(path)
-    result = train_and_score(["--config", config, "--genotype", str(path), "--data", str(data), "--seed", str(seed),
+    if isinstance(genotype, str):
+        network = ["--model", genotype]
+    else:
+        path = out / "genotypes" / f"{name}.json"
+        if not path.is_file():
+            genotype.save(path)
+        network = ["--genotype", str(path)]
+    result = train_and_score(["--config", config, *network, "--data", str(data), "--seed", str(seed),
                               "--out", str(out / "runs" / f"{name}-seed{seed}"), "--wandb-mode", "disabled"])
     return {"genotype": name, "seed": seed, "fwiou": result["val"]["outcrop"]["fwiou"],
             "mpa": result["val"]["outcrop"]["mpa"], "parameters": result["parameters"], "run": result["run"]}
@@ -279,7 +284,3 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return markdown_table(["scene", "searched: FWIoU (seeds)", "MPA", "random: FWIoU mean +- SD (range), n", "MPA",
                            "null search: FWIoU", "margin over random (SD)",
                            "Kendall tau, supernet vs retrained (genotypes)"], rows).rstrip("\n")
-
-
-def load(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

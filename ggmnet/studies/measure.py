@@ -40,7 +40,7 @@ def peak_added_mib(fn: Callable[[], object]) -> float:
     reset_peak()
     before = resident_mib("VmRSS")
     fn()
-    return resident_mib("VmHWM") - before
+    return peak_resident_mib() - before
 
 
 @dataclass

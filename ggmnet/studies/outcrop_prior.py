@@ -72,11 +72,7 @@ def grid_scores(checkpoint: Path, data: Path, split: str, settings: list[tuple[f
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from ggmnet.inference.rules import (
-        OUTCROP_PRIOR_LENGTH_KM,
-        OUTCROP_PRIOR_PSEUDO_COUNT,
-        OUTCROP_PRIOR_WEIGHT,
-    )
+    from ggmnet.inference import rules
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a fixed-resolution retrain best.pt")
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = list(itertools.product(floats(args.lengths, "--lengths"), floats(args.weights, "--weights"),
                                       floats(args.pseudo_counts, "--pseudo-counts")))
     result = grid_scores(Path(args.checkpoint), Path(args.data), args.split, settings)
-    default = (OUTCROP_PRIOR_LENGTH_KM, OUTCROP_PRIOR_WEIGHT, OUTCROP_PRIOR_PSEUDO_COUNT)
+    default = (rules.OUTCROP_PRIOR_LENGTH_KM, rules.OUTCROP_PRIOR_WEIGHT, rules.OUTCROP_PRIOR_PSEUDO_COUNT)
     print(f"Under the cover of the {args.split} windows: network {100 * result['network']:.1f}%, commonest class "
           f"{100 * result['commonest class']:.1f}%, nearest outcrop {100 * result['nearest outcrop']:.1f}%\n")
     print(markdown_table(["length (km)", "weight", "pseudo-count", "pixel accuracy (%)"], [
@@ -104,7 +100,3 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.out, {"checkpoint": args.checkpoint, "data": args.data, "split": args.split,
                                      **result, "versions": package_versions(), "git_commit": git_commit()})
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -37,6 +37,11 @@ def _acc(results: dict, key: str) -> float | None:
     return (results.get(key) or {}).get("pixel_accuracy")
 
 
+def _calibration(results: dict, which: str, score: str) -> float | None:
+    """``score`` of the ``which`` (``raw`` or ``calibrated``) probabilities under the test cover."""
+    return (((results.get("calibration") or {}).get("under_cover") or {}).get(which) or {}).get(score)
+
+
 def seed_suffixes(scene: Path) -> list[str]:
     """The training seeds evaluated in ``scene``: ``""`` (seed 0) and each ``-seedN`` whose gravity and outcrop
     evaluations are both there."""
@@ -66,7 +71,6 @@ def row(scene: Path) -> list[str]:
     for suffix in seed_suffixes(scene):
         gravity, outcrop = _load(scene, "gravity", "test", suffix), _load(scene, "outcrop", "test", suffix)
         g_val, o_val = _load(scene, "gravity", "val", suffix), _load(scene, "outcrop", "val", suffix)
-        cal = (outcrop.get("calibration") or {}).get("under_cover") or {}
         fused, nearest, prior = (_acc(outcrop, "outcrop_prior_under_cover"), _acc(outcrop, "nearest_outcrop_baseline"),
                                  _acc(gravity, "outcrop_prior_under_cover"))
         seed = {"gravity": _acc(gravity, "under_cover"), "prior": prior, "reading": _acc(outcrop, "under_cover"),
@@ -75,8 +79,8 @@ def row(scene: Path) -> list[str]:
                 "over_prior": None if None in (fused, prior) else fused - prior,
                 "hidden": _acc(o_val, "hidden_outcrop"), "hidden_fused": _acc(o_val, "outcrop_prior_hidden"),
                 "hidden_prior": _acc(g_val, "outcrop_prior_hidden"), "hidden_nearest": _acc(o_val, "nearest_outcrop_hidden"),
-                "ece_raw": (cal.get("raw") or {}).get("ece"), "ece_cal": (cal.get("calibrated") or {}).get("ece"),
-                "auroc": (cal.get("calibrated") or {}).get("entropy_error_auroc")}
+                "ece_raw": _calibration(outcrop, "raw", "ece"), "ece_cal": _calibration(outcrop, "calibrated", "ece"),
+                "auroc": _calibration(outcrop, "calibrated", "entropy_error_auroc")}
         for key, value in seed.items():
             figures.setdefault(key, []).append(value)
 
@@ -104,14 +108,11 @@ def averaging_row(scene: Path) -> list[str] | None:
             **{name: [_load(scene, f"outcrop-{name}", "test", suffix) for suffix in suffixes
                       if (scene / f"eval-outcrop-{name}{suffix}").is_dir()] for name in found}}
 
-    def calibration(results: dict, which: str, score: str) -> float | None:
-        return (((results.get("calibration") or {}).get("under_cover") or {}).get(which) or {}).get(score)
-
     figures = ((lambda r: _acc(r, "under_cover"), "{:.1f}", 100),
                (lambda r: _acc(r, "outcrop_prior_under_cover"), "{:.1f}", 100),
-               (lambda r: calibration(r, "raw", "ece"), "{:.1f}", 100),
-               (lambda r: calibration(r, "calibrated", "ece"), "{:.1f}", 100),
-               (lambda r: calibration(r, "raw", "entropy_error_auroc"), "{:.2f}", 1))
+               (lambda r: _calibration(r, "raw", "ece"), "{:.1f}", 100),
+               (lambda r: _calibration(r, "calibrated", "ece"), "{:.1f}", 100),
+               (lambda r: _calibration(r, "raw", "entropy_error_auroc"), "{:.2f}", 1))
     cells = []
     for figure, fmt, scale in figures:
         parts = []
@@ -136,7 +137,3 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(["scene", f"reading the outcrop ({order})", "reading + prior", "ECE raw",
                               "ECE at the hidden-outcrop temperature", "entropy AUROC (raw)"], averaged), end="")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

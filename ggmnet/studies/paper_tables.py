@@ -25,10 +25,8 @@ Scales (the recipes are ``experiments/*.yaml``):
 
 * ``smoke``: the CPU recipes cut to a few steps of 64 px tiles (timing at 256 px): checks the whole machinery
   (both splits: about 3 minutes on 2 cores, the synthesis of the scene included); its figures mean nothing;
-* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (timing at 1024 px). On 2 cores
-  Tables 5-7 (``--depths 22``) took 67 and 76 minutes for the spatial-block and random splits (a retrain about
-  3 minutes, the deformable rows d and ours and HRNet-W32 11-14, the U-Net 6-7); each further depth of Table 4
-  adds about 4.5 minutes (3 hours for the whole study, both splits);
+* ``cpu``: ``search_cpu.yaml`` and ``retrain_cpu.yaml`` as the demo runs them (timing at 1024 px): 3 hours for
+  both splits on 2 cores (docs/paper-experiments.md has the times of each part);
 * ``paper``: ``search_paper.yaml`` and ``retrain_paper.yaml`` (2048 px tiles, 600 epochs) on GPUs; ``--gpus N``
   launches every run through ``torchrun --nproc_per_node N``.
 """
@@ -83,7 +81,7 @@ class Runner:
     """Runs (or finds) the trainings of one scale, in this process or through ``torchrun``."""
 
     def __init__(self, scale: str, out: Path, seed: int, gpus: int, device: str) -> None:
-        self.scale, self.out, self.seed, self.gpus, self.device = scale, out, seed, gpus, device
+        self.out, self.seed, self.gpus, self.device = out, seed, gpus, device
         self.recipe = SCALES[scale]
 
     def _flags(self, stage: str, data: str, out: Path, extra: list[str]) -> list[str]:
@@ -221,8 +219,9 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
     splits = list(results)
     head = f"Scale `{scale}`; validation windows of each split; the paper's figures (real data, GPUs) beside.\n\n"
 
-    def scores(split: str, table: str, row: str) -> dict[str, Any]:
-        return results[split][table][row]["val"]["outcrop"]
+    def mpa_fwiou(split: str, table: str, row: str) -> tuple[str, str]:
+        scores = results[split][table][row]["val"]["outcrop"]
+        return percent(scores["mpa"]), percent(scores["fwiou"], digits=2)
 
     def write(name: str, title: str, header: list[str], rows: list[list[Any]], note: str = "") -> None:
         (out / f"{name}.md").write_text(f"# {title}\n\n{head}{note}" + markdown_table(header, rows))
@@ -240,9 +239,8 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
           rows)
 
     pair = [f"{s}: {c}" for s in splits for c in ("MPA (%)", "FWIoU (%)")]
-    rows = [[row, *[v for s in splits for v in (percent(scores(s, "table5", row)["mpa"]),
-                                                  percent(scores(s, "table5", row)["fwiou"], digits=2))],
-             *paper.TABLE5[row]] for row in ABLATION_ROWS]
+    rows = [[row, *(v for s in splits for v in mpa_fwiou(s, "table5", row)), *paper.TABLE5[row]]
+            for row in ABLATION_ROWS]
     write("table5", "Table 5: ablation of GGMNet's components", ["row", *pair, "paper: MPA (%)", "paper: FWIoU (%)"],
           rows)
 
@@ -250,9 +248,7 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
     rows = []
     for label, measured in speed.items():
         name = measured["network"]
-        cells = [v for s in splits for v in ((percent(scores(s, "table6", name)["mpa"]),
-                                              percent(scores(s, "table6", name)["fwiou"], digits=2))
-                                             if s in measured["splits"] else ("--", "--"))]
+        cells = [v for s in splits for v in (mpa_fwiou(s, "table6", name) if s in measured["splits"] else ("--", "--"))]
         rows.append([label, f"{measured['parameters_m']:.2f}", f"{measured['gflops_1024']:.1f}",
                      f"{measured['images_per_s']:.2f}", *cells, *paper.TABLE6.get(name, ("--",) * 3)])
     write("table6", "Table 6: GGMNet beside the baselines",
@@ -261,11 +257,10 @@ def write_tables(results: dict[str, Any], speed: dict[str, Any], out: Path, scal
           note=f"Parameters and GFLOPs at 1024 px (one forward pass); images/s: one {timing} px inference, batch 1, "
                "measured in this run on this machine.\n\n")
 
-    rows = [[name, *[v for s in splits for v in (percent(scores(s, "table6", "ggmnet")["iou"][c]),
-                                                 percent(scores(s, "table6", "ggmnet")["accuracy"][c]))],
+    ggmnet = [results[s]["table6"]["ggmnet"]["val"]["outcrop"] for s in splits]
+    rows = [[name, *(percent(v) for g in ggmnet for v in (g["iou"][c], g["accuracy"][c])),
              paper.TABLE7_IOU[c] or "--", paper.TABLE7_ACC[c] or "--"] for c, name in enumerate(CLASS_NAMES)]
-    rows.append(["all (FWIoU, MPA)", *[v for s in splits for v in (percent(scores(s, "table6", "ggmnet")["fwiou"], digits=2),
-                                                                 percent(scores(s, "table6", "ggmnet")["mpa"]))],
+    rows.append(["all (FWIoU, MPA)", *(v for s in splits for v in mpa_fwiou(s, "table6", "ggmnet")[::-1]),
                  paper.TABLE4[22][2], paper.TABLE4[22][1]])
     write("table7", "Table 7: GGMNet per class",
           ["class", *[f"{s}: {c}" for s in splits for c in ("IoU (%)", "accuracy (%)")], "paper: IoU (%)",
@@ -370,4 +365,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"paper_tables: {out}/table4.md .. table7.md, results.json, curves.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")
     return 0
-

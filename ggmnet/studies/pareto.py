@@ -10,7 +10,6 @@ meta device. Writes ``pareto.json``, ``pareto.md`` and ``pareto.png`` (validatio
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,25 +50,19 @@ def latencies(checkpoints: dict[str, Path], size: int, rounds: int) -> dict[str,
     import torch
 
     from ggmnet.models import load_model
-    from ggmnet.studies.measure import median_time
+    from ggmnet.studies.measure import interleaved_medians
 
     models = {name: load_model(path)[0].eval() for name, path in checkpoints.items()}
     inputs = {name: torch.rand(1, model.in_channels, size, size) for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for name, model in models.items():
-            model(inputs[name])
-        for _ in range(rounds):
-            for name, model in models.items():
-                times[name].append(median_time(lambda m=model, x=inputs[name]: m(x), 1, warmup=0).seconds)
-    return {name: statistics.median(t) for name, t in times.items()}
+        return interleaved_medians({name: lambda m=model, x=inputs[name]: m(x) for name, model in models.items()},
+                                   rounds)
 
 
 def run_scene(plan: Pareto) -> dict[str, Any]:
     """The study (module docstring); writes its files under ``root/scene{seed}/pareto`` and returns its rows."""
     from ggmnet.models import build_model, load_model, model_size
     from ggmnet.search_space.supernet import genotype_cost
-    from ggmnet.studies.trial import train_and_score
 
     scene = plan.root / f"scene{plan.scene_seed}"
     data = make_scene(plan.scene_seed, plan.root)
@@ -86,15 +79,8 @@ def run_scene(plan: Pareto) -> dict[str, Any]:
         networks[f"ggmnet ({name})"] = {"rows": rows, "mrfem_gmac": genotype_cost(genotype) * plan.size**2 / 1e9,
                                         "cost_target": genotype.provenance.get("cost", {}).get("target_fraction_of_largest")}
     for model in plan.baselines:
-        rows = []
-        for seed in plan.baseline_seeds:
-            result = train_and_score(["--config", plan.retrain_config, "--model", model, "--data", str(data),
-                                      "--seed", str(seed), "--out", str(out / "runs" / f"{model}-seed{seed}"),
-                                      "--wandb-mode", "disabled"])
-            rows.append({"genotype": model, "seed": seed, "fwiou": result["val"]["outcrop"]["fwiou"],
-                         "mpa": result["val"]["outcrop"]["mpa"], "parameters": result["parameters"],
-                         "run": result["run"]})
-        networks[model] = {"rows": rows}
+        networks[model] = {"rows": [retrain(model, model, data, out, seed, plan.retrain_config)
+                                    for seed in plan.baseline_seeds]}
     best = {name: Path(net["rows"][0]["run"]) / "checkpoints" / "best.pt" for name, net in networks.items()}
     seconds = latencies(best, plan.size, plan.rounds)
     for name, net in networks.items():

@@ -79,25 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         result = train_and_score([*base, *extra, *flags], splits=("val", "test"))
         rows[name] = {"what": what, "flags": [*extra, *flags], **result}
 
+    def outcrop(scores: dict) -> str:
+        return " | ".join(pct(scores[key]) for key in ("pixel_accuracy", "mpa", "fwiou"))
+
+    def cover(scores: dict, key: str) -> str:
+        return pct(scores[key]["pixel_accuracy"]) if scores.get(key) else "--"
+
     recipe = rows.get("recipe")
     lines = [f"Scene seed {args.scene_seed}, {args.split} split, {epochs * 100} steps of 8 tiles each"
              + (f", every run with {' '.join(extra)}" if extra else ""), "",
              "| variant | val PA | val MPA | val FWIoU | val cover PA | test cover PA | minutes | FWIoU vs recipe |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        o, u, t = r["val"]["outcrop"], r["val"]["under_cover"], r["test"]["under_cover"]
-        delta = "" if recipe is None or name == "recipe" else f"{100 * (o['fwiou'] - recipe['val']['outcrop']['fwiou']):+.1f}"
-        lines.append(f"| {name}: {r['what']} | {pct(o['pixel_accuracy'])} | {pct(o['mpa'])} | {pct(o['fwiou'])} | "
-                     f"{pct(u['pixel_accuracy']) if u else '--'} | {pct(t['pixel_accuracy']) if t else '--'} | "
-                     f"{r['seconds'] / 60:.1f} | {delta} |")
+        fwiou = r["val"]["outcrop"]["fwiou"]
+        delta = "" if recipe is None or name == "recipe" else f"{100 * (fwiou - recipe['val']['outcrop']['fwiou']):+.1f}"
+        lines.append(f"| {name}: {r['what']} | {outcrop(r['val']['outcrop'])} | {cover(r['val'], 'under_cover')} | "
+                     f"{cover(r['test'], 'under_cover')} | {r['seconds'] / 60:.1f} | {delta} |")
     first = next(iter(rows.values()))
     c, ct = first["val"], first["test"]
-
-    def cover(scores: dict, key: str) -> str:
-        return pct(scores[key]["pixel_accuracy"]) if scores.get(key) else "--"
-
-    lines.append(f"| commonest class of the training windows | {pct(c['commonest_class']['pixel_accuracy'])} | "
-                 f"{pct(c['commonest_class']['mpa'])} | {pct(c['commonest_class']['fwiou'])} | "
+    lines.append(f"| commonest class of the training windows | {outcrop(c['commonest_class'])} | "
                  f"{cover(c, 'commonest_class_under_cover')} | {cover(ct, 'commonest_class_under_cover')} | | |")
     lines.append(f"| nearest outcrop (cover only) | | | | {cover(c, 'nearest_outcrop_baseline')} | "
                  f"{cover(ct, 'nearest_outcrop_baseline')} | | |")
@@ -106,7 +106,3 @@ def main(argv: list[str] | None = None) -> int:
     write_bytes_atomic(out / "recipe_ablation.md", (table + "\n").encode())
     write_bytes_atomic(out / "recipe_ablation.json", json.dumps(rows, indent=1, default=str).encode())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,8 @@
-"""Studies: train one network with a recipe and score it, the building block of the benchmarks and experiments.
+"""Train one network with a recipe and score it: the unit of the studies that compare networks trained alike.
 
-``benchmarks/bench_learning.py``, ``experiments/search_vs_random.py``, ``experiments/paper_tables.py`` and the
-NNI depth sweep each compare networks trained alike. :func:`train_and_score` is that one comparison unit:
-``retrain`` with the given flags (a recipe file plus overrides, exactly as on the command line), resumed when
-its folder already holds a run (so an interrupted study continues and a finished one is not redone), then
-``ggm-evaluate``'s scores of its best checkpoint on the requested splits. The result is a plain JSON dict.
+:func:`train_and_score` runs ``retrain`` with the given flags (a recipe file plus overrides, exactly as on the
+command line), resumed when its folder already holds a run (so an interrupted study continues and a finished one
+is not redone), then ``ggm-evaluate``'s scores of its best checkpoint on the requested splits, as a JSON dict.
 """
 
 from __future__ import annotations
