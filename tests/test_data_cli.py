@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_data import error_lines
 
 from ggmnet.classes import CLASS_COLOURS
 from ggmnet.datasets.cli import main
@@ -33,7 +34,7 @@ def run_error(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
     return err[0]
 
@@ -112,3 +113,26 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys):
     assert "--scales" in prepare("--bouguer", bouguer, "--labels", labels, "--scales", "5:5")
     assert "--bouguer is required" in prepare("--labels", labels)
     assert not out.exists()
+
+
+def test_an_in_process_ggm_data_prefixes_only_its_own_lines(tiny_dataset, tmp_path):
+    """A study that calls ``main`` in-process (the fair test makes its scenes so) keeps its own log format for the
+    lines that follow: ggm-data's ``ggm-data:`` prefix is for ggm-data's lines only."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from ggmnet.datasets.cli import main\n"
+        "from ggmnet.engine.config import setup_logging\n"
+        "main(['show', sys.argv[1], '--out', sys.argv[2]])\n"
+        "setup_logging()\n"
+        "logging.getLogger('ggmnet.search').info('a later line')\n"
+    )
+    out = tmp_path / "overview.png"
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_dataset), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert f"ggm-data: wrote {out}" in lines
+    assert "a later line" in lines, lines

@@ -18,6 +18,7 @@ import rasterio
 import shapely
 from rasterio.features import rasterize, shapes
 from rasterio.transform import from_origin
+from tiny_data import error_lines
 
 from ggmnet.classes import CLASS_CODES, CLASS_NAMES, TABLE1
 from ggmnet.datasets.cli import main
@@ -67,9 +68,9 @@ def run_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,10 @@ def retrain_config(data: Path, genotype: Path | None, out: Path, **changes) -> R
                   val_images=1, num_workers=0, device="cpu", wandb_mode="disabled", data=str(data), out=str(out))
     values.update(changes)
     return RetrainConfig(**values)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` less ggm-data's progress lines (``ggm-data: reading ...``), which precede an
+    error just as they precede a result."""
+    return [line for line in stderr.strip().splitlines()
+            if not line.startswith("ggm-data: ") or line.startswith("ggm-data: error:")]

@@ -200,6 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.parse_args(argv)  # -h, a missing or an unknown command: argparse prints and exits
     options_class, run = COMMANDS[argv[0]][:2]
     options = options_class.from_argv(parsers[argv[0]], argv[1:])
-    logging.basicConfig(level=logging.INFO, format="ggm-data: %(message)s", stream=sys.stderr)
-    run(options)
+    # ggm-data's own lines (the package's log) get its prefix for the run only: a study that calls main
+    # in-process keeps its own log format afterwards
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ggm-data: %(message)s"))
+    log = logging.getLogger("ggmnet")
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        run(options)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
     return 0
