@@ -52,11 +52,15 @@ def test_the_pareto_table_runs_from_the_fastest_network():
         "ggmnet-50": {"cost_target": 0.5, "mrfem_gmac": 1.234, "parameters_m": 0.84, "gflops": 61.3, "seconds": 2.5,
                       "fwiou": 0.2, "fwiou_seeds": [0.19, 0.21], "mpa": 0.27},
         "unet": {"parameters_m": 14.33, "gflops": 11.0, "seconds": 1.25, "fwiou": 0.165, "fwiou_seeds": [0.165],
-                 "mpa": 0.197}}}
+                 "mpa": 0.197},
+        "ggmnet-1.5": {"cost_target": 0.015, "mrfem_gmac": 0.43, "parameters_m": 0.22, "gflops": 33.1, "seconds": 3.0,
+                       "fwiou": 0.204, "fwiou_seeds": [0.196, 0.212], "mpa": 0.241}}}
     lines = pareto_table(result).splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert lines[2] == "| unet | -- | -- | 14.33 | 11.0 | 1.25 | 16.5 (16.5) | 19.7 |"
     assert lines[3] == "| ggmnet-50 | 50 % | 1.23 | 0.84 | 61.3 | 2.50 | 20.0 (19.0, 21.0) | 27.0 |"
+    # a target that is not a whole percent keeps its decimal (0.015 read "2 %")
+    assert lines[4] == "| ggmnet-1.5 | 1.5 % | 0.43 | 0.22 | 33.1 | 3.00 | 20.4 (19.6, 21.2) | 24.1 |"
 
 
 def test_the_outcrop_table_sets_the_outcrop_reader_beside_the_rules(tmp_path, capsys):

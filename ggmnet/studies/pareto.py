@@ -107,7 +107,7 @@ def table(result: dict[str, Any]) -> str:
     for name, net in sorted(result["networks"].items(), key=lambda item: item[1]["seconds"]):
         seeds = ", ".join(f"{100 * f:.1f}" for f in net["fwiou_seeds"])
         target, mrfem = net.get("cost_target"), net.get("mrfem_gmac")
-        rows.append([name, "--" if target is None else f"{100 * target:.0f} %", "--" if mrfem is None else f"{mrfem:.2f}",
+        rows.append([name, "--" if target is None else f"{100 * target:.3g} %", "--" if mrfem is None else f"{mrfem:.2f}",
                      f"{net['parameters_m']:.2f}", f"{net['gflops']:.1f}", f"{net['seconds']:.2f}",
                      f"{100 * net['fwiou']:.1f} ({seeds})", f"{100 * net['mpa']:.1f}"])
     return markdown_table(["network", "cost target (of the largest)", "MRFEM GMAC at 1024 px", "parameters (M)",
