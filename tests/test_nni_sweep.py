@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_data import build_tiny_dataset
+from tiny_data import UNIT_CHANNELS, build_tiny_dataset
 
 from ggmnet.errors import UserError
 from ggmnet.search_space.genotype import Genotype
@@ -24,7 +24,7 @@ SCRIPT = REPO / "experiments" / "nni_depth_sweep.py"
 DEPTHS = (2, 3)
 # Each trial: a search (narrow units) of 2 epochs (1 warm-up) x 1 step and a retrain of 1 epoch x 1
 # step, 2 tiles of 32 px.
-TINY_SEARCH = dict(unit_channels=[4, 8, 16], epochs=2, warmup_epochs=1, steps_per_epoch=1, tile_size=32,
+TINY_SEARCH = dict(unit_channels=list(UNIT_CHANNELS), epochs=2, warmup_epochs=1, steps_per_epoch=1, tile_size=32,
                    crop_size=32, batch_size=2, val_tiles=2, num_workers=0, device="cpu", wandb_mode="disabled")
 TINY_RETRAIN = dict(epochs=1, steps_per_epoch=1, tile_size=32, crop_size=32, batch_size=2, val_tiles=2,
                     image_every=1, val_images=1, num_workers=0, device="cpu", wandb_mode="disabled")

@@ -52,9 +52,9 @@ def build_tiny_dataset(root: Path) -> Path:
 
 def search_config(data: Path, out: Path, **changes) -> SearchConfig:
     """3 epochs (1 warm-up) x 1 step of 2 tiles of 32 px at depth 2, narrow units, CPU, no W&B."""
-    values = dict(depth=DEPTH, unit_channels=UNIT_CHANNELS, epochs=3, warmup_epochs=1, steps_per_epoch=1, tile_size=32, crop_size=32,
-                  batch_size=2, val_tiles=2, num_workers=0, device="cpu", wandb_mode="disabled",
-                  data=str(data), out=str(out))
+    values = dict(depth=DEPTH, unit_channels=UNIT_CHANNELS, epochs=3, warmup_epochs=1, steps_per_epoch=1,
+                  tile_size=32, crop_size=32, batch_size=2, val_tiles=2, num_workers=0, device="cpu",
+                  wandb_mode="disabled", data=str(data), out=str(out))
     values.update(changes)
     return SearchConfig(**values)
 
