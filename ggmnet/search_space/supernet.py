@@ -809,7 +809,7 @@ class Supernet(nn.Module):
         floor = min(self.min_real_cells, self.depth)
         for shrink in (True, False):  # under the budget first, then fill what a last big saving left
             total = sum(cost.values())
-            while total > budget if shrink else True:
+            while not shrink or total > budget:
                 real = self._real_cells(plan, paths)
                 best = None
                 for node in fed:
