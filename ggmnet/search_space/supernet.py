@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -793,51 +793,54 @@ class Supernet(nn.Module):
             for _, i, k, op in sorted(candidates)[:missing]:
                 plan[(i, k)] = (plan[(i, k)][0], op, *plan[(i, k)][2:])
 
+    def _moves(self, plan: Mapping[tuple[int, int], Plan], nodes: Iterable[tuple[int, int]],
+               through: Mapping[tuple[int, int], Sequence[int]], real: Sequence[int]
+               ) -> Iterator[tuple[tuple[int, int], Plan]]:
+        """Each ``(node, plan)`` one decided choice away from ``plan[node]``: a width step, another operator
+        (skip only where every branch through the node keeps more than its floor of real cells), the residual
+        connection flipped, another downsampling operator."""
+        skip, floor = CELL_OPS.index("skip"), min(self.min_real_cells, self.depth)
+        for node in nodes:
+            src, op, w, res, down = plan[node]
+            if "width" not in self.fixed:
+                yield from ((node, (src, op, v, res, down)) for v in (w - 1, w + 1) if 0 <= v < len(self.expansions))
+            if "op" not in self.fixed:
+                yield from ((node, (src, o, w, res, down)) for o in range(len(CELL_OPS)) if o != op and not (
+                    o == skip and any(real[b] <= floor for b in through[node])))
+            if "residual" not in self.fixed:
+                yield node, (src, op, w, 1 - res, down)
+            if src == 1 and "down" not in self.fixed:
+                yield from ((node, (src, op, w, res, d)) for d in range(len(DOWN_OPS)) if d != down)
+
     def _fit_budget(self, plan: dict[tuple[int, int], Plan], paths: Sequence[Sequence[int]],
                     log_p: Mapping[str, np.ndarray], budget: float) -> None:
         """Move the plan's cost towards ``budget`` in place, one choice at a time, each time the change that
         loses the least log-probability per unit of cost it saves (over the budget: until the plan fits) or
         adds (under it: while the change still fits). Paths are kept; the floor of real cells too."""
         through = self._branches_through(paths)
-        fed = set(through)
+        fed = set(through)  # (the order in which ties are broken)
         readers: dict[tuple[int, int], list[tuple[int, int]]] = {node: [] for node in fed}
         for i, k in fed:
             if i > 0:
                 readers[(i - 1, k - plan[(i, k)][0])].append((i, k))
         cost = {node: self._node_cost(plan, *node) for node in fed}
-        skip = CELL_OPS.index("skip")
-        floor = min(self.min_real_cells, self.depth)
         for shrink in (True, False):  # under the budget first, then fill what a last big saving left
             total = sum(cost.values())
             while not shrink or total > budget:
-                real = self._real_cells(plan, paths)
                 best = None
-                for node in fed:
-                    i, k = node
+                for node, new in self._moves(plan, fed, through, self._real_cells(plan, paths)):
                     current = plan[node]
-                    src, op, w, res, down = current
-                    moves = []
-                    if "width" not in self.fixed:
-                        moves += [(src, op, v, res, down) for v in (w - 1, w + 1) if 0 <= v < len(self.expansions)]
-                    if "op" not in self.fixed:
-                        moves += [(src, o, w, res, down) for o in range(len(CELL_OPS)) if o != op and not (
-                            o == skip and any(real[b] <= floor for b in through[node]))]
-                    if "residual" not in self.fixed:
-                        moves.append((src, op, w, 1 - res, down))
-                    if src == 1 and "down" not in self.fixed:
-                        moves += [(src, op, w, res, d) for d in range(len(DOWN_OPS)) if d != down]
-                    for new in moves:
-                        loss = sum(log_p[kind][i, k, a] - log_p[kind][i, k, b]
-                                   for kind, a, b in zip(PLAN_KINDS, current, new) if a != b)
-                        plan[node] = new
-                        changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
-                        plan[node] = current
-                        delta = sum(c - cost[n] for n, c in changed.items())
-                        if (shrink and delta < -1e-12 * max(total, 1.0)) or (
-                                not shrink and delta > 1e-12 * max(total, 1.0) and total + delta <= budget):
-                            score = max(float(loss), 0.0) / abs(delta)
-                            if best is None or score < best[0]:
-                                best = (score, node, new, changed)
+                    loss = sum(log_p[kind][node][a] - log_p[kind][node][b]
+                               for kind, a, b in zip(PLAN_KINDS, current, new) if a != b)
+                    plan[node] = new
+                    changed = {n: self._node_cost(plan, *n) for n in (node, *readers[node])}
+                    plan[node] = current
+                    delta = sum(c - cost[n] for n, c in changed.items())
+                    if (shrink and delta < -1e-12 * max(total, 1.0)) or (
+                            not shrink and delta > 1e-12 * max(total, 1.0) and total + delta <= budget):
+                        score = max(float(loss), 0.0) / abs(delta)
+                        if best is None or score < best[0]:
+                            best = (score, node, new, changed)
                 if best is None:  # nothing left to give up (or to add within the budget)
                     break
                 _, node, new, changed = best
