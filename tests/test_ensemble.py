@@ -130,3 +130,12 @@ def test_load_members_without_members_returns_the_network_itself(prepared):  # n
     model, ckpt, record = load_members(prepared["checkpoint"])
     assert not isinstance(model, MeanProbabilities) and ckpt["epoch"] == 1
     assert record == [{"checkpoint": str(prepared["checkpoint"].resolve()), "sha256": file_sha256(prepared["checkpoint"])}]
+
+
+def test_the_map_title_names_what_was_averaged():
+    from ggmnet.inference.predict import map_title
+    assert map_title("80,92,43,48", "runs/a/best.pt") == "GGMNet prediction, 80,92,43,48 (best.pt)"
+    assert map_title("80,92,43,48", "runs/a/best.pt", members=1, tta=True, outcrop_prior=True) == (
+        "GGMNet prediction, 80,92,43,48 (best.pt averaged with 1 other seed, 8 views of each tile; "
+        "cover read with the outcrop prior)")
+    assert map_title("r", "b.pt", members=2) == "GGMNet prediction, r (b.pt averaged with 2 other seeds)"

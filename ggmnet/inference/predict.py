@@ -188,6 +188,20 @@ def write_prediction_png(path: str | Path, lon: np.ndarray, lat: np.ndarray, cla
 
 # --------------------------------------------------------------------------------------- the whole prediction
 
+def map_title(region: Region | str, checkpoint: str | Path, *, members: int = 0, tta: bool = False,
+              outcrop_prior: bool = False) -> str:
+    """The map's title: the region and what made the map (the checkpoint, the seeds and views averaged with it,
+    the outcrop prior)."""
+    what = Path(checkpoint).name
+    if members:
+        what += f" averaged with {members} other seed{'s' if members > 1 else ''}"
+    if tta:
+        what += ", 8 views of each tile"
+    if outcrop_prior:
+        what += "; cover read with the outcrop prior"
+    return f"GGMNet prediction, {region} ({what})"
+
+
 def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region | str, out_dir: str | Path, *,
                    tile_size: int | None = None, overlap: float = DEFAULT_OVERLAP,
                    scale_deg: float | None = None, device: str = "auto", batch_size: int = 1,
@@ -315,8 +329,7 @@ def predict_region(checkpoint: str | Path, bouguer: str | Path, region: Region |
                                       class_list=class_list)
     png_path = write_prediction_png(
         out / "prediction.png", lon, lat, classes, entropy(probability),
-        title=f"GGMNet prediction, {region} ({Path(checkpoint).name}"
-              + ("; cover read with the outcrop prior)" if outcrop_prior else ")"),
+        title=map_title(region, checkpoint, members=len(networks) - 1, tta=tta, outcrop_prior=outcrop_prior),
         cover=None if node_labels is None else node_labels == COVER_INDEX, class_list=class_list,
     )
     gis_paths = write_gis_outputs(out, lon, lat, probability, classes, class_list, labels=node_labels,
