@@ -11,11 +11,10 @@ to use two cores, then tabulate:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.studies.fair_search import FairSearch, finished_rows, run_scene, summarise, table
+from ggmnet.studies.fair_search import FairSearch, finished_rows, rescored, run_scene, table
 
 
 @cli_entry
@@ -31,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="search recipe (default experiments/search_cpu.yaml)")
     parser.add_argument("--retrain-config", default=FairSearch.retrain_config,
                         help="retrain recipe (default experiments/retrain_cpu.yaml)")
-    parser.add_argument("--table", action="store_true", help="only tabulate the scenes' results (of an unfinished "
-                                                             "scene, the runs finished so far)")
+    parser.add_argument("--table", action="store_true", help="only tabulate the scenes' results: every finished run, "
+                                                             "training seeds added later too")
     args, search_flags = parser.parse_known_args(argv)
     try:
         scenes = [int(s) for s in args.scenes.split(",")]
@@ -48,14 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_scene(FairSearch(scene, path.parent, search_config=args.search_config,
                                                 retrain_config=args.retrain_config, train_seeds=seeds,
                                                 count=args.count, tolerance=args.tolerance, search_flags=search_flags)))
-        elif path.is_file():
-            results.append(json.loads(path.read_text(encoding="utf-8")))
         else:
-            rows = finished_rows(path.parent)
-            if not rows:
+            done = len(finished_rows(path.parent))
+            if not done:
                 raise UserError(f"--table: {path.parent} has no finished run (run the scene first)")
-            print(f"scene {scene}: unfinished, {len(rows)} runs so far (no Kendall tau until it finishes)")
-            results.append(summarise(scene, rows))
+            if not path.is_file():
+                print(f"scene {scene}: unfinished, {done} runs so far (no Kendall tau until it finishes)")
+            results.append(rescored(scene, path.parent))
     print(table(results))
     return 0
 

@@ -21,7 +21,8 @@ training one):
    selects by ranks architectures as training them does.
 
 The test the search must pass: its mean validation FWIoU over the training seeds above the mean of the random
-genotypes' means by at least twice their standard deviation, and above the null search's.
+genotypes' means by at least twice their standard deviation, and above the null search's (with, seed by seed,
+the p-value of a one-sided Welch test of that lead).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def summarise(scene_seed: int, rows: Sequence[dict[str, Any]], *,
     its seeds, the random genotypes' mean and standard deviation, the searched genotype's margin over them in
     standard deviations and whether it passes; with ``kendall`` (genotype names and the supernet's scores of
     them) Kendall's tau against their retrained means."""
-    from scipy.stats import kendalltau
+    from scipy.stats import kendalltau, ttest_ind
 
     names = list(dict.fromkeys(r["genotype"] for r in rows))
     means = {n: float(np.mean([r["fwiou"] for r in rows if r["genotype"] == n])) for n in names}
@@ -235,6 +236,11 @@ def summarise(scene_seed: int, rows: Sequence[dict[str, Any]], *,
     result["margin_in_sd"] = float((searched - result["random_mean"]) / sd) if sd > 0 else nan
     result["beats_random_by_2sd"] = bool(searched >= result["random_mean"] + 2 * sd)
     result["beats_null"] = bool(searched > means.get("null", float("inf")))
+    # seed by seed: a one-sided Welch test that the searched genotype's runs score above the null search's
+    runs = {n: [r["fwiou"] for r in rows if r["genotype"] == n] for n in ("searched", "null")}
+    result["null_p_value"] = (float(ttest_ind(runs["searched"], runs["null"], equal_var=False,
+                                              alternative="greater").pvalue)
+                              if min(len(v) for v in runs.values()) > 1 else None)
     if kendall is not None:
         ranked, proxy = kendall
         tau = kendalltau(proxy, [means[n] for n in ranked])
@@ -261,6 +267,17 @@ def finished_rows(out: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=place)
 
 
+def rescored(scene_seed: int, out: Path) -> dict[str, Any]:
+    """The test's figures from every finished run under ``out`` (training seeds added after the test too), with
+    what ``out/fair_search.json`` stored beside them (costs, settings) and Kendall's tau from the supernet's
+    stored scores against the new means; without that file (an unfinished test), the runs so far."""
+    path = out / "fair_search.json"
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    kendall = stored.get("kendall")
+    return {**stored, **summarise(scene_seed, finished_rows(out), kendall=(
+        kendall["genotypes"], kendall["supernet_fwiou"]) if kendall else None)}
+
+
 def table(results: Sequence[dict[str, Any]]) -> str:
     """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds; "--"
     where an unfinished test has no figure yet)."""
@@ -277,10 +294,11 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         kendall = r.get("kendall")
         rows.append([r["scene_seed"], f"{pct(r['mean_fwiou'].get('searched'))} ({seeds})",
                      pct(r["mean_mpa"].get("searched")), spread, pct(np.mean(random_mpa)) if random_mpa else "--",
-                     pct(r["mean_fwiou"].get("null")),
+                     pct(r["mean_fwiou"].get("null")) + (f" (p {r['null_p_value']:.2f})"
+                                                         if r.get("null_p_value") is not None else ""),
                      "--" if np.isnan(r["margin_in_sd"]) else f"{r['margin_in_sd']:+.1f}",
                      f"{kendall['tau']:+.2f} (p {kendall['p_value']:.2f}; {len(kendall['genotypes'])})" if kendall
                      else "--"])
     return markdown_table(["scene", "searched: FWIoU (seeds)", "MPA", "random: FWIoU mean +- SD (range), n", "MPA",
-                           "null search: FWIoU", "margin over random (SD)",
+                           "null search: FWIoU (p, searched above it)", "margin over random (SD)",
                            "Kendall tau, supernet vs retrained (genotypes)"], rows).rstrip("\n")
