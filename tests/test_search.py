@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,6 +19,7 @@ from ggmnet.search.cli import search_main
 from ggmnet.search.search import (
     ArchitectureSearch,
     SearchConfig,
+    batchnorm_tiles,
     build_supernet,
     recalibrate_batchnorm,
     run_search,
@@ -294,3 +296,12 @@ def test_fixed_resolution_search_validates_on_the_region_map(tiny_dataset, tmp_p
         assert 0.0 <= record["val/fwiou"] <= 1.0 and record["val/loss"] > 0
         assert 0.0 < record["val/commonest_pixel_accuracy"] < 1.0
         assert 0.0 < record["arch/mean_op_probability"] < 1.0
+
+
+def test_batchnorm_tiles_are_a_seeded_choice_in_batches():
+    """Tiles i (each image filled with i) in numpy's seeded permutation, batched; the last batch may be short."""
+    dataset = [{"image": torch.full((1, 2, 2), float(i))} for i in range(10)]
+    batches = batchnorm_tiles(dataset, seed=3, tiles=5, batch_size=2)
+    order = np.random.default_rng(3).permutation(10)[:5]
+    assert [b.shape[0] for b in batches] == [2, 2, 1]
+    assert torch.cat(batches)[:, 0, 0, 0].tolist() == [float(i) for i in order]

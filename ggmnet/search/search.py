@@ -362,9 +362,8 @@ class ArchitectureSearch(Engine):
         # Fixed central tiles of a seeded choice of training windows recompute the derived architecture's
         # BatchNorm statistics before each validation.
         plain = TileDataset.for_run(cfg, self.data_dir, "train", train=True, augment=False, hide_outcrop=True)
-        chosen = np.random.default_rng(cfg.seed + 1).permutation(len(plain))[: cfg.bn_batches * cfg.batch_size]
-        self.bn_tiles = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + cfg.batch_size]])
-                         for b in range(0, len(chosen), cfg.batch_size)]
+        self.bn_tiles = batchnorm_tiles(plain, seed=cfg.seed + 1, tiles=cfg.bn_batches * cfg.batch_size,
+                                        batch_size=cfg.batch_size)
         self.scorer = WindowScorer.for_run(cfg, self.data_dir, self.device)
         if len(train) < 2:
             raise UserError(f"--data {self.data_dir}: {len(train)} training window(s); the search needs at "
@@ -569,6 +568,14 @@ class ArchitectureSearch(Engine):
         from ggmnet.search.report import SearchReport
 
         return [SearchReport()]
+
+
+def batchnorm_tiles(dataset: Any, *, seed: int, tiles: int, batch_size: int) -> list[torch.Tensor]:
+    """``tiles`` images of ``dataset`` in a seeded order, stacked in batches: the fixed inputs on which
+    :func:`recalibrate_batchnorm` recomputes a derived network's BatchNorm statistics."""
+    chosen = np.random.default_rng(seed).permutation(len(dataset))[:tiles]
+    return [torch.stack([dataset[int(i)]["image"] for i in chosen[b:b + batch_size]])
+            for b in range(0, len(chosen), batch_size)]
 
 
 @torch.no_grad()

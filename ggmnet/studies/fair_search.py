@@ -158,7 +158,7 @@ def supernet_scores(checkpoint: Path, genotypes: Sequence[Genotype], data: Path)
     from ggmnet.datasets.tiles import TileDataset
     from ggmnet.inference.scoring import WindowScorer
     from ggmnet.search.export import load_search_checkpoint
-    from ggmnet.search.search import build_supernet, fuse_heads, recalibrate_batchnorm
+    from ggmnet.search.search import batchnorm_tiles, build_supernet, fuse_heads, recalibrate_batchnorm
 
     state = load_search_checkpoint(checkpoint)
     config = state["config"]
@@ -167,8 +167,7 @@ def supernet_scores(checkpoint: Path, genotypes: Sequence[Genotype], data: Path)
     common = {"tile_size": config["tile_size"], "channels": config["channels"], "seed": config["seed"],
               "pixels_per_degree": config["pixels_per_degree"]}
     plain = TileDataset(data, "train", crop_size=config["crop_size"], augment=False, **common)
-    chosen = np.random.default_rng(config["seed"] + 1).permutation(len(plain))[:16]
-    batches = [torch.stack([plain[int(i)]["image"] for i in chosen[b:b + 4]]) for b in range(0, len(chosen), 4)]
+    batches = batchnorm_tiles(plain, seed=config["seed"] + 1, tiles=16, batch_size=4)
     scorer = WindowScorer(data, "val", pixels_per_degree=config["pixels_per_degree"], tile_size=config["tile_size"],
                           channels=config["channels"], batch_size=config["batch_size"])
     scores = []
