@@ -191,9 +191,9 @@ class SearchConfig(RunConfig):
                  "sample (one straight-through Gumbel draw: the candidates never compete; kept for comparison) "
                  "or soft (DARTS: every candidate mixed, tens of times slower)", choice("pairs", "sample", "soft"))
     fixed_largest: bool = option(False, "fix every cell at its widest width with its residual connection and search "
-                                        "the operators and the downsampling path only (the CPU recipe: at its budget "
-                                        "narrower and residual-free cells cannot be trained well enough to be "
-                                        "compared)", boolean)
+                                        "the operators and the downsampling path only (the CPU recipe until the sandwich "
+                                        "rule made narrow and residual-free cells trainable; kept for comparison: "
+                                        "docs/search.md)", boolean)
     train_largest: str = option(
         "warmup", "with --sandwich 0, weight steps that train the largest network (every node at its widest width, "
                   "with its residual connection; operators and paths sampled): always, in the warm-up only, or "
