@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from ggmnet.datasets.cover_sim import SOURCE_BASE_KM, bury, cover_slab_mgal, random_thickness
+from ggmnet.datasets.cover_sim import SOURCE_BASE_KM, bury, cover_slab_mgal, hole_thickness, random_thickness
 from ggmnet.datasets.forward import layered_gravity
 from ggmnet.datasets.processing import upward_continue
 from ggmnet.datasets.tiles import TileDataset
@@ -108,3 +110,48 @@ def test_training_tiles_are_buried_with_the_probability_given_and_keep_their_lab
         RetrainConfig(genotype="g.json", channels="physical", cover_augment=0.5).check()
     with pytest.raises(UserError, match=r"--cover-augment 2: expected a probability in \[0, 1\]"):
         RetrainConfig(genotype="g.json", cover_augment=2).check()
+
+
+def test_a_hole_is_buried_thinly_at_its_edge_and_one_to_six_km_deep_inside():
+    hole = np.zeros((80, 80), bool)
+    hole[10:70, 10:70] = True  # 30 px from the edge to the centre: past every ramp (3-12 px)
+    for seed in range(5):
+        depth = hole_thickness(hole, np.random.default_rng(seed))
+        assert np.all(depth[~hole] == 0) and np.all(depth[hole] > 0)
+        peak = depth.max()
+        assert 1.0 <= peak <= 6.0 and depth[40, 40] == peak  # the centre at the full depth
+        assert depth[10, 40] <= peak / 3 + 1e-12  # an edge pixel (1 px in): at most a third of it
+        assert np.all(np.diff(depth[10:41, 40]) >= 0)  # thickening inwards
+
+
+def test_hidden_outcrop_is_buried_where_it_is_hidden(tmp_path):
+    """On a flat residual, burial is all the image shows: it must lie on the hidden (scored) pixels."""
+    from test_tiles import write_dataset
+
+    label = np.full((31, 31), 255, np.uint8)
+    label[:, :20] = np.arange(20)[None, :] % 10
+    data = write_dataset(tmp_path, {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(0.0, 3.0, 0.0, 3.0, "train")])
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "recipe": {"height_km": 10.0}, "normalisation": {
+        "residual": {"mean": 0.0, "std": 20.0, "p02": -40.0, "p98": 40.0}}}))  # a scene's range: tens of mGal
+    common = {"tile_size": 31, "augment": "d4", "geology_prior": True, "seed": 2}
+    plain, buried = TileDataset(data, "train", **common), TileDataset(data, "train", bury_hidden=1.0, **common)
+    flat = plain[0]["image"][:3, 0, 0]
+    inside, outside = [], []
+    for epoch in range(6):
+        buried.set_epoch(epoch)
+        item = buried[0]
+        hidden = (item["mask"] != 255).numpy()
+        assert not item["image"][13].numpy()[hidden].any()  # hidden from the outcrop input
+        change = (item["image"][:3] - flat[:, None, None]).abs().sum(0).numpy()
+        if hidden.any():
+            inside.append(change[hidden].mean())
+            outside.append(change[~hidden & (item["image"][13].numpy() == 1)].mean())
+        assert np.array_equal(item["image"], buried[0]["image"])  # seeded
+    assert inside and np.mean(inside) > 3 * np.mean(outside)
+    assert TileDataset(data, "train", tile_size=31, geology_prior=True, bury_hidden=1.0).bury_hidden == 0.0
+    from ggmnet.retrain.train import RetrainConfig
+
+    with pytest.raises(UserError, match="--bury-hidden 0.5: buries the hidden outcrop of --geology-prior"):
+        RetrainConfig(genotype="g.json", bury_hidden=0.5).check()

@@ -109,3 +109,12 @@ def random_thickness(shape: tuple[int, int], rng: np.random.Generator) -> np.nda
     depth = np.clip(field - cut, 0.0, None)
     peak = depth.max()
     return depth * (rng.uniform(1.0, 6.0) / peak) if peak > 0 else depth
+
+
+def hole_thickness(hole: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A cover thickness map (km, float64) over the pixels of ``hole`` (bool (H, W)), zero elsewhere: thin at the
+    hole's edge and thickening inwards as a basin does, to 1-6 km at 3-12 px from the edge (the ranges of
+    :func:`random_thickness`): the hidden outcrop of a network that reads the outcrop shown as covered ground."""
+    depth = ndimage.distance_transform_edt(hole)
+    return np.asarray(rng.uniform(1.0, 6.0) * np.minimum(depth / rng.uniform(3.0, 12.0), 1.0), dtype=np.float64)
+

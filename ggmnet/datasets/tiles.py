@@ -31,7 +31,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ggmnet.classes import COVER_INDEX
-from ggmnet.datasets.cover_sim import bury, random_thickness
+from ggmnet.datasets.cover_sim import bury, hole_thickness, random_thickness
 from ggmnet.datasets.geo import node_steps, spacing_km
 from ggmnet.datasets.hiding import HIDDEN_SEED, CoverPattern, prior_channels
 from ggmnet.datasets.prepare import load_grids, manifest_classes, read_manifest
@@ -278,6 +278,11 @@ class TileDataset(torch.utils.data.Dataset):
         under a random simulated cover (:func:`ggmnet.datasets.cover_sim.bury` with a
         :func:`~ggmnet.datasets.cover_sim.random_thickness` map; the labels are unchanged), drawn before the
         other augmentations. Pseudo-colour input only. Default 0: never.
+    bury_hidden
+        With ``augment``, ``geology_prior`` and ``hide_outcrop``: the probability that a tile's hidden outcrop
+        is drawn before the other augmentations and its residual anomaly buried there under a cover that
+        thickens from the hole's edge (:func:`ggmnet.datasets.cover_sim.hole_thickness`), so that the ground
+        the network fills looks like the covered ground it will fill. Pseudo-colour input only. Default 0.
 
     Items are dicts: ``image`` float32 [C, H, W], ``mask`` int64 [H, W] (255 = ignore), optional ``bedrock``,
     ``window`` (int id). Attributes: ``windows``, ``in_channels``, ``num_classes``, ``class_counts`` (int64
@@ -289,7 +294,7 @@ class TileDataset(torch.utils.data.Dataset):
                  crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
                  geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
                  pixels_per_degree: float | None = None, cover_augment: float = 0.0,
-                 hide_outcrop: bool | None = None) -> None:
+                 hide_outcrop: bool | None = None, bury_hidden: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -317,6 +322,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.channels = channels
         self.geology_prior = bool(geology_prior)
         self.hide_outcrop = self.augment if hide_outcrop is None else bool(hide_outcrop)
+        self.bury_hidden = float(bury_hidden) if self.augment and self.geology_prior and self.hide_outcrop else 0.0
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
         # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
@@ -357,7 +363,8 @@ class TileDataset(torch.utils.data.Dataset):
                    "pixels_per_degree": config.pixels_per_degree, "geology_prior": config.geology_prior}
         if train:
             options.update(crop_size=config.crop_size, augment=config.augment,
-                           cover_augment=getattr(config, "cover_augment", 0.0))
+                           cover_augment=getattr(config, "cover_augment", 0.0),
+                           bury_hidden=getattr(config, "bury_hidden", 0.0))
         else:
             options.update(crop_size=None, augment=False, hide_outcrop=True)
         return cls(data_dir, split, **{**options, **changes})
@@ -409,13 +416,20 @@ class TileDataset(torch.utils.data.Dataset):
             fields["residual"] = bury(fields["residual"], cover_km, dx, dy,
                                       regional_height_km=float(self.manifest["recipe"]["height_km"]))
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
-               "label": sample_nearest(grids["label"], lon, lat, lon_t, lat_t)}
+               "label": self._labels(lon_t, lat_t)}
         if self.return_bedrock:
             out["bedrock"] = sample_nearest(grids["bedrock"], lon, lat, lon_t, lat_t)
+        return out
+
+    def _labels(self, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+        """The label grid at the pixels (fixed-resolution datasets: 255 outside the split's windows and the grid)."""
+        grids = self._load()
+        lon, lat = grids["lon"], grids["lat"]
+        label = sample_nearest(grids["label"], lon, lat, lon_t, lat_t)
         if self._in_split is not None:
             known = sample_nearest(self._in_split, lon, lat, lon_t, lat_t) & _on_grid(lon, lat, lon_t, lat_t)
-            out["label"] = np.where(known, out["label"], np.uint8(COVER_INDEX))
-        return out
+            label = np.where(known, label, np.uint8(COVER_INDEX))
+        return label
 
     def _sample_coordinates(self, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates of item ``index``: its window's tile cropped at a random (augmenting) or central
@@ -441,11 +455,18 @@ class TileDataset(torch.utils.data.Dataset):
         cover = None
         if rng is not None and self.cover_augment > 0 and rng.random() < self.cover_augment:
             cover = random_thickness((lat_t.size, lon_t.size), rng)
+        hidden = None  # drawn here (before the other augmentations) only to bury it
+        if rng is not None and self.bury_hidden > 0 and rng.random() < self.bury_hidden:
+            hidden = self._hide(self._labels(lon_t, lat_t) != COVER_INDEX, self.windows[index], rng)
+            buried = hole_thickness(hidden, rng)
+            cover = buried if cover is None else np.maximum(cover, buried)
         tile = self.render(index, coordinates=(lon_t, lat_t), cover_km=cover)
         image = torch.from_numpy(tile["image"])
         masks = [torch.from_numpy(tile["label"])[None]]
         if self.return_bedrock:
             masks.append(torch.from_numpy(tile["bedrock"])[None])
+        if hidden is not None:
+            masks.append(torch.from_numpy(hidden.astype(np.uint8))[None])
         if self.augmentation == "paper":
             image = augment_photometric(image, rng, pseudocolour=self.channels == "pseudocolour")
             image, masks = augment_geometry(image, masks, rng)
@@ -455,9 +476,13 @@ class TileDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"window": self.windows[index].id}
         if self.geology_prior:
             known = label != COVER_INDEX
-            if self.hide_outcrop:  # without augmentation, the same outcrop is hidden for every run
+            hidden_t = None
+            if hidden is not None:  # drawn and buried above, turned with the tile since (fill value 255: not hidden)
+                hidden_t = masks[-1][0] == 1
+            elif self.hide_outcrop:  # without augmentation, the same outcrop is hidden for every run
                 hide_rng = rng if rng is not None else np.random.default_rng([HIDDEN_SEED, int(index)])
                 hidden_t = torch.from_numpy(self._hide(known.numpy(), self.windows[index], hide_rng))
+            if hidden_t is not None:
                 known = known & ~hidden_t
                 label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
             shown = torch.where(known, masks[0][0].long(), COVER_INDEX).numpy().astype(np.uint8)

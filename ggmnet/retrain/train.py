@@ -109,6 +109,11 @@ class RetrainConfig(RunConfig):
              "(ggmnet.datasets.cover_sim: the lost top of the bedrock and the cover's low density; labels kept), "
              "so that the network learns to read the bedrock where the map is covered; pseudo-colour input only",
         number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), metavar="P")
+    bury_hidden: float = option(
+        0.0, "with --geology-prior: probability that a training tile's hidden outcrop is shown as that ground would "
+             "look under a cover thickening from the hole's edge (ggmnet.datasets.cover_sim: the lost top of the "
+             "bedrock and the cover's low density), so that hidden ground looks like covered ground; pseudo-colour "
+             "input only", number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), metavar="P")
     init_from: str | None = option(
         None, "start from the weights of a retrain checkpoint of the same architecture (e.g. the gravity-only "
               "best.pt); input channels it lacks, such as the outcrop channels of --geology-prior, start at zero, "
@@ -136,6 +141,9 @@ class RetrainConfig(RunConfig):
             raise self.error("tile_size", "an integer of at least 16 pixels")
         if self.crop_size is not None and not 16 <= self.crop_size <= self.tile_size:
             raise self.error("crop_size", f"an integer in 16..--tile-size ({self.tile_size}) pixels, or none")
+        if self.bury_hidden > 0 and not (self.geology_prior and self.channels == "pseudocolour"):
+            raise UserError(f"--bury-hidden {self.bury_hidden:g}: buries the hidden outcrop of --geology-prior in the "
+                            "residual anomaly; use it with --geology-prior and --channels pseudocolour")
         if self.cover_augment > 0 and self.channels != "pseudocolour":
             raise UserError(f"--cover-augment {self.cover_augment:g}: buries the residual anomaly only; use it with "
                             "--channels pseudocolour")
@@ -191,7 +199,7 @@ class Retrainer(Engine):
     resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
                     "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment",
-                    "init_from")
+                    "bury_hidden", "init_from")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 
