@@ -168,6 +168,10 @@ def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
     default_genotype(depth=2, in_channels=4).save(four)
     err = _cli_error(["--genotype", str(four), *base, "--batch-size", "1"], capsys)
     assert "--batch-size 1" in err
+    err = _cli_error(["--genotype", str(four), *base, "--bedrock-targets", "2"], capsys)
+    assert "--bedrock-targets" in err and "a share in [0, 1]" in err
+    err = _cli_error(["--genotype", str(four), *base, "--bedrock-targets", "0.5"], capsys)
+    assert str(tiny_dataset) in err and "no bedrock grid (only synthetic datasets do)" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

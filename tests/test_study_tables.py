@@ -102,6 +102,18 @@ def test_the_outcrop_table_sets_the_outcrop_reader_beside_the_rules(tmp_path, ca
     row = capsys.readouterr().out.splitlines()[2]
     assert row.startswith("| seed 3, units x4 | 39.1 | 42.9 | 56.0 (55.5, 56.5) | 59.0 (60.0, 58.0) | 18.3 | 55.0 | "
                           "+4.0 (+5.0, +3.0) / +16.1 (+17.1, +15.1) |")
+    # another reader (--reader outcrop-bedrock: eval-outcrop-bedrock) beside the same gravity network; its seed 1
+    # is not evaluated, so the row is seed 0's alone (gravity's seed 0 too)
+    (scene / "eval-outcrop-bedrock").mkdir()
+    for split in ("test", "val"):
+        data = {**evaluations[("outcrop", split)], **({"outcrop_prior_under_cover": acc(0.50)} if split == "test" else {})}
+        (scene / "eval-outcrop-bedrock" / f"evaluation_{split}.json").write_text(json.dumps(data))
+    assert main(["--reader", "outcrop-bedrock", str(scene)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| seed 3, units x4 | 39.1 | 42.9 | 56.5 | 50.0 | 18.3 | 55.0 | -5.0 / +7.1 |")
+    assert len(out) == 3  # the averaging table is the ordinary reader's only
+    with pytest.raises(SystemExit, match="--reader: expected"):
+        main(["--reader"])
 
 
 def test_the_averaging_table_sets_averaged_readers_beside_one_network(tmp_path, capsys):

@@ -16,6 +16,7 @@ from ggmnet.datasets.tiles import (
     augment_geometry,
     centred_coordinates,
     colour_lut,
+    cover_answers,
     input_channels_from_fields,
 )
 from ggmnet.errors import UserError
@@ -215,6 +216,55 @@ def test_geology_prior_hides_outcrop_under_cover_shapes_and_scores_only_them(tmp
         assert np.all(distance[hidden] > 0) and np.all(distance[known == 1] == 0)
         assert set(np.unique(mask[hidden])) <= set(range(10))
     assert hidden_total > 0
+
+
+def test_bedrock_targets_score_the_true_bedrock_under_the_splits_cover_only(tmp_path):
+    # Outcrop of classes 0-3 in the west, cover in the east whose true bedrock is class 9 (a class no outcrop
+    # has), so a scored 9 can only be the bedrock under the real cover.
+    label = np.full((31, 31), COVER_INDEX, np.uint8)
+    label[:, :16] = np.arange(16)[None, :] % 4
+    bedrock = np.where(label == COVER_INDEX, 9, label).astype(np.uint8)
+    data = write_dataset(tmp_path / "a", {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(0.0, 3.0, 0.0, 3.0, "train")], bedrock=bedrock)
+    plain = TileDataset(data, "train", tile_size=31, bedrock_targets=1.0)[0]
+    np.testing.assert_array_equal(plain["mask"].numpy(), bedrock[::-1])  # outcrop and cover both scored
+    assert plain["image"].shape == (3, 31, 31)
+
+    # With the outcrop input and hiding: the cover is scored (every cover pixel, turned with the tile) and
+    # stays unknown to the input; the hidden outcrop is scored as before; the shown outcrop is not.
+    train = TileDataset(data, "train", tile_size=31, augment="d4", geology_prior=True, seed=3, bedrock_targets=1.0)
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        item = train[0]
+        mask, known = item["mask"].numpy(), item["image"][13].numpy()
+        assert np.count_nonzero(mask == 9) == np.count_nonzero(label == COVER_INDEX)
+        assert not known[mask == 9].any() and not known[mask != COVER_INDEX].any()
+        assert set(np.unique(mask[(mask != COVER_INDEX) & (mask != 9)])) <= {0, 1, 2, 3}
+    without = TileDataset(data, "train", tile_size=31, augment="d4", geology_prior=True, seed=3)
+    assert not np.any(without[0]["mask"].numpy() == 9)
+
+    # Fixed-resolution tiles: only the cover inside the split's windows is scored. A 31 px tile at 10 px per
+    # degree centred on the train window 1..2 E, 0..1 N (half outcrop, half cover) shows 0..3 E, -1..2 N;
+    # rows run north to south.
+    data = write_dataset(tmp_path / "b", {"residual": np.zeros((31, 31), np.float32)}, label,
+                         [(1.0, 2.0, 0.0, 1.0, "train"), (1.0, 3.0, 1.1, 3.0, "val")], bedrock=bedrock)
+    item = TileDataset(data, "train", tile_size=31, pixels_per_degree=10, bedrock_targets=1.0)[0]
+    expected = np.full((31, 31), COVER_INDEX, np.int64)
+    expected[10:21, 10:21] = bedrock[:11, 10:21][::-1]
+    assert np.count_nonzero(expected == 9) == 11 * 5
+    np.testing.assert_array_equal(item["mask"].numpy(), expected)
+
+    # A share of the cover: the same nodes for every run (wells), about that share of them, a subset of all.
+    wells = cover_answers(label, bedrock, 0.2)
+    np.testing.assert_array_equal(wells, cover_answers(label, bedrock, 0.2))
+    assert set(np.unique(wells)) == {9, COVER_INDEX} and 0.1 < np.mean(wells == 9) / np.mean(label == COVER_INDEX) < 0.3
+    some = TileDataset(data, "train", tile_size=31, pixels_per_degree=10, bedrock_targets=0.2)[0]["mask"].numpy()
+    assert 0 < np.count_nonzero(some == 9) < np.count_nonzero(expected == 9)
+    assert np.all((some == expected) | ((some == COVER_INDEX) & (expected == 9)))
+
+    with pytest.raises(UserError, match="no bedrock grid"):
+        TileDataset(write_dataset(tmp_path / "c", {"residual": np.zeros((31, 31), np.float32)}, label,
+                                  [(0.0, 3.0, 0.0, 3.0, "train")]), "train", bedrock_targets=0.5)
 
 
 def test_class_counts_and_errors(tmp_path):

@@ -224,6 +224,20 @@ def centred_coordinates(lon0: float, lat0: float, size: int, pixels_per_degree: 
     return lon0 + offsets, lat0 - offsets
 
 
+#: Seed of the cover nodes whose bedrock :func:`cover_answers` gives (the same for every run on a dataset).
+WELLS_SEED = 20241207
+
+
+def cover_answers(label: np.ndarray, bedrock: np.ndarray, share: float) -> np.ndarray:
+    """uint8 (ny, nx): the true bedrock at a ``share`` of the cover's grid nodes (each node kept with that
+    probability, drawn with :data:`WELLS_SEED`; every node at 1), 255 elsewhere and on the outcrop: what wells
+    under the cover would tell, on a synthetic scene that knows the bedrock."""
+    cover = np.asarray(label) == COVER_INDEX
+    if share < 1:
+        cover &= np.random.default_rng(WELLS_SEED).random(cover.shape) < share
+    return np.where(cover, bedrock, COVER_INDEX).astype(np.uint8)
+
+
 class TileDataset(torch.utils.data.Dataset):
     """Windows of a prepared dataset rendered as tiles.
 
@@ -278,6 +292,13 @@ class TileDataset(torch.utils.data.Dataset):
         under a random simulated cover (:func:`ggmnet.datasets.cover_sim.bury` with a
         :func:`~ggmnet.datasets.cover_sim.random_thickness` map; the labels are unchanged), drawn before the
         other augmentations. Pseudo-colour input only. Default 0: never.
+    bedrock_targets
+        The share of the cover's grid nodes whose true bedrock is also scored inside the split's windows
+        (synthetic datasets only; 0: none, 1: every node; between: that share of the nodes, drawn once per
+        dataset as wells would sample it, :func:`cover_answers`): ``mask`` then holds the bedrock class on those
+        cover pixels, besides the outcrop (or, with ``geology_prior`` and hiding, the hidden outcrop) it holds
+        otherwise. The input is unchanged: the cover stays unknown to the outcrop channels. A measure of what the
+        data can teach under the cover; a real map has no answer there beyond its wells.
     bury_hidden
         With ``augment``, ``geology_prior`` and ``hide_outcrop``: the probability that a tile's hidden outcrop
         is drawn before the other augmentations and its residual anomaly buried there under a cover that
@@ -294,7 +315,7 @@ class TileDataset(torch.utils.data.Dataset):
                  crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
                  geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
                  pixels_per_degree: float | None = None, cover_augment: float = 0.0,
-                 hide_outcrop: bool | None = None, bury_hidden: float = 0.0) -> None:
+                 hide_outcrop: bool | None = None, bury_hidden: float = 0.0, bedrock_targets: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -310,7 +331,7 @@ class TileDataset(torch.utils.data.Dataset):
             raise UserError(f"{self.data_dir / 'manifest.json'}: no windows in split {'+'.join(names)}")
         self.windows = [Window.from_dict(w) for w in entries]
         variables = self.manifest["variables"]
-        if return_bedrock and "bedrock" not in variables:
+        if (return_bedrock or bedrock_targets) and "bedrock" not in variables:
             raise UserError(f"{self.data_dir}: the dataset has no bedrock grid (only synthetic datasets do)")
         self.split = names
         self.tile_size = int(tile_size)
@@ -325,6 +346,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.bury_hidden = float(bury_hidden) if self.augment and self.geology_prior and self.hide_outcrop else 0.0
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
+        self.bedrock_targets = float(bedrock_targets)
         # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
         # dataset, and set_epoch in the main process must reach them all.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -364,7 +386,8 @@ class TileDataset(torch.utils.data.Dataset):
         if train:
             options.update(crop_size=config.crop_size, augment=config.augment,
                            cover_augment=getattr(config, "cover_augment", 0.0),
-                           bury_hidden=getattr(config, "bury_hidden", 0.0))
+                           bury_hidden=getattr(config, "bury_hidden", 0.0),
+                           bedrock_targets=getattr(config, "bedrock_targets", 0.0))
         else:
             options.update(crop_size=None, augment=False, hide_outcrop=True)
         return cls(data_dir, split, **{**options, **changes})
@@ -385,8 +408,11 @@ class TileDataset(torch.utils.data.Dataset):
     def _load(self) -> dict[str, np.ndarray]:
         """The grids this dataset needs, read once per process (so each DataLoader worker has its own)."""
         if self._grids is None or self._grids_pid != os.getpid():
-            names = [*self.fields, "label"] + (["bedrock"] if self.return_bedrock else [])
+            names = [*self.fields, "label"] + (["bedrock"] if self.return_bedrock or self.bedrock_targets else [])
             self._grids = load_grids(self.data_dir, names)
+            if self.bedrock_targets:
+                self._grids["cover_answer"] = cover_answers(self._grids["label"], self._grids["bedrock"],
+                                                            self.bedrock_targets)
             self._grids_pid = os.getpid()
             if self.geology_prior:
                 self._cover = CoverPattern(self._grids["label"])
@@ -417,19 +443,26 @@ class TileDataset(torch.utils.data.Dataset):
                                       regional_height_km=float(self.manifest["recipe"]["height_km"]))
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
                "label": self._labels(lon_t, lat_t)}
-        if self.return_bedrock:
+        if self.return_bedrock or self.bedrock_targets:
             out["bedrock"] = sample_nearest(grids["bedrock"], lon, lat, lon_t, lat_t)
+        if self.bedrock_targets:  # the bedrock where the split's windows are covered and answered, 255 elsewhere
+            answer = sample_nearest(grids["cover_answer"], lon, lat, lon_t, lat_t)
+            out["cover_target"] = np.where(self._in_region(lon_t, lat_t), answer, np.uint8(COVER_INDEX)).astype(np.uint8)
         return out
+
+    def _in_region(self, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+        """(H, W) bool: the pixels inside the split's windows and the grid (every pixel of a window's own tile)."""
+        grids = self._load()
+        if self._in_split is None:
+            return np.ones((lat_t.size, lon_t.size), dtype=bool)
+        lon, lat = grids["lon"], grids["lat"]
+        return sample_nearest(self._in_split, lon, lat, lon_t, lat_t) & _on_grid(lon, lat, lon_t, lat_t)
 
     def _labels(self, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
         """The label grid at the pixels (fixed-resolution datasets: 255 outside the split's windows and the grid)."""
         grids = self._load()
-        lon, lat = grids["lon"], grids["lat"]
-        label = sample_nearest(grids["label"], lon, lat, lon_t, lat_t)
-        if self._in_split is not None:
-            known = sample_nearest(self._in_split, lon, lat, lon_t, lat_t) & _on_grid(lon, lat, lon_t, lat_t)
-            label = np.where(known, label, np.uint8(COVER_INDEX))
-        return label
+        label = sample_nearest(grids["label"], grids["lon"], grids["lat"], lon_t, lat_t)
+        return np.where(self._in_region(lon_t, lat_t), label, np.uint8(COVER_INDEX))
 
     def _sample_coordinates(self, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates of item ``index``: its window's tile cropped at a random (augmenting) or central
@@ -465,6 +498,8 @@ class TileDataset(torch.utils.data.Dataset):
         masks = [torch.from_numpy(tile["label"])[None]]
         if self.return_bedrock:
             masks.append(torch.from_numpy(tile["bedrock"])[None])
+        if self.bedrock_targets:
+            masks.append(torch.from_numpy(tile["cover_target"])[None])
         if hidden is not None:
             masks.append(torch.from_numpy(hidden.astype(np.uint8))[None])
         if self.augmentation == "paper":
@@ -487,6 +522,9 @@ class TileDataset(torch.utils.data.Dataset):
                 label = torch.where(hidden_t, label, torch.full_like(label, COVER_INDEX))
             shown = torch.where(known, masks[0][0].long(), COVER_INDEX).numpy().astype(np.uint8)
             image = torch.cat([image, torch.from_numpy(prior_channels(shown, self.num_classes))])
+        if self.bedrock_targets:  # scored beside the (hidden) outcrop; the input still shows it as unknown
+            target = masks[1 + self.return_bedrock][0].to(torch.int64)
+            label = torch.where(target != COVER_INDEX, target, label)
         item["image"] = image.to(torch.float32).contiguous()
         item["mask"] = label.contiguous()
         if self.return_bedrock:

@@ -114,6 +114,12 @@ class RetrainConfig(RunConfig):
              "look under a cover thickening from the hole's edge (ggmnet.datasets.cover_sim: the lost top of the "
              "bedrock and the cover's low density), so that hidden ground looks like covered ground; pseudo-colour "
              "input only", number(lambda v: 0 <= v <= 1, "a probability in [0, 1]"), metavar="P")
+    bedrock_targets: float = option(
+        0.0, "synthetic datasets only: the share of the training windows' cover (grid nodes, drawn once as wells "
+             "would sample it) whose true bedrock is learned too; the input still shows that cover as unknown and "
+             "validation is unchanged. 1 = all of it: what the data can teach under the cover, which a real map "
+             "cannot give; 0 = none",
+        number(lambda v: 0 <= v <= 1, "a share in [0, 1]"), metavar="F")
     init_from: str | None = option(
         None, "start from the weights of a retrain checkpoint of the same architecture (e.g. the gravity-only "
               "best.pt); input channels it lacks, such as the outcrop channels of --geology-prior, start at zero, "
@@ -199,7 +205,7 @@ class Retrainer(Engine):
     resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
                     "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment",
-                    "bury_hidden", "init_from")
+                    "bury_hidden", "bedrock_targets", "init_from")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 

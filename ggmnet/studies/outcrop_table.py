@@ -1,12 +1,15 @@
 """The under-the-cover table of docs/under-the-cover.md from the evaluations experiments/outcrop_input.sh wrote.
 
     python experiments/outcrop_table.py runs/outcrop/s0 runs/outcrop/s1 ...
+    python experiments/outcrop_table.py --reader outcrop-bedrock runs/outcrop/s0 ...
 
 Per scene folder (``eval-gravity`` and ``eval-outcrop`` holding ``evaluation_test.json`` and
 ``evaluation_val.json`` of ggm-evaluate): pixel accuracy under the test windows' cover of GGMNet from gravity,
 with the outcrop prior, reading the outcrop, and reading it with the outcrop prior, beside the commonest class
 and the nearest outcrop; the same on the val windows' hidden outcrop; and the outcrop-reading network's
-calibration under the test cover. Where other training seeds were evaluated too (``SEED=N bash
+calibration under the test cover. ``--reader KIND`` reads another outcrop reader's evaluations
+(``eval-KIND``, e.g. ``outcrop-bedrock``: retrained with ``--bedrock-targets``) in place of ``eval-outcrop``,
+beside the same gravity network. Where other training seeds were evaluated too (``SEED=N bash
 experiments/outcrop_input.sh``: ``eval-<kind>-seedN``), each cell is the mean over the seeds with every seed's
 value in brackets.
 
@@ -42,10 +45,10 @@ def _calibration(results: dict, which: str, score: str) -> float | None:
     return (((results.get("calibration") or {}).get("under_cover") or {}).get(which) or {}).get(score)
 
 
-def seed_suffixes(scene: Path) -> list[str]:
-    """The training seeds evaluated in ``scene``: ``""`` (seed 0) and each ``-seedN`` whose gravity and outcrop
-    evaluations are both there."""
-    found = sorted(p.name.removeprefix("eval-outcrop") for p in scene.glob("eval-outcrop-seed*"))
+def seed_suffixes(scene: Path, reader: str = "outcrop") -> list[str]:
+    """The training seeds evaluated in ``scene``: ``""`` (seed 0) and each ``-seedN`` whose gravity and
+    ``reader`` evaluations are both there."""
+    found = sorted(p.name.removeprefix(f"eval-{reader}") for p in scene.glob(f"eval-{reader}-seed*"))
     return ["", *(s for s in found if (scene / f"eval-gravity{s}").is_dir())]
 
 
@@ -64,13 +67,14 @@ def scene_name(scene: Path) -> str:
                                                if synth.get("unit_scale", 1.0) != 1.0 else "")
 
 
-def row(scene: Path) -> list[str]:
-    """One scene's figures as table cells: means over the training seeds evaluated (:func:`seed_suffixes`)."""
+def row(scene: Path, reader: str = "outcrop") -> list[str]:
+    """One scene's figures as table cells: means over the training seeds evaluated (:func:`seed_suffixes`), the
+    outcrop reader's from ``eval-<reader>``."""
     name = scene_name(scene)
     figures: dict[str, list] = {}
-    for suffix in seed_suffixes(scene):
-        gravity, outcrop = _load(scene, "gravity", "test", suffix), _load(scene, "outcrop", "test", suffix)
-        g_val, o_val = _load(scene, "gravity", "val", suffix), _load(scene, "outcrop", "val", suffix)
+    for suffix in seed_suffixes(scene, reader):
+        gravity, outcrop = _load(scene, "gravity", "test", suffix), _load(scene, reader, "test", suffix)
+        g_val, o_val = _load(scene, "gravity", "val", suffix), _load(scene, reader, "val", suffix)
         fused, nearest, prior = (_acc(outcrop, "outcrop_prior_under_cover"), _acc(outcrop, "nearest_outcrop_baseline"),
                                  _acc(gravity, "outcrop_prior_under_cover"))
         seed = {"gravity": _acc(gravity, "under_cover"), "prior": prior, "reading": _acc(outcrop, "under_cover"),
@@ -124,13 +128,19 @@ def averaging_row(scene: Path) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    scenes = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    reader = "outcrop"
+    if args[:1] == ["--reader"]:
+        if len(args) < 2:
+            raise SystemExit("--reader: expected the name of an outcrop reader's evaluations (eval-NAME), e.g. outcrop-bedrock")
+        reader, args = args[1], args[2:]
+    scenes = [Path(a) for a in args]
     header = ["scene", "gravity", "gravity + outcrop prior", "reading the outcrop", "reading + prior",
               "commonest class", "nearest outcrop", "reading + prior - nearest / - (gravity + prior)",
               "hidden val outcrop: reading", "reading + prior", "gravity + prior", "nearest",
               "ECE raw -> calibrated (reading)", "entropy AUROC"]
-    print(markdown_table(header, [row(scene) for scene in scenes]), end="")
-    averaged = [r for r in map(averaging_row, scenes) if r is not None]
+    print(markdown_table(header, [row(scene, reader) for scene in scenes]), end="")
+    averaged = [r for r in map(averaging_row, scenes) if r is not None] if reader == "outcrop" else []
     if averaged:
         order = " / ".join(["one network", *AVERAGED.values()])
         print()
