@@ -6,6 +6,9 @@ to use two cores, then tabulate:
     OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 1 --out runs/fair-search &
     OMP_NUM_THREADS=1 python experiments/fair_search.py --scenes 2 --out runs/fair-search &
     wait; python experiments/fair_search.py --scenes 1,2 --out runs/fair-search --table
+
+``--search-seeds 1,2`` adds a search and a null search with each of those seeds (their genotypes retrained with
+the same training seeds); the table then has a second part, over search seeds.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ import argparse
 from pathlib import Path
 
 from ggmnet.errors import UserError, cli_entry
-from ggmnet.studies.fair_search import FairSearch, finished_rows, rescored, run_scene, table
+from ggmnet.studies.fair_search import (
+    FairSearch,
+    finished_rows,
+    rescored,
+    run_scene,
+    search_seed_table,
+    table,
+)
 
 
 @cli_entry
@@ -23,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", default="1,2", help="synthetic scene seeds, comma-separated (default 1,2)")
     parser.add_argument("--out", default="runs/fair-search", help="folder of the scenes, runs and results")
     parser.add_argument("--train-seeds", default="0,1", help="training seeds of every genotype (default 0,1)")
+    parser.add_argument("--search-seeds", default="", help="more seeds of the search and of the null search, "
+                                                           "comma-separated (default: the first training seed's only)")
     parser.add_argument("--count", type=int, default=10, help="random genotypes per scene (default 10)")
     parser.add_argument("--tolerance", type=float, default=0.05, help="their cost within this of the searched one's "
                                                                       "(default 0.05)")
@@ -36,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scenes = [int(s) for s in args.scenes.split(",")]
         seeds = [int(s) for s in args.train_seeds.split(",")]
+        search_seeds = [int(s) for s in args.search_seeds.split(",") if s]
     except ValueError:
-        raise UserError(f"--scenes {args.scenes} / --train-seeds {args.train_seeds}: expected integers, "
-                        "comma-separated") from None
+        raise UserError(f"--scenes {args.scenes} / --train-seeds {args.train_seeds} / --search-seeds "
+                        f"{args.search_seeds}: expected integers, comma-separated") from None
     out = Path(args.out)
     results = []
     for scene in scenes:
@@ -46,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.table:
             results.append(run_scene(FairSearch(scene, path.parent, search_config=args.search_config,
                                                 retrain_config=args.retrain_config, train_seeds=seeds,
-                                                count=args.count, tolerance=args.tolerance, search_flags=search_flags)))
+                                                count=args.count, tolerance=args.tolerance, search_flags=search_flags,
+                                                search_seeds=search_seeds)))
         else:
             done = len(finished_rows(path.parent))
             if not done:
@@ -55,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"scene {scene}: unfinished, {done} runs so far (no Kendall tau until it finishes)")
             results.append(rescored(scene, path.parent))
     print(table(results))
+    seeds_table = search_seed_table(results)
+    if seeds_table:
+        print()
+        print(seeds_table)
     return 0
 
 

@@ -188,3 +188,43 @@ def test_the_table_counts_seeds_trained_after_the_test(tmp_path):
     assert result["kendall"]["tau"] == pytest.approx(-1.0)
     (tmp_path / "fair_search.json").unlink()
     assert rescored(1, tmp_path)["kendall"] is None  # an unfinished test: its runs so far, no tau
+
+
+def test_more_search_seeds_set_the_searches_against_the_null_searches(tmp_path):
+    """Two search seeds: searched genotypes at 21 and 23 % (training-seed means), null ones at 20 and 21 %, random
+    19, 21 and 20 % (mean 20, SD 1): the searched mean 22 is 2 SD above random; Welch over the search seeds."""
+    import json
+    import math
+
+    from scipy.stats import t as student_t
+
+    from ggmnet.studies.fair_search import finished_rows, search_seed_table, summarise
+
+    runs = {"searched-seed0": 0.20, "searched-seed1": 0.22, "searched-s1-seed0": 0.23, "null-seed0": 0.20,
+            "null-s1-seed0": 0.21, "random1-seed0": 0.19, "random2-seed0": 0.21, "random10-seed0": 0.20}
+    for name, fwiou in runs.items():
+        (tmp_path / "runs" / name / "eval").mkdir(parents=True)
+        (tmp_path / "runs" / name / "eval" / "evaluation_val.json").write_text(
+            json.dumps({"outcrop": {"fwiou": fwiou, "mpa": 0.3}}))
+    rows = finished_rows(tmp_path)
+    # the searches by seed, then the null searches, then the random genotypes by number (10 after 2)
+    assert [(r["genotype"], r["seed"]) for r in rows] == [
+        ("searched", 0), ("searched", 1), ("searched-s1", 0), ("null", 0), ("null-s1", 0), ("random1", 0),
+        ("random2", 0), ("random10", 0)]
+    result = summarise(1, rows)
+    seeds = result["over_search_seeds"]
+    assert seeds["searched"] == pytest.approx([0.21, 0.23]) and seeds["null"] == pytest.approx([0.20, 0.21])
+    assert seeds["searched_mean"] == pytest.approx(0.22) and seeds["null_mean"] == pytest.approx(0.205)
+    assert result["random_mean"] == pytest.approx(0.20) and result["random_sd"] == pytest.approx(0.01)
+    assert seeds["margin_in_sd"] == pytest.approx(2.0)
+    # Welch by hand: variances 2e-4 and 5e-5 over n = 2 each
+    va, vb = 2e-4 / 2, 5e-5 / 2
+    t = 0.015 / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 + vb ** 2)
+    assert seeds["null_p_value"] == pytest.approx(student_t.sf(t, df), rel=1e-4)
+    line = search_seed_table([result]).splitlines()[2]
+    assert line == (f"| 1 | first: 21.0, 1: 23.0 | first: 20.0, 1: 21.0 | 22.0 / 20.5 | +2.0 | "
+                    f"{seeds['null_p_value']:.2f} |")
+    # one search seed: no such figures, no table
+    assert summarise(1, [r for r in rows if "-s1" not in r["genotype"]])["over_search_seeds"] is None
+    assert search_seed_table([summarise(1, rows[:2])]) == ""

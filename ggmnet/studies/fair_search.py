@@ -23,6 +23,10 @@ training one):
 The test the search must pass: its mean validation FWIoU over the training seeds above the mean of the random
 genotypes' means by at least twice their standard deviation, and above the null search's (with, seed by seed,
 the p-value of a one-sided Welch test of that lead).
+
+One search is one draw of the search's own randomness. ``search_seeds`` adds searches and null searches with
+other seeds (genotypes ``searched-sN`` and ``null-sN``, retrained like the others), and :func:`summarise` then
+sets the searched genotypes against the null ones and the random mean over search seeds.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class FairSearch:
     tolerance: float = 0.05
     kendall: int = 8
     search_flags: Sequence[str] = field(default_factory=list)
+    #: more search seeds than the first training seed: a search and a null search each (module docstring)
+    search_seeds: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -198,6 +204,9 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     null = search(null_data, out / "null", plan.search_config, plan.train_seeds[0], plan.search_flags)
     randoms = matched_random_genotypes(searched, plan.count, tolerance=plan.tolerance, seed=plan.scene_seed)
     candidates = {"searched": searched, "null": null, **{f"random{k + 1}": g for k, g in enumerate(randoms)}}
+    for k in (k for k in plan.search_seeds if k != plan.train_seeds[0]):
+        candidates[f"searched-s{k}"] = search(data, out / f"searched-s{k}", plan.search_config, k, plan.search_flags)
+        candidates[f"null-s{k}"] = search(null_data, out / f"null-s{k}", plan.search_config, k, plan.search_flags)
     rows = [retrain(genotype, name, data, out, seed, plan.retrain_config)
             for name, genotype in candidates.items() for seed in plan.train_seeds]
     ranked = ["searched", *[f"random{k + 1}" for k in range(min(plan.kendall, plan.count + 1) - 1)]]
@@ -208,7 +217,9 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     result = summarise(plan.scene_seed, rows, kendall=(ranked, proxy))
     result["cost"] = {name: genotype_cost(g) for name, g in candidates.items()}
     result["settings"] = {"search_config": plan.search_config, "retrain_config": plan.retrain_config,
-                          "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags)}
+                          "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags),
+                          "search_seeds": [plan.train_seeds[0], *(k for k in plan.search_seeds
+                                                                  if k != plan.train_seeds[0])]}
     write_json_atomic(out / "fair_search.json", result)
     return result
 
@@ -240,6 +251,7 @@ def summarise(scene_seed: int, rows: Sequence[dict[str, Any]], *,
     result["null_p_value"] = (float(ttest_ind(runs["searched"], runs["null"], equal_var=False,
                                               alternative="greater").pvalue)
                               if min(len(v) for v in runs.values()) > 1 else None)
+    result["over_search_seeds"] = _over_search_seeds(means, result["random_mean"], sd)
     if kendall is not None:
         ranked, proxy = kendall
         tau = kendalltau(proxy, [means[n] for n in ranked])
@@ -247,6 +259,36 @@ def summarise(scene_seed: int, rows: Sequence[dict[str, Any]], *,
                              "retrained_fwiou": [means[n] for n in ranked], "tau": float(tau.statistic),
                              "p_value": float(tau.pvalue)}
     return result
+
+
+def _search_kind(name: str) -> tuple[str, int] | None:
+    """``("searched" | "null", k)`` of a search's genotype name (``searched``: k = -1, the first search seed;
+    ``searched-sK``: k = K), None for another genotype."""
+    for kind in ("searched", "null"):
+        if name == kind:
+            return kind, -1
+        if name.startswith(f"{kind}-s") and name[len(kind) + 2:].isdigit():
+            return kind, int(name[len(kind) + 2:])
+    return None
+
+
+def _over_search_seeds(means: dict[str, float], random_mean: float, sd: float) -> dict[str, Any] | None:
+    """With more than one search seed: each seed's searched and null genotypes' means, their means, the
+    searched genotypes' lead over the random mean in its standard deviations, and a one-sided Welch test of the
+    searched genotypes over the null ones (the search seeds as samples)."""
+    from scipy.stats import ttest_ind
+
+    kinds = {n: _search_kind(n) for n in means}
+    searched = [means[n] for n, k in kinds.items() if k and k[0] == "searched"]
+    null = [means[n] for n, k in kinds.items() if k and k[0] == "null"]
+    if len(searched) < 2:
+        return None
+    mean = float(np.mean(searched))
+    return {"searched": searched, "null": null, "searched_mean": mean,
+            "null_mean": float(np.mean(null)) if null else None,
+            "margin_in_sd": float((mean - random_mean) / sd) if sd > 0 else float("nan"),
+            "null_p_value": (float(ttest_ind(searched, null, equal_var=False, alternative="greater").pvalue)
+                             if len(null) > 1 else None)}
 
 
 def finished_rows(out: Path) -> list[dict[str, Any]]:
@@ -259,9 +301,12 @@ def finished_rows(out: Path) -> list[dict[str, Any]]:
         rows.append({"genotype": name, "seed": int(seed), "fwiou": scores["fwiou"], "mpa": scores["mpa"],
                      "run": str(path.parent.parent)})
 
-    def place(row: dict[str, Any]) -> tuple[int, int]:
+    def place(row: dict[str, Any]) -> tuple[int, int, int]:
         name = row["genotype"]
-        return ({"searched": -2, "null": -1}.get(name) or int(name.removeprefix("random"))), row["seed"]
+        kind = _search_kind(name)
+        if kind is not None:  # the searches first, by seed, then the null searches
+            return (0 if kind[0] == "searched" else 1), kind[1], row["seed"]
+        return 2, int(name.removeprefix("random")), row["seed"]
 
     return sorted(rows, key=place)
 
@@ -275,6 +320,37 @@ def rescored(scene_seed: int, out: Path) -> dict[str, Any]:
     kendall = stored.get("kendall")
     return {**stored, **summarise(scene_seed, finished_rows(out), kendall=(
         kendall["genotypes"], kendall["supernet_fwiou"]) if kendall else None)}
+
+
+def search_seed_table(results: Sequence[dict[str, Any]]) -> str:
+    """Where a scene has more than one search seed: each searched and null genotype's mean validation FWIoU (%,
+    mean over training seeds), their means, the searched genotypes' lead over the random mean (its SD) and the
+    Welch p-value of searched over null across search seeds; an empty string otherwise."""
+    def pct(value: float | None) -> str:
+        return "--" if value is None or np.isnan(value) else f"{100 * value:.1f}"
+
+    rows = []
+    for r in results:
+        seeds = r.get("over_search_seeds")
+        if not seeds:
+            continue
+        by = {kind: {} for kind in ("searched", "null")}
+        for name, value in r["mean_fwiou"].items():
+            kind = _search_kind(name)
+            if kind is not None:
+                by[kind[0]][kind[1]] = value
+        order = sorted(set(by["searched"]) | set(by["null"]))
+        label = {k: ("first" if k < 0 else str(k)) for k in order}
+        rows.append([r["scene_seed"], ", ".join(f"{label[k]}: {pct(by['searched'].get(k))}" for k in order),
+                     ", ".join(f"{label[k]}: {pct(by['null'].get(k))}" for k in order),
+                     f"{pct(seeds['searched_mean'])} / {pct(seeds['null_mean'])}",
+                     "--" if np.isnan(seeds["margin_in_sd"]) else f"{seeds['margin_in_sd']:+.1f}",
+                     "--" if seeds["null_p_value"] is None else f"{seeds['null_p_value']:.2f}"])
+    if not rows:
+        return ""
+    return markdown_table(["scene", "searched, by search seed", "null search, by search seed",
+                           "mean searched / null", "searched mean over random (SD)", "p (searched above null)"],
+                          rows).rstrip("\n")
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
