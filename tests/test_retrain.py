@@ -170,6 +170,8 @@ def test_cli_errors_exit_2_with_one_line(tiny_dataset, tmp_path, capsys):
     assert "--batch-size 1" in err
     err = _cli_error(["--genotype", str(four), *base, "--bedrock-targets", "2"], capsys)
     assert "--bedrock-targets" in err and "a share in [0, 1]" in err
+    err = _cli_error(["--genotype", str(four), *base, "--well-radius", "-1"], capsys)
+    assert "--well-radius" in err and "a distance of at least 0 grid nodes" in err
     err = _cli_error(["--genotype", str(four), *base, "--bedrock-targets", "0.5"], capsys)
     assert str(tiny_dataset) in err and "no bedrock grid (only synthetic datasets do)" in err
     assert not (tmp_path / "run" / "checkpoints").exists()

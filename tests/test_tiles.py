@@ -262,6 +262,23 @@ def test_bedrock_targets_score_the_true_bedrock_under_the_splits_cover_only(tmp_
     assert 0 < np.count_nonzero(some == 9) < np.count_nonzero(expected == 9)
     assert np.all((some == expected) | ((some == COVER_INDEX) & (expected == 9)))
 
+    # Wells extended by a radius: every answered cover node takes its nearest well's class (checked by brute
+    # force), within that many nodes; the wells' own nodes keep their bedrock; the outcrop is never answered.
+    rng = np.random.default_rng(1)
+    varied = np.where(label == COVER_INDEX, rng.integers(4, 10, size=label.shape), label).astype(np.uint8)
+    wells = cover_answers(label, varied, 0.05)
+    spread = cover_answers(label, varied, 0.05, radius=2.5)
+    well_rc = np.argwhere(wells != COVER_INDEX)
+    assert len(well_rc) > 3 and np.all(spread[wells != COVER_INDEX] == wells[wells != COVER_INDEX])
+    for r, c in np.argwhere(label == COVER_INDEX):
+        d = np.hypot(*(well_rc - (r, c)).T)
+        if d.min() <= 2.5:
+            assert spread[r, c] in {wells[tuple(well_rc[k])] for k in np.flatnonzero(d == d.min())}
+        else:
+            assert spread[r, c] == COVER_INDEX
+    assert np.all(spread[label != COVER_INDEX] == COVER_INDEX)
+    np.testing.assert_array_equal(cover_answers(label, varied, 1.0, radius=2.5), cover_answers(label, varied, 1.0))
+
     with pytest.raises(UserError, match="no bedrock grid"):
         TileDataset(write_dataset(tmp_path / "c", {"residual": np.zeros((31, 31), np.float32)}, label,
                                   [(0.0, 3.0, 0.0, 3.0, "train")]), "train", bedrock_targets=0.5)

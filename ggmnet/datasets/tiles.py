@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -228,14 +229,21 @@ def centred_coordinates(lon0: float, lat0: float, size: int, pixels_per_degree: 
 WELLS_SEED = 20241207
 
 
-def cover_answers(label: np.ndarray, bedrock: np.ndarray, share: float) -> np.ndarray:
+def cover_answers(label: np.ndarray, bedrock: np.ndarray, share: float, radius: float = 0.0) -> np.ndarray:
     """uint8 (ny, nx): the true bedrock at a ``share`` of the cover's grid nodes (each node kept with that
     probability, drawn with :data:`WELLS_SEED`; every node at 1), 255 elsewhere and on the outcrop: what wells
-    under the cover would tell, on a synthetic scene that knows the bedrock."""
+    under the cover would tell, on a synthetic scene that knows the bedrock. With ``radius`` (grid nodes), each
+    well's class is also carried to the cover within that distance of it, the nearest well's where they meet, as
+    a geologist would extend a well (right or wrong)."""
     cover = np.asarray(label) == COVER_INDEX
+    wells = cover.copy()
     if share < 1:
-        cover &= np.random.default_rng(WELLS_SEED).random(cover.shape) < share
-    return np.where(cover, bedrock, COVER_INDEX).astype(np.uint8)
+        wells &= np.random.default_rng(WELLS_SEED).random(cover.shape) < share
+    answer = np.where(wells, bedrock, COVER_INDEX).astype(np.uint8)
+    if radius > 0 and wells.any() and share < 1:
+        distance, (rows, cols) = ndimage.distance_transform_edt(~wells, return_indices=True)
+        answer = np.where(cover & (distance <= radius), answer[rows, cols], COVER_INDEX).astype(np.uint8)
+    return answer
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -299,6 +307,9 @@ class TileDataset(torch.utils.data.Dataset):
         cover pixels, besides the outcrop (or, with ``geology_prior`` and hiding, the hidden outcrop) it holds
         otherwise. The input is unchanged: the cover stays unknown to the outcrop channels. A measure of what the
         data can teach under the cover; a real map has no answer there beyond its wells.
+    well_radius
+        With ``bedrock_targets`` below 1: each well's class also answers the cover within this many grid nodes of
+        it (:func:`cover_answers`). Default 0: the well's node only.
     bury_hidden
         With ``augment``, ``geology_prior`` and ``hide_outcrop``: the probability that a tile's hidden outcrop
         is drawn before the other augmentations and its residual anomaly buried there under a cover that
@@ -315,7 +326,8 @@ class TileDataset(torch.utils.data.Dataset):
                  crop_size: int | None = None, augment: bool | str = False, channels: str = "pseudocolour",
                  geology_prior: bool = False, seed: int = 0, return_bedrock: bool = False,
                  pixels_per_degree: float | None = None, cover_augment: float = 0.0,
-                 hide_outcrop: bool | None = None, bury_hidden: float = 0.0, bedrock_targets: float = 0.0) -> None:
+                 hide_outcrop: bool | None = None, bury_hidden: float = 0.0, bedrock_targets: float = 0.0,
+                 well_radius: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         self.manifest = read_manifest(self.data_dir)
         names = [split] if isinstance(split, str) else list(split)
@@ -347,6 +359,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.return_bedrock = bool(return_bedrock)
         self.bedrock_targets = float(bedrock_targets)
+        self.well_radius = float(well_radius)
         # The epoch lives in shared memory: DataLoader workers (persistent ones too) hold copies of this
         # dataset, and set_epoch in the main process must reach them all.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -387,7 +400,8 @@ class TileDataset(torch.utils.data.Dataset):
             options.update(crop_size=config.crop_size, augment=config.augment,
                            cover_augment=getattr(config, "cover_augment", 0.0),
                            bury_hidden=getattr(config, "bury_hidden", 0.0),
-                           bedrock_targets=getattr(config, "bedrock_targets", 0.0))
+                           bedrock_targets=getattr(config, "bedrock_targets", 0.0),
+                           well_radius=getattr(config, "well_radius", 0.0))
         else:
             options.update(crop_size=None, augment=False, hide_outcrop=True)
         return cls(data_dir, split, **{**options, **changes})
@@ -412,7 +426,7 @@ class TileDataset(torch.utils.data.Dataset):
             self._grids = load_grids(self.data_dir, names)
             if self.bedrock_targets:
                 self._grids["cover_answer"] = cover_answers(self._grids["label"], self._grids["bedrock"],
-                                                            self.bedrock_targets)
+                                                            self.bedrock_targets, self.well_radius)
             self._grids_pid = os.getpid()
             if self.geology_prior:
                 self._cover = CoverPattern(self._grids["label"])

@@ -120,6 +120,10 @@ class RetrainConfig(RunConfig):
              "validation is unchanged. 1 = all of it: what the data can teach under the cover, which a real map "
              "cannot give; 0 = none",
         number(lambda v: 0 <= v <= 1, "a share in [0, 1]"), metavar="F")
+    well_radius: float = option(
+        0.0, "with --bedrock-targets below 1: each well's class also answers the cover within this many grid nodes "
+             "of it (the nearest well's where they meet), as a geologist would extend a well; 0 = its node only",
+        number(lambda v: v >= 0, "a distance of at least 0 grid nodes"), metavar="N")
     init_from: str | None = option(
         None, "start from the weights of a retrain checkpoint of the same architecture (e.g. the gravity-only "
               "best.pt); input channels it lacks, such as the outcrop channels of --geology-prior, start at zero, "
@@ -205,7 +209,7 @@ class Retrainer(Engine):
     resume_fixed = ("model", "ablation", "deformable", "tile_size", "crop_size", "pixels_per_degree", "augment", "batch_size",
                     "channels", "geology_prior", "seed", "lr", "switch_epoch", "plateau_patience",
                     "plateau_threshold", "top_k_fraction", "class_weighting", "instance_weighting", "ema_decay", "cover_augment",
-                    "bury_hidden", "bedrock_targets", "init_from")
+                    "bury_hidden", "bedrock_targets", "well_radius", "init_from")
     default_dataset = staticmethod(ensure_synthetic_default)
     config: RetrainConfig
 
