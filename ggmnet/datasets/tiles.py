@@ -455,13 +455,14 @@ class TileDataset(torch.utils.data.Dataset):
             dy, dx = spacing_km(lon_t, lat_t)
             fields["residual"] = bury(fields["residual"], cover_km, dx, dy,
                                       regional_height_km=float(self.manifest["recipe"]["height_km"]))
+        region = self._in_region(lon_t, lat_t)
         out = {"image": input_channels_from_fields(fields, self.normalisation, self.channels),
-               "label": self._labels(lon_t, lat_t)}
-        if self.return_bedrock or self.bedrock_targets:
+               "label": self._labels(lon_t, lat_t, region)}
+        if self.return_bedrock:
             out["bedrock"] = sample_nearest(grids["bedrock"], lon, lat, lon_t, lat_t)
         if self.bedrock_targets:  # the bedrock where the split's windows are covered and answered, 255 elsewhere
             answer = sample_nearest(grids["cover_answer"], lon, lat, lon_t, lat_t)
-            out["cover_target"] = np.where(self._in_region(lon_t, lat_t), answer, np.uint8(COVER_INDEX)).astype(np.uint8)
+            out["cover_target"] = np.where(region, answer, np.uint8(COVER_INDEX)).astype(np.uint8)
         return out
 
     def _in_region(self, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
@@ -472,11 +473,13 @@ class TileDataset(torch.utils.data.Dataset):
         lon, lat = grids["lon"], grids["lat"]
         return sample_nearest(self._in_split, lon, lat, lon_t, lat_t) & _on_grid(lon, lat, lon_t, lat_t)
 
-    def _labels(self, lon_t: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
-        """The label grid at the pixels (fixed-resolution datasets: 255 outside the split's windows and the grid)."""
+    def _labels(self, lon_t: np.ndarray, lat_t: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+        """The label grid at the pixels (fixed-resolution datasets: 255 outside the split's windows and the grid;
+        ``region``: :meth:`_in_region` of these pixels, when the caller has it)."""
         grids = self._load()
         label = sample_nearest(grids["label"], grids["lon"], grids["lat"], lon_t, lat_t)
-        return np.where(self._in_region(lon_t, lat_t), label, np.uint8(COVER_INDEX))
+        region = self._in_region(lon_t, lat_t) if region is None else region
+        return np.where(region, label, np.uint8(COVER_INDEX))
 
     def _sample_coordinates(self, index: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates of item ``index``: its window's tile cropped at a random (augmenting) or central

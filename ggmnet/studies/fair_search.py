@@ -204,7 +204,8 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     null = search(null_data, out / "null", plan.search_config, plan.train_seeds[0], plan.search_flags)
     randoms = matched_random_genotypes(searched, plan.count, tolerance=plan.tolerance, seed=plan.scene_seed)
     candidates = {"searched": searched, "null": null, **{f"random{k + 1}": g for k, g in enumerate(randoms)}}
-    for k in (k for k in plan.search_seeds if k != plan.train_seeds[0]):
+    more_seeds = [k for k in plan.search_seeds if k != plan.train_seeds[0]]
+    for k in more_seeds:
         candidates[f"searched-s{k}"] = search(data, out / f"searched-s{k}", plan.search_config, k, plan.search_flags)
         candidates[f"null-s{k}"] = search(null_data, out / f"null-s{k}", plan.search_config, k, plan.search_flags)
     rows = [retrain(genotype, name, data, out, seed, plan.retrain_config)
@@ -218,8 +219,7 @@ def run_scene(plan: FairSearch) -> dict[str, Any]:
     result["cost"] = {name: genotype_cost(g) for name, g in candidates.items()}
     result["settings"] = {"search_config": plan.search_config, "retrain_config": plan.retrain_config,
                           "count": plan.count, "tolerance": plan.tolerance, "search_flags": list(plan.search_flags),
-                          "search_seeds": [plan.train_seeds[0], *(k for k in plan.search_seeds
-                                                                  if k != plan.train_seeds[0])]}
+                          "search_seeds": [plan.train_seeds[0], *more_seeds]}
     write_json_atomic(out / "fair_search.json", result)
     return result
 
@@ -322,13 +322,15 @@ def rescored(scene_seed: int, out: Path) -> dict[str, Any]:
         kendall["genotypes"], kendall["supernet_fwiou"]) if kendall else None)}
 
 
+def _pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, "--" where there is no figure."""
+    return "--" if value is None or np.isnan(value) else f"{100 * value:.1f}"
+
+
 def search_seed_table(results: Sequence[dict[str, Any]]) -> str:
     """Where a scene has more than one search seed: each searched and null genotype's mean validation FWIoU (%,
     mean over training seeds), their means, the searched genotypes' lead over the random mean (its SD) and the
     Welch p-value of searched over null across search seeds; an empty string otherwise."""
-    def pct(value: float | None) -> str:
-        return "--" if value is None or np.isnan(value) else f"{100 * value:.1f}"
-
     rows = []
     for r in results:
         seeds = r.get("over_search_seeds")
@@ -341,9 +343,9 @@ def search_seed_table(results: Sequence[dict[str, Any]]) -> str:
                 by[kind[0]][kind[1]] = value
         order = sorted(set(by["searched"]) | set(by["null"]))
         label = {k: ("first" if k < 0 else str(k)) for k in order}
-        rows.append([r["scene_seed"], ", ".join(f"{label[k]}: {pct(by['searched'].get(k))}" for k in order),
-                     ", ".join(f"{label[k]}: {pct(by['null'].get(k))}" for k in order),
-                     f"{pct(seeds['searched_mean'])} / {pct(seeds['null_mean'])}",
+        rows.append([r["scene_seed"], ", ".join(f"{label[k]}: {_pct(by['searched'].get(k))}" for k in order),
+                     ", ".join(f"{label[k]}: {_pct(by['null'].get(k))}" for k in order),
+                     f"{_pct(seeds['searched_mean'])} / {_pct(seeds['null_mean'])}",
                      "--" if np.isnan(seeds["margin_in_sd"]) else f"{seeds['margin_in_sd']:+.1f}",
                      "--" if seeds["null_p_value"] is None else f"{seeds['null_p_value']:.2f}"])
     if not rows:
@@ -356,20 +358,17 @@ def search_seed_table(results: Sequence[dict[str, Any]]) -> str:
 def table(results: Sequence[dict[str, Any]]) -> str:
     """The fair test's Markdown table over scenes (validation FWIoU and MPA in %, mean over training seeds; "--"
     where an unfinished test has no figure yet)."""
-    def pct(value: float | None) -> str:
-        return "--" if value is None or np.isnan(value) else f"{100 * value:.1f}"
-
     rows = []
     for r in results:
-        seeds = ", ".join(pct(x["fwiou"]) for x in r["rows"] if x["genotype"] == "searched")
+        seeds = ", ".join(_pct(x["fwiou"]) for x in r["rows"] if x["genotype"] == "searched")
         randoms = [v for k, v in r["mean_fwiou"].items() if k.startswith("random")]
         random_mpa = [v for k, v in r["mean_mpa"].items() if k.startswith("random")]
-        spread = (f"{pct(r['random_mean'])} +- {pct(r['random_sd'])} ({pct(min(randoms))}-{pct(max(randoms))}), "
+        spread = (f"{_pct(r['random_mean'])} +- {_pct(r['random_sd'])} ({_pct(min(randoms))}-{_pct(max(randoms))}), "
                   f"{len(randoms)}" if randoms else "--")
         kendall = r.get("kendall")
-        rows.append([r["scene_seed"], f"{pct(r['mean_fwiou'].get('searched'))} ({seeds})",
-                     pct(r["mean_mpa"].get("searched")), spread, pct(np.mean(random_mpa)) if random_mpa else "--",
-                     pct(r["mean_fwiou"].get("null")) + (f" (p {r['null_p_value']:.2f})"
+        rows.append([r["scene_seed"], f"{_pct(r['mean_fwiou'].get('searched'))} ({seeds})",
+                     _pct(r["mean_mpa"].get("searched")), spread, _pct(np.mean(random_mpa)) if random_mpa else "--",
+                     _pct(r["mean_fwiou"].get("null")) + (f" (p {r['null_p_value']:.2f})"
                                                          if r.get("null_p_value") is not None else ""),
                      "--" if np.isnan(r["margin_in_sd"]) else f"{r['margin_in_sd']:+.1f}",
                      f"{kendall['tau']:+.2f} (p {kendall['p_value']:.2f}; {len(kendall['genotypes'])})" if kendall
